@@ -1,0 +1,55 @@
+"""The small interface every backend implements (load, prompt, generate), and what it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    threads: int
+    device: str  # cpu | cuda
+    n_ctx: int
+    seed: int
+    n_gpu_layers: int = 0  # llama.cpp: layers offloaded to the GPU (-1 = all)
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific settings
+
+
+@dataclass
+class GenerationTrace:
+    """One request's raw record. Times are seconds after t0 (the request handed to the backend)."""
+
+    prompt_tokens: int
+    token_ids: list[int]
+    token_times: list[float]  # t_i: token i available to the caller (sampled and detokenized)
+    prefill_end: float | None  # end of the prefill pass; None where the backend cannot separate it
+    stopped_at_eos: bool
+    text: str
+
+
+class Backend(ABC):
+    """One inference library behind a uniform interface. Instances live in the benchmark child."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def load(self, model_path: Path, settings: LoadSettings) -> None:
+        """Make the model ready for a first request (this is what ``load time`` measures)."""
+
+    @abstractmethod
+    def prompt(self, n_tokens: int) -> list[int]:
+        """Exactly ``n_tokens`` prompt token ids from the model's own tokenizer."""
+
+    @abstractmethod
+    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
+        """Greedy generation with a timestamp per token as the caller receives it."""
+
+    def environment(self) -> dict[str, Any]:
+        """Library versions and build facts, recorded in the result row."""
+        return {}
+
+    def close(self) -> None:
+        """Free the model."""

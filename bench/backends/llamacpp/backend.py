@@ -1,0 +1,90 @@
+"""llama.cpp through llama-cpp-python's low-level loop: eval the prompt, then sample/eval per token.
+
+We drive ``Llama.eval`` and ``Llama.sample`` ourselves rather than ``create_completion`` so that
+the prefill pass is timed on its own and each token's timestamp is taken when the caller has it
+(sampled and detokenized). ``reset()`` before each request clears the KV cache, so no repetition
+reuses an earlier prompt's cache.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.backends.base import Backend, GenerationTrace, LoadSettings
+from bench.errors import BenchError
+from bench.prompts import build_prompt
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+
+    def load(self, model_path: Path, settings: LoadSettings) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+
+        self._llama_cpp = llama_cpp
+        offload = settings.n_gpu_layers if settings.device == "cuda" else 0
+        if offload and not llama_cpp.llama_supports_gpu_offload():
+            raise BenchError("this llama-cpp-python build has no GPU offload; "
+                             "reinstall with CMAKE_ARGS='-DGGML_CUDA=on'")
+        self.n_gpu_layers = offload
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=settings.n_ctx,
+            n_threads=settings.threads,
+            n_threads_batch=settings.threads,
+            n_gpu_layers=offload,
+            seed=settings.seed,
+            logits_all=False,  # all-logits mode is for scoring only; it distorts speed
+            verbose=False,
+        )
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+
+    def prompt(self, n_tokens: int) -> list[int]:
+        bos = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
+        return build_prompt(n_tokens, lambda text: self.llm.tokenize(text.encode(), add_bos=False), bos)
+
+    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
+        llm, clock = self.llm, time.perf_counter
+        is_eog = self._llama_cpp.llama_token_is_eog
+        ids: list[int] = []
+        times: list[float] = []
+        pieces: list[bytes] = []
+        eos = False
+        llm.reset()
+        t0 = clock()
+        llm.eval(prompt)  # prefill: all p prompt tokens in batches of n_batch
+        prefill_end = clock() - t0
+        for i in range(max_new_tokens):
+            token = llm.sample(temp=0.0, repeat_penalty=1.0)  # greedy
+            pieces.append(llm.detokenize([token]))
+            times.append(clock() - t0)
+            ids.append(token)
+            if stop_at_eos and is_eog(self._vocab, token):
+                eos = True
+                break
+            if i + 1 < max_new_tokens:
+                llm.eval([token])
+        return GenerationTrace(
+            prompt_tokens=len(prompt),
+            token_ids=ids,
+            token_times=times,
+            prefill_end=prefill_end,
+            stopped_at_eos=eos,
+            text=b"".join(pieces).decode("utf-8", errors="replace"),
+        )
+
+    def environment(self) -> dict[str, Any]:
+        lc = self._llama_cpp
+        return {
+            "llama_cpp_python": lc.__version__,
+            "llama_cpp_system_info": lc.llama_print_system_info().decode(errors="replace").strip(),
+            "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_batch": self.llm.n_batch,
+        }
+
+    def close(self) -> None:
+        self.llm.close()

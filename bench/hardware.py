@@ -1,0 +1,194 @@
+"""Hardware profiles (``hardware_profiles/*.yaml``) and detection of the host (the ``auto`` profile)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bench.errors import BenchError
+from bench.yamlfile import parse_yaml_file
+
+HOURS_PER_YEAR = 365 * 24
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Capacity(_Strict):
+    threads: int = Field(gt=0)
+    ram_gb: float = Field(gt=0)
+    vram_gb: float | None = Field(default=None, gt=0)
+    reserve_ram_gb: float = Field(default=0, ge=0)  # kept free for the OS and runtime
+    reserve_vram_gb: float = Field(default=0, ge=0)
+
+
+class Price(_Strict):
+    """What an hour of this tier costs: a cloud on-demand price, or a purchase amortized."""
+
+    basis: Literal["on_demand", "purchase"]
+    usd_per_hour: float | None = Field(default=None, gt=0)
+    purchase_usd: float | None = Field(default=None, gt=0)
+    lifetime_years: float | None = Field(default=None, gt=0)
+    power_watts: float | None = Field(default=None, gt=0)
+    electricity_usd_per_kwh: float | None = Field(default=None, gt=0)
+    source: str | None = None
+
+    def hourly_usd(self) -> float | None:
+        """On-demand: the listed price. Purchase: price / lifetime hours + power x electricity.
+        None when a needed figure is missing (never a guess)."""
+        if self.basis == "on_demand":
+            return self.usd_per_hour
+        if self.purchase_usd is None or self.lifetime_years is None:
+            return None
+        hourly = self.purchase_usd / (self.lifetime_years * HOURS_PER_YEAR)
+        if self.power_watts is not None and self.electricity_usd_per_kwh is not None:
+            hourly += self.power_watts / 1000 * self.electricity_usd_per_kwh
+        return hourly
+
+
+class Performance(_Strict):
+    """Figures of the real tier, used only for projections that are labelled as such."""
+
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
+    fp16_tflops: float | None = Field(default=None, gt=0)
+    source: str | None = None
+
+
+class Profile(_Strict):
+    schema_version: Literal[1] = 1
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str
+    device: Literal["cpu", "cuda"] = "cpu"
+    capacity: Capacity
+    price: Price | None = None
+    performance: Performance | None = None
+
+    @model_validator(mode="after")
+    def _gpu_has_vram(self) -> Profile:
+        if self.device == "cuda" and self.capacity.vram_gb is None:
+            raise ValueError("a cuda profile needs capacity.vram_gb")
+        return self
+
+
+@dataclass
+class HostInfo:
+    """What the host has, recorded in every result row."""
+
+    hostname: str
+    cpu_model: str
+    physical_cores: int | None
+    logical_cores: int
+    usable_cpus: int  # CPUs in this process's affinity mask
+    ram_bytes: int
+    os: str
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def detect_gpus() -> list[dict[str, Any]]:
+    """NVIDIA GPUs through NVML (nvidia-ml-py) if present, else torch if already installed.
+    Cheap when there is no NVIDIA driver: torch is never imported then."""
+    if not Path("/proc/driver/nvidia/version").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            out = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(h)
+                out.append({
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "vram_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                    "driver": pynvml.nvmlSystemGetDriverVersion(),
+                    "via": "nvml",
+                })
+            return out
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [{"index": i, "name": torch.cuda.get_device_name(i),
+                     "vram_bytes": int(torch.cuda.get_device_properties(i).total_memory), "via": "torch"}
+                    for i in range(torch.cuda.device_count())]
+    except Exception:
+        pass
+    return []
+
+
+def detect_host() -> HostInfo:
+    import psutil
+
+    return HostInfo(
+        hostname=platform.node(),
+        cpu_model=_cpu_model(),
+        physical_cores=psutil.cpu_count(logical=False),
+        logical_cores=psutil.cpu_count(logical=True) or 1,
+        usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        ram_bytes=psutil.virtual_memory().total,
+        os=f"{platform.system()} {platform.release()}",
+        gpus=detect_gpus(),
+    )
+
+
+def auto_profile(host: HostInfo) -> Profile:
+    """The host as it is: all usable CPUs (physical cores if fewer), all RAM, the first GPU."""
+    threads = min(host.usable_cpus, host.physical_cores or host.usable_cpus)
+    gpu = host.gpus[0] if host.gpus else None
+    return Profile(
+        id="auto",
+        name=f"this host ({host.cpu_model}{', ' + gpu['name'] if gpu else ''})",
+        device="cuda" if gpu else "cpu",
+        capacity=Capacity(threads=threads, ram_gb=host.ram_bytes / 2**30,
+                          vram_gb=gpu["vram_bytes"] / 2**30 if gpu else None),
+    )
+
+
+def load_profiles(directory: Path) -> dict[str, Profile]:
+    if not directory.is_dir():
+        raise BenchError(f"{directory}: hardware profiles folder not found")
+    profiles: dict[str, Profile] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        p = parse_yaml_file(path, Profile)
+        if p.id != path.stem:
+            raise BenchError(f"{path}:1: profile id {p.id!r} must match the file name {path.stem!r}")
+        profiles[p.id] = p
+    return profiles
+
+
+def get_profile(profile_id: str, directory: Path, host: HostInfo) -> Profile:
+    if profile_id == "auto":
+        return auto_profile(host)
+    path = directory / f"{profile_id}.yaml"
+    if not path.exists():
+        known = ", ".join(["auto", *sorted(p.stem for p in directory.glob("*.yaml"))])
+        raise BenchError(f"unknown hardware profile {profile_id!r}; known: {known}")
+    profile = parse_yaml_file(path, Profile)
+    if profile.device == "cuda" and not host.gpus:
+        raise BenchError(f"profile {profile_id!r} needs a CUDA GPU and this host has none")
+    return profile

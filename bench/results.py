@@ -1,0 +1,64 @@
+"""Result files: JSON lines, one row per cell, each appended atomically and fsynced.
+
+An interrupted run keeps every completed row. A reader skips (and reports) a damaged line
+rather than losing the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.schema import Row
+
+
+def default_results_path(results_dir: Path, when: dt.datetime | None = None) -> Path:
+    when = when or dt.datetime.now(dt.timezone.utc)
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", platform.node() or "host")
+    return results_dir / f"{when:%Y-%m-%d}_{host}.jsonl"
+
+
+def append_row(path: Path, row: Row) -> None:
+    """One write of one whole line under an exclusive lock, then fsync."""
+    data = (row.to_json() + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A crash mid-line in an earlier run leaves no newline: start ours on a fresh line.
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_rows(path: Path) -> tuple[list[Row], list[str]]:
+    """All rows of a results file, and one warning per line that could not be read."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        raise BenchError(f"{path}: results file not found") from None
+    rows: list[Row] = []
+    warnings: list[str] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(Row.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError, BenchError) as exc:
+            warnings.append(f"{path}:{n}: skipped unreadable row: {exc}")
+    return rows, warnings

@@ -1,0 +1,172 @@
+"""Runs each benchmark cell in its own child process and turns whatever happens into a Row.
+
+A cell that crashes, is killed or runs past its timeout becomes a row with status ``failed``,
+``oom`` or ``timeout`` and a reason; the rest of the matrix goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.hardware import Profile
+from bench.metrics import DEFINITIONS, Timeline, decode_tps, e2e, prefill_tps, summarize, tpot, ttft
+from bench.schema import CellConfig, Row
+from bench.store import ResolvedModel
+from bench.worker import PROGRESS_PREFIX
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    config: CellConfig
+    model: ResolvedModel
+    profile: Profile
+
+
+def _worker_spec(plan: CellPlan) -> dict[str, Any]:
+    c = plan.config
+    return {
+        "backend": c.backend,
+        "model_path": str(plan.model.path),
+        "settings": {"threads": c.threads, "device": c.device, "n_ctx": c.n_ctx, "seed": c.seed,
+                     "n_gpu_layers": c.n_gpu_layers, "options": c.backend_options},
+        "prompt_tokens": c.prompt_tokens,
+        "gen_tokens": c.gen_tokens,
+        "repetitions": c.repetitions,
+        "warmup": c.warmup,
+        "stop_at_eos": c.stop_at_eos,
+    }
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # Libraries that size their own thread pools follow the profile too.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
+    """The raw trace plus the per-request metrics derived from it."""
+    tl = Timeline(trace["prompt_tokens"], trace["token_times"], trace["prefill_end"])
+    pf, separated = prefill_tps(tl)
+    return {
+        **trace,
+        "generated_tokens": len(trace["token_times"]),
+        "ttft_s": ttft(tl),
+        "prefill_tps": pf,
+        "prefill_separated": separated,
+        "decode_tps": decode_tps(tl),
+        "tpot_s": tpot(tl),
+        "e2e_s": e2e(tl),
+    }
+
+
+def _classify_exit(returncode: int, stderr_tail: str) -> tuple[str, str]:
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        if sig == signal.SIGKILL:
+            return _classify_sigkill()
+        return "failed", f"worker crashed with {sig.name}" + (f": {stderr_tail}" if stderr_tail else "")
+    return "failed", f"worker exited with status {returncode}" + (f": {stderr_tail}" if stderr_tail else "")
+
+
+def _classify_sigkill() -> tuple[str, str]:
+    import psutil
+
+    vm = psutil.virtual_memory()
+    if vm.available / vm.total < 0.05:
+        return "oom", f"worker killed by SIGKILL with {vm.available / 2**20:.0f} MiB of RAM left (OOM killer)"
+    return "failed", "worker killed by SIGKILL (by another process, or the kernel OOM killer)"
+
+
+def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any],
+             on_progress: ProgressFn | None = None,
+             on_start: Callable[[subprocess.Popen[str]], None] | None = None) -> Row:
+    c = plan.config
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    row = Row(run_id=run_id, created_at=created, status="failed", reason=None, config=c,
+              model={**asdict(plan.model), "path": str(plan.model.path)},
+              profile=plan.profile.model_dump(), environment=dict(environment), definitions=DEFINITIONS)
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+        spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
+        spec_path.write_text(json.dumps(_worker_spec(plan)))
+        with err_path.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+                stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(c.threads),
+                start_new_session=True,  # Ctrl-C reaches the parent, which decides what to stop
+            )
+            if on_start:
+                on_start(proc)
+            reader = threading.Thread(target=_read_progress, args=(proc, on_progress), daemon=True)
+            reader.start()
+            try:
+                returncode = proc.wait(timeout=c.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                row.status, row.reason = "timeout", f"no result within {c.timeout_s:g} s; the worker was killed"
+                return row
+            except BaseException:  # KeyboardInterrupt: never leave a worker behind
+                _kill(proc)
+                raise
+            finally:
+                reader.join(timeout=5)
+        stderr_tail = _tail(err_path)
+        if not out_path.exists():
+            row.status, row.reason = _classify_exit(returncode, stderr_tail)
+            return row
+        result = json.loads(out_path.read_text())
+    row.status = result["status"]
+    row.reason = result.get("reason")
+    if row.status != "ok":
+        return row
+    row.load_time_s = result["load_time_s"]
+    row.memory = result["memory"]
+    row.environment["backend"] = result.get("environment", {})
+    row.samples = [_sample_record(t) for t in result["samples"]]
+    row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
+    timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
+    row.summary = summarize(timelines)
+    short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
+    if short:
+        row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "
+                      f"{c.gen_tokens} tokens (got {min(short)}-{max(short)}); metrics use the tokens produced")
+    return row
+
+
+def _read_progress(proc: subprocess.Popen[str], on_progress: ProgressFn | None) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if on_progress and line.startswith(PROGRESS_PREFIX):
+            done, total = line.split()[1:3]
+            on_progress(int(done), int(total))
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])[-500:]

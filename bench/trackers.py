@@ -1,0 +1,138 @@
+"""Trackers as context managers, used inside the benchmark child process.
+
+MemoryTracker samples this process's resident set size in a thread and cross-checks the peak
+with getrusage's ru_maxrss (the kernel's own high-water mark, which sampling can miss).
+VramTracker reads torch's allocator peaks when torch is in use, and NVML's per-process view.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+
+class MemoryTracker:
+    def __init__(self, interval_s: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval_s = interval_s
+        self.baseline_rss = self._proc.memory_info().rss
+        self.peak_rss = self.baseline_rss
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> int:
+        rss = self._proc.memory_info().rss
+        self.peak_rss = max(self.peak_rss, rss)
+        self.samples += 1
+        return rss
+
+    def __enter__(self) -> MemoryTracker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def report(self) -> dict[str, Any]:
+        # Linux reports ru_maxrss in KiB, macOS in bytes.
+        scale = 1 if sys.platform == "darwin" else 1024
+        return {
+            "baseline_rss_bytes": self.baseline_rss,
+            "peak_rss_bytes": self.peak_rss,
+            "peak_rss_ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "rss_samples": self.samples,
+            "rss_sampling_interval_s": self.interval_s,
+        }
+
+
+class VramTracker:
+    """Peak GPU memory of this process: torch's allocator counters (if torch is loaded) and NVML's
+    per-process used memory (if nvidia-ml-py is installed). Reports which source gave which number."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.05) -> None:
+        self.device_index = device_index
+        self.interval_s = interval_s
+        self.nvml_peak: int | None = None
+        self.nvml_error: str | None = None
+        self._handle: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> VramTracker:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats(self.device_index)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            self.nvml_peak = 0
+            self._thread = threading.Thread(target=self._run, name="vram-sampler", daemon=True)
+            self._thread.start()
+        except Exception as exc:  # no driver, no package: say so in the report
+            self.nvml_error = f"{type(exc).__name__}: {exc}"
+        return self
+
+    def _sample_nvml(self) -> None:
+        import pynvml
+
+        pid = os.getpid()
+        for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+            if p.pid == pid and p.usedGpuMemory is not None:
+                self.nvml_peak = max(self.nvml_peak or 0, int(p.usedGpuMemory))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._sample_nvml()
+            except Exception as exc:
+                self.nvml_error = f"{type(exc).__name__}: {exc}"
+                return
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            try:
+                self._sample_nvml()
+            except Exception:
+                pass
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            out["peak_vram_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device_index))
+            out["peak_vram_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device_index))
+        if self.nvml_peak is not None:
+            out["peak_vram_nvml_process_bytes"] = self.nvml_peak
+        elif self.nvml_error:
+            out["vram_nvml_unavailable"] = self.nvml_error
+        return out
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
