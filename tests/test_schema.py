@@ -1,0 +1,51 @@
+"""The result schema round-trips; readers refuse unknown versions and skip damaged lines loudly."""
+
+import json
+
+import pytest
+
+from bench.errors import BenchError
+from bench.results import append_row, read_rows
+from bench.schema import RESULT_SCHEMA_VERSION, CellConfig, Row
+
+
+def _row(status="ok") -> Row:
+    cfg = CellConfig(model_id="m", variant_id="v", backend="llama.cpp", profile_id="auto", device="cpu",
+                     threads=2, prompt_tokens=8, gen_tokens=4, repetitions=3, warmup=1, n_ctx=12,
+                     n_gpu_layers=0, seed=0, stop_at_eos=False, timeout_s=60)
+    return Row(run_id="r", created_at="2026-01-01T00:00:00+00:00", status=status, reason=None, config=cfg,
+               model={"model_id": "m"}, profile={"id": "auto"}, environment={"python": "3.11"},
+               samples=[{"token_times": [0.1, 0.2]}], summary={"decode_tps": {"mean": 10.0}})
+
+
+def test_row_round_trips_through_json():
+    row = _row()
+    again = Row.from_dict(json.loads(row.to_json()))
+    assert again == row
+    assert json.loads(row.to_json())["schema_version"] == RESULT_SCHEMA_VERSION
+    assert json.loads(row.to_json())["cell_key"] == row.config.key()
+
+
+def test_cell_key_ignores_timeout_but_not_settings():
+    a = _row().config
+    b = CellConfig(**{**a.__dict__, "timeout_s": 999})
+    c = CellConfig(**{**a.__dict__, "threads": 1})
+    assert a.key() == b.key() and a.key() != c.key()
+
+
+def test_unknown_schema_version_is_refused():
+    d = json.loads(_row().to_json())
+    d["schema_version"] = 99
+    with pytest.raises(BenchError, match="schema version 99"):
+        Row.from_dict(d)
+
+
+def test_damaged_line_is_skipped_with_its_line_number(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_row(path, _row())
+    with path.open("a") as fh:
+        fh.write('{"truncated": ')  # a crash mid-write
+    append_row(path, _row("failed"))  # starts on a fresh line
+    rows, warnings = read_rows(path)
+    assert [r.status for r in rows] == ["ok", "failed"]
+    assert len(warnings) == 1 and ":2:" in warnings[0]
