@@ -10,6 +10,10 @@ the backend cannot separate it).
     TPOT         = (t_n - t_1) / (n - 1)
     ITL          = [t_{i+1} - t_i], pooled over requests for percentiles
     e2e latency  = t_n - t0
+
+Where a backend has its own timers we also report its rates (``backend_*_tps``): they count only
+time inside the backend's forward calls, excluding sampling, detokenization and Python, like
+llama-bench. The caller-side figures above are the headline numbers.
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ def itl(tl: Timeline) -> list[float]:
 
 def e2e(tl: Timeline) -> float | None:
     return tl.token_times[-1] if tl.token_times else None
+
+
+def counter_rates(counters: dict[str, float] | None) -> dict[str, float | None]:
+    """Token rates from a backend's own timers: tokens / seconds spent in its forward calls."""
+    if not counters:
+        return {}
+
+    def rate(tokens: str, seconds: str) -> float | None:
+        t, n = counters.get(seconds), counters.get(tokens)
+        return n / t if t and n else None
+
+    return {"backend_prefill_tps": rate("prefill_compute_tokens", "prefill_compute_s"),
+            "backend_decode_tps": rate("decode_compute_tokens", "decode_compute_s")}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

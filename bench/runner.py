@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.hardware import Profile
-from bench.metrics import DEFINITIONS, Timeline, decode_tps, e2e, prefill_tps, summarize, tpot, ttft
+from bench.metrics import (DEFINITIONS, Timeline, counter_rates, decode_tps, e2e, prefill_tps, stats, summarize, tpot,
+                           ttft)
 from bench.schema import CellConfig, Row
 from bench.store import ResolvedModel
 from bench.worker import PROGRESS_PREFIX
@@ -72,6 +73,7 @@ def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
         "decode_tps": decode_tps(tl),
         "tpot_s": tpot(tl),
         "e2e_s": e2e(tl),
+        **counter_rates(trace.get("backend_counters")),
     }
 
 
@@ -141,6 +143,10 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any],
     row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
     timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
     row.summary = summarize(timelines)
+    for key in ("backend_prefill_tps", "backend_decode_tps"):
+        s = stats([x.get(key) for x in row.samples])
+        if s is not None:
+            row.summary[key] = s.to_dict()
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "

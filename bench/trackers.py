@@ -17,7 +17,10 @@ from typing import Any
 
 
 class MemoryTracker:
-    def __init__(self, interval_s: float = 0.02) -> None:
+    # 10 Hz: on a 2-core host running 2 compute threads, each wake of this thread preempts a
+    # compute thread; sampling at 50 Hz cost 2-3% of decode speed, 10 Hz costs well under 1%.
+    # ru_maxrss catches any peak that falls between two samples.
+    def __init__(self, interval_s: float = 0.1) -> None:
         import psutil
 
         self._proc = psutil.Process()

@@ -53,3 +53,12 @@ def test_summary_pools_itl_over_requests():
     assert s["itl_s"]["max"] == pytest.approx(0.2)
     assert s["decode_tps"]["mean"] == pytest.approx(2 / 0.3)
     assert s["prefill_separated"] == {"value": True}
+
+
+def test_backend_counter_rates():
+    from bench.metrics import counter_rates
+
+    r = counter_rates({"prefill_compute_s": 0.5, "prefill_compute_tokens": 100,
+                       "decode_compute_s": 0.25, "decode_compute_tokens": 10})
+    assert r == {"backend_prefill_tps": 200.0, "backend_decode_tps": 40.0}
+    assert counter_rates(None) == {}

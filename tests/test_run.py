@@ -138,3 +138,15 @@ def test_malformed_catalog_and_profile_via_cli(tmp_path):
     profiles.mkdir()
     (profiles / "t.yaml").write_text("id: t\nname: tier\ndevice: tpu\ncapacity: {threads: 1, ram_gb: 1}\n")
     assert_clean_error(run_bench("--profiles-dir", str(profiles), "run", "--profile", "t"), "t.yaml:3: device")
+
+
+def test_backend_counters_bound_the_caller_side_rates(run_row):
+    """llama.cpp's own timers count only its forward calls, so they can only be faster than what
+    the caller sees (which adds sampling, detokenizing and Python), and they count every token."""
+    row, _ = run_row
+    for s in row["samples"]:
+        c = s["backend_counters"]
+        assert c["prefill_compute_tokens"] == P and c["decode_compute_tokens"] == N - 1
+        assert s["backend_decode_tps"] >= s["decode_tps"]
+        assert s["backend_prefill_tps"] >= s["prefill_tps"] * 0.999
+    assert row["summary"]["backend_decode_tps"]["n"] == R

@@ -28,6 +28,9 @@ class GenerationTrace:
     prefill_end: float | None  # end of the prefill pass; None where the backend cannot separate it
     stopped_at_eos: bool
     text: str
+    # The backend's own timers where it has them (llama.cpp: time inside llama_decode only):
+    # prefill_compute_s / prefill_compute_tokens, decode_compute_s / decode_compute_tokens.
+    backend_counters: dict[str, float] | None = None
 
 
 class Backend(ABC):

@@ -41,6 +41,9 @@ class LlamaCppBackend(Backend):
             verbose=False,
         )
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        # One greedy sampler for the life of the model (llama.h's sampler API). Llama.sample()
+        # would build a fresh sampler chain for every token; a real server keeps one.
+        self._greedy = llama_cpp.llama_sampler_init_greedy()
 
     def prompt(self, n_tokens: int) -> list[int]:
         bos = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
@@ -48,17 +51,19 @@ class LlamaCppBackend(Backend):
 
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
         llm, clock = self.llm, time.perf_counter
-        is_eog = self._llama_cpp.llama_token_is_eog
+        lc = self._llama_cpp
+        is_eog, sample, greedy, ctx = lc.llama_token_is_eog, lc.llama_sampler_sample, self._greedy, llm.ctx
         ids: list[int] = []
         times: list[float] = []
         pieces: list[bytes] = []
         eos = False
         llm.reset()
+        lc.llama_perf_context_reset(ctx)
         t0 = clock()
         llm.eval(prompt)  # prefill: all p prompt tokens in batches of n_batch
         prefill_end = clock() - t0
         for i in range(max_new_tokens):
-            token = llm.sample(temp=0.0, repeat_penalty=1.0)  # greedy
+            token = sample(greedy, ctx, -1)  # argmax of the last position's logits
             pieces.append(llm.detokenize([token]))
             times.append(clock() - t0)
             ids.append(token)
@@ -67,6 +72,7 @@ class LlamaCppBackend(Backend):
                 break
             if i + 1 < max_new_tokens:
                 llm.eval([token])
+        perf = lc.llama_perf_context(ctx)
         return GenerationTrace(
             prompt_tokens=len(prompt),
             token_ids=ids,
@@ -74,6 +80,10 @@ class LlamaCppBackend(Backend):
             prefill_end=prefill_end,
             stopped_at_eos=eos,
             text=b"".join(pieces).decode("utf-8", errors="replace"),
+            backend_counters={  # llama_perf_context: batched (prompt) vs single-token decode calls
+                "prefill_compute_s": perf.t_p_eval_ms / 1e3, "prefill_compute_tokens": perf.n_p_eval,
+                "decode_compute_s": perf.t_eval_ms / 1e3, "decode_compute_tokens": perf.n_eval,
+            },
         )
 
     def environment(self) -> dict[str, Any]:
@@ -87,4 +97,5 @@ class LlamaCppBackend(Backend):
         }
 
     def close(self) -> None:
+        self._llama_cpp.llama_sampler_free(self._greedy)
         self.llm.close()
