@@ -52,3 +52,14 @@ def test_gpu_offload_runs_on_cuda(tmp_path, embedded_gguf):
     assert row["config"]["device"] == "cuda" and row["config"]["n_gpu_layers"] == -1
     assert row["environment"]["backend"]["gpu_offload_supported"] is True
     assert row["memory"].get("peak_vram_nvml_process_bytes", 0) > 0 or "vram_nvml_unavailable" in row["memory"]
+
+
+def test_stop_at_eos_reports_the_count_it_got(backend):
+    chat = "<|im_start|>user\nSay hello in one word.<|im_end|>\n<|im_start|>assistant\n"
+    prompt = backend.llm.tokenize(chat.encode(), add_bos=False, special=True)
+    stopped = backend.generate(prompt, 200, stop_at_eos=True)
+    assert stopped.stopped_at_eos and 1 <= len(stopped.token_ids) < 200
+    assert len(stopped.token_times) == len(stopped.token_ids)
+    full = backend.generate(prompt, len(stopped.token_ids) + 5, stop_at_eos=False)
+    assert len(full.token_ids) == len(stopped.token_ids) + 5  # by default generation goes on past EOS
+    assert full.token_ids[: len(stopped.token_ids)] == stopped.token_ids

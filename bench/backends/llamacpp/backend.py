@@ -52,7 +52,7 @@ class LlamaCppBackend(Backend):
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
         llm, clock = self.llm, time.perf_counter
         lc = self._llama_cpp
-        is_eog, sample, greedy, ctx = lc.llama_token_is_eog, lc.llama_sampler_sample, self._greedy, llm.ctx
+        is_eog, sample, greedy, ctx = lc.llama_vocab_is_eog, lc.llama_sampler_sample, self._greedy, llm.ctx
         ids: list[int] = []
         times: list[float] = []
         pieces: list[bytes] = []
