@@ -17,6 +17,10 @@ EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_MODEL = "(the catalog's default_model)"
 
 
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -41,15 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", "-m", action="append", default=[], metavar="ID[:VARIANT]|PATH.gguf",
                    help="catalog model (optionally with a variant) or a GGUF file; repeatable")
     r.add_argument("--variant", "-v", action="append", default=[], help="variant id for catalog models; repeatable")
-    r.add_argument("--backend", "-b", default="llama.cpp", help="inference backend (default: llama.cpp)")
-    r.add_argument("--profile", "-p", default="auto", help="hardware profile id (default: auto = this host)")
+    r.add_argument("--backend", "-b", type=_str_list, action="extend", metavar="NAME[,NAME...]",
+                   help="inference backend(s) (default: llama.cpp)")
+    r.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
+                   help="hardware profile(s): a tier to emulate, or auto = this host as it is (default)")
+    r.add_argument("--matrix", help="YAML matrix file (models x variants x backends x profiles x lengths); "
+                   "re-running it skips cells already ok in the results file")
+    r.add_argument("--force", action="store_true", help="with --matrix: run cells even if already ok")
     r.add_argument("--prompt-tokens", type=_int_list, default=[128], metavar="N[,N...]", help="prompt length(s) in tokens (default 128)")
     r.add_argument("--gen-tokens", type=_int_list, default=[64], metavar="N[,N...]", help="generated tokens (default 64)")
     r.add_argument("--threads", "-t", type=_int_list, default=[], metavar="N[,N...]", help="thread count(s) (default: the profile's)")
     r.add_argument("--repetitions", "-r", type=int, default=3, help="counted repetitions, at least 3 (default 3)")
     r.add_argument("--warmup", type=int, default=1, help="uncounted warm-up requests (default 1)")
     r.add_argument("--ctx", type=int, default=None, help="context size (default: prompt + generated tokens)")
-    r.add_argument("--n-gpu-layers", type=int, default=-1, help="llama.cpp layers to offload on cuda profiles (default -1: all)")
+    r.add_argument("--n-gpu-layers", type=int, default=None,
+                   help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
@@ -81,27 +91,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import capture_environment
     from bench.hardware import detect_host
     from bench.plan import RunRequest, build_plans
-    from bench.results import append_row, default_results_path
+    from bench.calibration import calibrate
+    from bench.results import append_row, default_results_path, read_rows
     from bench.runner import run_cell
     from bench.store import ModelStore
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
-    models = args.model or [load_catalog(catalog_path).default_model]
-    req = RunRequest(
-        models=models, catalog_path=catalog_path,
-        profiles_dir=find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES"),
-        variants=args.variant, backend=args.backend, profile=args.profile,
-        prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, threads=args.threads,
-        repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx, n_gpu_layers=args.n_gpu_layers,
-        seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
-    )
+    profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
+    if args.matrix:
+        from bench.matrix import load_matrix
+
+        req = load_matrix(Path(args.matrix)).request(catalog_path, profiles_dir)
+    else:
+        req = RunRequest(
+            models=args.model or [load_catalog(catalog_path).default_model], catalog_path=catalog_path,
+            profiles_dir=profiles_dir, variants=args.variant, backends=args.backend or ["llama.cpp"],
+            profiles=args.profile or ["auto"], prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+            threads=args.threads, repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx,
+            n_gpu_layers=args.n_gpu_layers, seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
+        )
     host = detect_host()
     plans = build_plans(req, ModelStore(), host)
-    out_path = Path(args.output) if args.output else default_results_path(Path("results"))
+    if args.output:
+        out_path = Path(args.output)
+    elif args.matrix:
+        out_path = default_results_path(Path("results"), stem=Path(args.matrix).stem)
+    else:
+        out_path = default_results_path(Path("results"))
+    skipped = 0
+    if args.matrix and not args.force and out_path.exists():
+        done = {r.cell_key for r in read_rows(out_path)[0] if r.status == "ok"}
+        skipped = sum(p.config.key() in done for p in plans)
+        plans = [p for p in plans if p.config.key() not in done]
     environment = capture_environment(host)
     run_id = uuid.uuid4().hex[:12]
     err = console(stderr=True)
+    if skipped:
+        err.print(f"{skipped} cell(s) already ok in {out_path}: skipped (--force runs them again)")
     rows = []
+    calibrations: dict[int, dict] = {}
     stop = _GracefulStop(err)
     with stop, _progress(err, disabled=args.no_progress) as progress:
         for i, plan in enumerate(plans, 1):
@@ -110,7 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             c = plan.config
             task = progress.add_task(f"[{i}/{len(plans)}] {c.model_id}:{c.variant_id} {c.backend} "
                                      f"t={c.threads} p={c.prompt_tokens} n={c.gen_tokens}", total=None)
-            row = run_cell(plan, run_id, environment,
+            if c.threads not in calibrations and not plan.precheck:
+                calibrations[c.threads] = calibrate(c.threads)
+            row = run_cell(plan, run_id, environment, calibrations.get(c.threads),
                            on_progress=lambda done, total, task=task: progress.update(task, completed=done, total=total))
             append_row(out_path, row)
             rows.append(row)

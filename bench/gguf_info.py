@@ -35,6 +35,12 @@ class GgufInfo:
     head_count: int | None
     head_count_kv: int | None
     vocab_size: int | None
+    feed_forward_length: int | None = None
+    key_length: int | None = None  # per-head K width where the file says (else n_embd / n_head)
+    value_length: int | None = None
+    layer_bytes: list[int] = field(default_factory=list)  # weight bytes of each blk.N
+    token_embd_bytes: int = 0
+    has_output_tensor: bool = False  # False: the output head is tied to token_embd
     tensor_types: dict[str, int] = field(default_factory=dict)  # e.g. {"Q4_1": 210, "F32": 61}
     tensor_bytes: dict[str, int] = field(default_factory=dict)  # bytes of weights per type
 
@@ -108,8 +114,10 @@ def read_gguf_info(path: Path) -> GgufInfo:
             for _ in range(n_kv):
                 key, vtype = r.string(), r.scalar("<I")
                 val = r.value(vtype)
-                if key in _WANTED or ".context_length" in key or ".block_count" in key or \
-                        ".embedding_length" in key or ".attention.head_count" in key:
+                if key in _WANTED or key.endswith((".context_length", ".block_count", ".embedding_length",
+                                                   ".attention.head_count", ".attention.head_count_kv",
+                                                   ".feed_forward_length", ".attention.key_length",
+                                                   ".attention.value_length")):
                     kv[key] = val
             tensors = []
             for _ in range(n_tensors):
@@ -129,6 +137,8 @@ def read_gguf_info(path: Path) -> GgufInfo:
 
     types: Counter[str] = Counter()
     type_bytes: Counter[str] = Counter()
+    layers: Counter[int] = Counter()
+    token_embd_bytes, has_output = 0, False
     n_params, end = 0, data_start
     for name, dims, ttype, offset in tensors:
         try:
@@ -143,6 +153,12 @@ def read_gguf_info(path: Path) -> GgufInfo:
         n_params += n
         types[qtype.name] += 1
         type_bytes[qtype.name] += nbytes
+        if name.startswith("blk."):
+            layers[int(name.split(".")[1])] += nbytes
+        elif name == "token_embd.weight":
+            token_embd_bytes = nbytes
+        elif name == "output.weight":
+            has_output = True
         end = max(end, data_start + offset + nbytes)
     if end > size:
         raise BenchError(f"{path}: truncated GGUF: tensor data needs {end} bytes, the file has {size}")
@@ -165,6 +181,12 @@ def read_gguf_info(path: Path) -> GgufInfo:
         head_count=arch_key("attention.head_count"),
         head_count_kv=arch_key("attention.head_count_kv"),
         vocab_size=kv.get("tokenizer.ggml.tokens"),
+        feed_forward_length=arch_key("feed_forward_length"),
+        key_length=arch_key("attention.key_length"),
+        value_length=arch_key("attention.value_length"),
+        layer_bytes=[layers[i] for i in sorted(layers)],
+        token_embd_bytes=token_embd_bytes,
+        has_output_tensor=has_output,
         tensor_types=dict(sorted(types.items())),
         tensor_bytes=dict(sorted(type_bytes.items())),
     )

@@ -1,18 +1,22 @@
-"""Turns command-line choices into benchmark cells: resolves models, profile and settings."""
+"""Turns command-line or matrix choices into benchmark cells: resolves models, profiles and
+settings, and decides per cell how the tier is emulated and whether it can fit at all."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.backends import backend_spec, check_available
 from bench.catalog import Catalog, load_catalog
 from bench.errors import BenchError
-from bench.hardware import HostInfo, get_profile
+from bench.hardware import HostInfo, Profile, get_profile
 from bench.runner import CellPlan
 from bench.schema import CellConfig
 from bench.store import ModelStore, ResolvedModel
+from bench.tiers import GiB, fit_verdict, gpu_layers_for_budget, predict_memory, ram_budget_bytes
 
 
 @dataclass
@@ -21,15 +25,15 @@ class RunRequest:
     catalog_path: Path
     profiles_dir: Path
     variants: list[str] = field(default_factory=list)
-    backend: str = "llama.cpp"
-    profile: str = "auto"
+    backends: list[str] = field(default_factory=lambda: ["llama.cpp"])
+    profiles: list[str] = field(default_factory=lambda: ["auto"])
     prompt_tokens: list[int] = field(default_factory=lambda: [128])
     gen_tokens: list[int] = field(default_factory=lambda: [64])
-    threads: list[int] = field(default_factory=list)  # empty: the profile's
+    threads: list[int] = field(default_factory=list)  # empty: each profile's
     repetitions: int = 3
     warmup: int = 1
     n_ctx: int | None = None
-    n_gpu_layers: int = -1
+    n_gpu_layers: int | None = None  # None: all that fit the tier's VRAM
     seed: int = 0
     stop_at_eos: bool = False
     timeout_s: float = 1800.0
@@ -58,8 +62,8 @@ def _is_path(spec: str) -> bool:
     return spec.endswith(".gguf") or "/" in spec or Path(spec).is_file()
 
 
-def resolve_models(req: RunRequest, store: ModelStore) -> list[ResolvedModel]:
-    spec = backend_spec(req.backend)
+def resolve_models(req: RunRequest, backend: str, store: ModelStore) -> list[ResolvedModel]:
+    spec = backend_spec(backend)
     catalog: Catalog | None = None
     out: list[ResolvedModel] = []
     for item in req.models:
@@ -83,27 +87,84 @@ def resolve_models(req: RunRequest, store: ModelStore) -> list[ResolvedModel]:
     return out
 
 
+def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """(threads to run with, caps for the worker, facts for the row). A tier larger than the host
+    cannot be emulated in that dimension: the row says so rather than pretending."""
+    host_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(host.logical_cores))
+    facts: dict[str, Any] = {"threads_requested": threads}
+    if threads <= len(host_cpus):
+        run_threads, cpus = threads, host_cpus[:threads]
+        facts["thread_cap"] = "enforced: CPU affinity and the backend's thread count"
+    else:
+        run_threads, cpus = len(host_cpus), host_cpus
+        facts["thread_cap"] = f"not enforceable: the tier has {threads} threads, this host {len(host_cpus)}; ran with {len(host_cpus)}"
+    facts["threads_used"] = run_threads
+    budget = ram_budget_bytes(profile.capacity.ram_gb, profile.capacity.reserve_ram_gb)
+    facts["ram_budget_bytes"] = budget
+    caps: dict[str, Any] = {"cpus": cpus}
+    if profile.id == "auto":
+        facts["enforcement"] = "measured-only"  # the host as it is
+    elif budget < host.ram_bytes:
+        # No cgroup v2 memory controller is used (see README); the child's own RSS watchdog stops
+        # the run once its resident memory passes the tier's RAM.
+        caps["ram_limit_bytes"] = budget
+        facts["enforcement"] = "rss-watchdog"
+    else:
+        facts["enforcement"] = "measured-only"
+        facts["ram_cap_note"] = f"the tier's RAM ({budget / GiB:.1f} GiB) exceeds this host's; nothing to cap"
+    return run_threads, caps, facts
+
+
 def build_plans(req: RunRequest, store: ModelStore, host: HostInfo) -> list[CellPlan]:
     validate(req)
-    check_available(backend_spec(req.backend))
-    profile = get_profile(req.profile, req.profiles_dir, host)
-    models = resolve_models(req, store)
-    threads = req.threads or [profile.capacity.threads]
+    for b in req.backends:
+        check_available(backend_spec(b))
+    profiles = [get_profile(p, req.profiles_dir, host) for p in req.profiles]
+    models_by_backend = {b: resolve_models(req, b, store) for b in req.backends}
     plans = []
-    for model, p, n, t in itertools.product(models, req.prompt_tokens, req.gen_tokens, threads):
-        n_ctx = req.n_ctx or p + n
-        if n_ctx < p + n:
-            raise BenchError(f"--ctx {n_ctx} is smaller than prompt + generated tokens ({p} + {n})")
-        trained = (model.gguf or {}).get("context_length")
-        if trained and p + n > trained:
-            raise BenchError(f"{model.model_id}: prompt + generated tokens ({p + n}) exceed its context "
-                             f"length {trained}")
-        config = CellConfig(
-            model_id=model.model_id, variant_id=model.variant_id, backend=req.backend,
-            profile_id=profile.id, device=profile.device, threads=t, prompt_tokens=p, gen_tokens=n,
-            repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx,
-            n_gpu_layers=req.n_gpu_layers if profile.device == "cuda" else 0, seed=req.seed,
-            stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
-        )
-        plans.append(CellPlan(config=config, model=model, profile=profile))
+    for backend, profile in itertools.product(req.backends, profiles):
+        threads_list = req.threads or [profile.capacity.threads]
+        for model, p, n, t in itertools.product(models_by_backend[backend], req.prompt_tokens, req.gen_tokens,
+                                                threads_list):
+            plans.append(_plan_cell(req, backend, profile, model, p, n, t, host))
     return plans
+
+
+def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedModel, p: int, n: int, t: int,
+               host: HostInfo) -> CellPlan:
+    n_ctx = req.n_ctx or p + n
+    if n_ctx < p + n:
+        raise BenchError(f"--ctx {n_ctx} is smaller than prompt + generated tokens ({p} + {n})")
+    g = model.gguf or {}
+    if g.get("context_length") and p + n > g["context_length"]:
+        raise BenchError(f"{model.model_id}: prompt + generated tokens ({p + n}) exceed its context "
+                         f"length {g['context_length']}")
+    run_threads, caps, tier = tier_emulation(profile, t, host)
+    precheck = None
+    n_gpu_layers = 0
+    if g:
+        prediction = predict_memory(g, model.size_bytes, n_ctx, p)
+        tier["predicted_memory"] = prediction.to_dict()
+        if profile.device == "cpu":
+            too_big, why = fit_verdict(prediction, tier["ram_budget_bytes"])
+            tier["fit_check"] = why
+            if too_big:
+                precheck = ("does_not_fit", why)
+    if profile.device == "cuda":
+        vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
+        tier["vram_budget_bytes"] = vram_budget
+        if req.n_gpu_layers is not None:
+            n_gpu_layers = req.n_gpu_layers
+        elif g:
+            fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget)
+            n_gpu_layers = -1 if fit_layers > (g.get("block_count") or 0) else fit_layers
+            tier["gpu_layers_that_fit"] = fit_layers
+        else:
+            n_gpu_layers = -1
+    config = CellConfig(
+        model_id=model.model_id, variant_id=model.variant_id, backend=backend, profile_id=profile.id,
+        device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
+        repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
+        seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
+    )
+    return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

@@ -18,10 +18,11 @@ from bench.errors import BenchError
 from bench.schema import Row
 
 
-def default_results_path(results_dir: Path, when: dt.datetime | None = None) -> Path:
+def default_results_path(results_dir: Path, when: dt.datetime | None = None, stem: str | None = None) -> Path:
+    """``DATE_HOST.jsonl``, or ``STEM_HOST.jsonl`` for a matrix (so re-running it resumes)."""
     when = when or dt.datetime.now(dt.timezone.utc)
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", platform.node() or "host")
-    return results_dir / f"{when:%Y-%m-%d}_{host}.jsonl"
+    return results_dir / f"{stem or format(when, '%Y-%m-%d')}_{host}.jsonl"
 
 
 def append_row(path: Path, row: Row) -> None:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from bench.metrics import (DEFINITIONS, Timeline, counter_rates, decode_tps, e2e
                            ttft)
 from bench.schema import CellConfig, Row
 from bench.store import ResolvedModel
+from bench.tiers import bytes_read_per_token, roofline_share, usd_per_million_tokens
 from bench.worker import PROGRESS_PREFIX
 
 ProgressFn = Callable[[int, int], None]
@@ -34,6 +35,9 @@ class CellPlan:
     config: CellConfig
     model: ResolvedModel
     profile: Profile
+    caps: dict[str, Any] = field(default_factory=dict)  # CPUs and RAM limit the worker applies
+    tier: dict[str, Any] = field(default_factory=dict)  # emulation facts and the memory prediction
+    precheck: tuple[str, str] | None = None  # (status, reason) decided without loading
 
 
 def _worker_spec(plan: CellPlan) -> dict[str, Any]:
@@ -48,6 +52,7 @@ def _worker_spec(plan: CellPlan) -> dict[str, Any]:
         "repetitions": c.repetitions,
         "warmup": c.warmup,
         "stop_at_eos": c.stop_at_eos,
+        "caps": plan.caps,
     }
 
 
@@ -74,6 +79,8 @@ def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
         "tpot_s": tpot(tl),
         "e2e_s": e2e(tl),
         **counter_rates(trace.get("backend_counters")),
+        "energy_j_per_token": trace["energy_j"] / len(trace["token_times"]) if trace.get("energy_j") is not None
+        and trace["token_times"] else None,
     }
 
 
@@ -95,14 +102,20 @@ def _classify_sigkill() -> tuple[str, str]:
     return "failed", "worker killed by SIGKILL (by another process, or the kernel OOM killer)"
 
 
-def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any],
+def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibration: dict[str, Any] | None = None,
              on_progress: ProgressFn | None = None,
              on_start: Callable[[subprocess.Popen[str]], None] | None = None) -> Row:
     c = plan.config
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     row = Row(run_id=run_id, created_at=created, status="failed", reason=None, config=c,
               model={**asdict(plan.model), "path": str(plan.model.path)},
-              profile=plan.profile.model_dump(), environment=dict(environment), definitions=DEFINITIONS)
+              profile=plan.profile.model_dump(), environment=dict(environment), definitions=DEFINITIONS,
+              tier=dict(plan.tier))
+    if calibration:
+        row.environment["calibration"] = calibration
+    if plan.precheck:
+        row.status, row.reason = plan.precheck  # type: ignore[assignment]
+        return row
     with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
         spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
         spec_path.write_text(json.dumps(_worker_spec(plan)))
@@ -134,6 +147,8 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any],
         result = json.loads(out_path.read_text())
     row.status = result["status"]
     row.reason = result.get("reason")
+    if result.get("memory"):
+        row.memory = result["memory"]
     if row.status != "ok":
         return row
     row.load_time_s = result["load_time_s"]
@@ -143,15 +158,65 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any],
     row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
     timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
     row.summary = summarize(timelines)
-    for key in ("backend_prefill_tps", "backend_decode_tps"):
+    for key in ("backend_prefill_tps", "backend_decode_tps", "energy_j_per_token"):
         s = stats([x.get(key) for x in row.samples])
         if s is not None:
             row.summary[key] = s.to_dict()
+    row.tier.update(result.get("caps_seen", {}))
+    row.tier.update(tier_outcome(plan, row.memory))
+    row.efficiency = efficiency(plan, row.summary, calibration, result.get("energy_source", "unavailable"))
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "
                       f"{c.gen_tokens} tokens (got {min(short)}-{max(short)}); metrics use the tokens produced")
     return row
+
+
+def tier_outcome(plan: CellPlan, memory: dict[str, Any]) -> dict[str, Any]:
+    """Measured peak against the tier's budget (fits, per shared/METRICS.md) and the prediction."""
+    out: dict[str, Any] = {}
+    peak = memory.get("peak_rss_bytes")
+    budget = plan.tier.get("ram_budget_bytes")
+    if peak is not None and budget is not None:
+        out["fits"] = peak <= budget
+        out["measured_peak_rss_bytes"] = peak
+    predicted = (plan.tier.get("predicted_memory") or {}).get("total_bytes")
+    if predicted and peak:
+        out["prediction_error"] = (predicted - peak) / peak  # + means the prediction was too high
+    return out
+
+
+def efficiency(plan: CellPlan, summary: dict[str, Any], calibration: dict[str, Any] | None,
+               energy_source: str) -> dict[str, Any]:
+    """Roofline share on this host, $ per 1M output tokens at the profile's price, energy, and a
+    bandwidth-scaled projection to the real tier, which is labelled and never mixed with measurements."""
+    c, g = plan.config, plan.model.gguf or {}
+    out: dict[str, Any] = {"energy_source": energy_source}
+    decode = (summary.get("decode_tps") or {}).get("mean")
+    if not decode:
+        return out
+    if g and calibration:
+        bpt = bytes_read_per_token(g, plan.model.size_bytes, c.prompt_tokens + c.gen_tokens // 2)
+        bw = calibration["memory_bandwidth_bytes_per_s"]
+        out["roofline"] = {"share": roofline_share(decode, bw, bpt), "bytes_per_token": bpt,
+                           "bandwidth_bytes_per_s": bw, "bandwidth_source": "measured on this host (calibration)"}
+    price = plan.profile.price
+    hourly = price.hourly_usd() if price else None
+    if hourly:
+        out["cost"] = {"usd_per_hour": hourly, "basis": price.basis, "price_source": price.source,
+                       "usd_per_1m_output_tokens": usd_per_million_tokens(hourly, decode),
+                       "speed_basis": "decode tok/s measured here under the tier's caps"}
+    else:
+        out["cost"] = {"usd_per_1m_output_tokens": None, "why": f"profile {plan.profile.id} has no price"}
+    tier_bw = plan.profile.performance.memory_bandwidth_gbs if plan.profile.performance else None
+    if tier_bw and calibration:
+        projected = decode * tier_bw * 1e9 / calibration["memory_bandwidth_bytes_per_s"]
+        out["projection"] = {
+            "label": "PROJECTION, not a measurement: decode tok/s scaled by the tier's memory bandwidth / this host's",
+            "decode_tps": projected, "tier_bandwidth_gbs": tier_bw,
+            "usd_per_1m_output_tokens": usd_per_million_tokens(hourly, projected) if hourly else None,
+        }
+    return out
 
 
 def _read_progress(proc: subprocess.Popen[str], on_progress: ProgressFn | None) -> None:

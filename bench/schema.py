@@ -59,6 +59,8 @@ class Row:
     load_time_s: float | None = None
     memory: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # statistics over counted repetitions
+    tier: dict[str, Any] = field(default_factory=dict)  # emulation, predicted vs measured memory, fits
+    efficiency: dict[str, Any] = field(default_factory=dict)  # roofline share, cost, energy, projections
     samples: list[dict[str, Any]] = field(default_factory=list)  # raw, one per counted repetition
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""

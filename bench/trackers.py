@@ -12,6 +12,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +21,10 @@ class MemoryTracker:
     # 10 Hz: on a 2-core host running 2 compute threads, each wake of this thread preempts a
     # compute thread; sampling at 50 Hz cost 2-3% of decode speed, 10 Hz costs well under 1%.
     # ru_maxrss catches any peak that falls between two samples.
-    def __init__(self, interval_s: float = 0.1) -> None:
+    def __init__(self, interval_s: float = 0.1, limit_bytes: int | None = None,
+                 on_exceed: Callable[[int], None] | None = None) -> None:
+        """``on_exceed(rss)`` is called from the sampling thread when RSS passes ``limit_bytes``
+        (the RAM cap of an emulated tier where no cgroup can enforce one)."""
         import psutil
 
         self._proc = psutil.Process()
@@ -28,6 +32,8 @@ class MemoryTracker:
         self.baseline_rss = self._proc.memory_info().rss
         self.peak_rss = self.baseline_rss
         self.samples = 0
+        self.limit_bytes = limit_bytes
+        self.on_exceed = on_exceed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -39,6 +45,8 @@ class MemoryTracker:
         rss = self._proc.memory_info().rss
         self.peak_rss = max(self.peak_rss, rss)
         self.samples += 1
+        if self.limit_bytes is not None and rss > self.limit_bytes and self.on_exceed is not None:
+            self.on_exceed(rss)
         return rss
 
     def __enter__(self) -> MemoryTracker:

@@ -38,18 +38,43 @@ def _progress(done: int, total: int) -> None:
     print(f"{PROGRESS_PREFIX} {done} {total}", flush=True)
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
+def apply_caps(caps: dict[str, Any]) -> dict[str, Any]:
+    """Pin this process to the tier's CPUs; report the affinity the child really has."""
+    seen: dict[str, Any] = {}
+    if caps.get("cpus") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, caps["cpus"])
+    if hasattr(os, "sched_getaffinity"):
+        seen["affinity_in_child"] = sorted(os.sched_getaffinity(0))
+    return seen
+
+
+def _on_ram_exceeded(out_path: Path, limit: int, rss: int) -> None:
+    """The RSS watchdog's verdict: record ``oom`` and stop at once, as the kernel's killer would."""
+    _write_json(out_path, {"status": "oom", "reason": (
+        f"resident memory {rss / 2**20:.0f} MiB exceeded the tier's RAM cap {limit / 2**20:.0f} MiB "
+        "(rss-watchdog)"), "memory": {"peak_rss_bytes": rss, "ram_limit_bytes": limit}})
+    os._exit(137)
+
+
+def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
     from dataclasses import asdict
 
     from bench.backends import load_backend_class
     from bench.backends.base import LoadSettings
+    from bench.energy import open_meter
     from bench.trackers import MemoryTracker, Stopwatch, VramTracker
 
+    caps = spec.get("caps", {})
+    seen = apply_caps(caps)
     settings = LoadSettings(**spec["settings"])
     total = spec["warmup"] + spec["repetitions"]
-    result: dict[str, Any] = {"status": "ok", "reason": None}
+    result: dict[str, Any] = {"status": "ok", "reason": None, "caps_seen": seen}
+    meter, energy_source = open_meter(settings.device)
+    result["energy_source"] = energy_source
+    limit = caps.get("ram_limit_bytes")
+    on_exceed = (lambda rss: _on_ram_exceeded(out_path, limit, rss)) if limit else None
     vram = VramTracker() if settings.device == "cuda" else None
-    with MemoryTracker() as mem:
+    with MemoryTracker(limit_bytes=limit, on_exceed=on_exceed) as mem:
         if vram:
             vram.__enter__()
         try:
@@ -61,7 +86,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             traces = []
             _progress(0, total)
             for i in range(total):
-                traces.append(asdict(backend.generate(prompt, spec["gen_tokens"], spec["stop_at_eos"])))
+                before = meter.read_joules() if meter else None
+                trace = asdict(backend.generate(prompt, spec["gen_tokens"], spec["stop_at_eos"]))
+                if meter and before is not None:
+                    trace["energy_j"] = meter.read_joules() - before
+                traces.append(trace)
                 _progress(i + 1, total)
             result["warmup_samples"] = traces[: spec["warmup"]]
             result["samples"] = traces[spec["warmup"]:]
@@ -79,7 +108,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     spec = json.loads(spec_path.read_text())
     try:
-        result = run(spec)
+        result = run(spec, out_path)
     except MemoryError as exc:
         _write_json(out_path, {"status": "oom", "reason": f"MemoryError: {exc}"})
         return 1

@@ -1,0 +1,155 @@
+"""Tier emulation on this host: caps visible in the child, fit prediction checked against measured
+peaks, RAM caps that end a run, cost and roofline arithmetic, and resumable matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, run_bench
+
+from bench.tiers import (GiB, bytes_read_per_token, gpu_layers_for_budget, predict_memory, roofline_share,
+                         usd_per_million_tokens)
+
+TIER = """\
+schema_version: 1
+id: {id}
+name: test tier {id}
+device: cpu
+capacity: {{threads: {threads}, ram_gb: {ram_gb}, reserve_ram_gb: 0}}
+price: {{basis: on_demand, usd_per_hour: 0.5, source: "test fixture"}}
+performance: {{memory_bandwidth_gbs: 10, source: "test fixture"}}
+"""
+
+
+@pytest.fixture()
+def tiers(tmp_path) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    for tid, threads, ram in [("tiny", 1, 0.05), ("tight", 1, 0.125), ("one-core", 1, 4), ("big", 64, 4096)]:
+        (d / f"{tid}.yaml").write_text(TIER.format(id=tid, threads=threads, ram_gb=ram))
+    return d
+
+
+def _run(tmp_path: Path, tiers: Path, *args: str) -> tuple[int, list[dict]]:
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("--profiles-dir", str(tiers), "run", "--no-progress", "--prompt-tokens", "16",
+                     "--gen-tokens", "8", "-o", str(out), *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, read_jsonl(out) if out.exists() else []
+
+
+def test_too_small_tier_is_does_not_fit_without_loading_and_the_matrix_goes_on(tmp_path, tiers, embedded_model):
+    code, rows = _run(tmp_path, tiers, "--profile", "tiny,one-core")
+    assert [(r["config"]["profile_id"], r["status"]) for r in rows] == [("tiny", "does_not_fit"), ("one-core", "ok")]
+    assert "weights + KV cache need" in rows[0]["reason"]
+    assert rows[0]["samples"] == [] and rows[0]["load_time_s"] is None  # nothing was loaded or measured
+    assert code == 1
+
+
+def test_ram_cap_stops_a_run_that_outgrows_the_tier(tmp_path, tiers, embedded_model):
+    # 128 MiB: more than weights + KV cache (so it starts), less than the run really needs
+    code, (row,) = _run(tmp_path, tiers, "--profile", "tight")
+    assert row["status"] == "oom", row["reason"]
+    assert "rss-watchdog" in row["reason"] and row["tier"]["enforcement"] == "rss-watchdog"
+    assert row["memory"]["peak_rss_bytes"] > 0.125 * GiB
+
+
+def test_thread_cap_is_visible_in_the_child(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
+    assert row["status"] == "ok"
+    assert row["config"]["threads"] == 1  # the backend's thread setting
+    assert len(row["tier"]["affinity_in_child"]) == 1  # the CPU affinity the worker really had
+    assert row["tier"]["thread_cap"].startswith("enforced")
+
+
+def test_a_tier_larger_than_the_host_says_what_it_could_not_emulate(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers, "--profile", "big")
+    assert row["status"] == "ok"
+    assert row["tier"]["thread_cap"].startswith("not enforceable")
+    assert row["tier"]["enforcement"] == "measured-only"
+
+
+@pytest.mark.parametrize("ctx,prompt", [(64, 16), (4096, 64), (2048, 512)])
+def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, embedded_model, ctx, prompt):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--prompt-tokens", str(prompt), "--gen-tokens", "8", "--ctx", str(ctx),
+                     "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = read_jsonl(out)
+    assert abs(row["tier"]["prediction_error"]) < 0.15, row["tier"]
+    assert row["tier"]["fits"] is True
+
+
+def test_cost_roofline_and_projection_on_a_real_row(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
+    decode = row["summary"]["decode_tps"]["mean"]
+    eff = row["efficiency"]
+    assert eff["cost"]["usd_per_1m_output_tokens"] == pytest.approx(0.5 / (decode * 3600) * 1e6)
+    assert eff["cost"]["basis"] == "on_demand"
+    assert 0 < eff["roofline"]["share"] < 1.5  # a share far above 1 would mean a wrong byte count
+    bw = row["environment"]["calibration"]["memory_bandwidth_bytes_per_s"]
+    assert eff["projection"]["decode_tps"] == pytest.approx(decode * 10e9 / bw)
+    assert eff["projection"]["label"].startswith("PROJECTION")
+    assert "projection" not in row["summary"]  # projections never sit among measurements
+
+
+def test_energy_is_reported_only_where_a_counter_was_read(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
+    source = row["efficiency"]["energy_source"]
+    per_token = [s["energy_j_per_token"] for s in row["samples"]]
+    if source.startswith("unavailable"):
+        assert per_token == [None] * len(per_token) and "energy_j_per_token" not in row["summary"]
+    else:
+        assert source in ("rapl", "nvml") and all(v > 0 for v in per_token)
+
+
+def test_resumed_matrix_runs_only_the_missing_cells(tmp_path, embedded_model):
+    matrix = tmp_path / "m.yaml"
+    out = tmp_path / "r.jsonl"
+    matrix.write_text("models: [smollm2-135m]\nprompt_tokens: [8]\ngen_tokens: [4, 6]\n")
+    assert run_bench("run", "--matrix", str(matrix), "--no-progress", "-o", str(out)).returncode == 0
+    matrix.write_text("models: [smollm2-135m]\nprompt_tokens: [8]\ngen_tokens: [4, 6, 8]\n")
+    proc = run_bench("run", "--matrix", str(matrix), "--no-progress", "-o", str(out))
+    assert proc.returncode == 0 and "2 cell(s) already ok" in proc.stderr
+    assert [r["config"]["gen_tokens"] for r in read_jsonl(out)] == [4, 6, 8]
+    proc = run_bench("run", "--matrix", str(matrix), "--no-progress", "--force", "-o", str(out))
+    assert len(read_jsonl(out)) == 6
+
+
+def test_bad_matrix_names_file_and_line(tmp_path):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text("models: [smollm2-135m]\nprompt_tokens: [8]\ngen_tokens: four\n")
+    proc = run_bench("run", "--matrix", str(matrix))
+    assert proc.returncode == 2 and f"{matrix}:3: gen_tokens" in proc.stderr
+
+
+# -- arithmetic on the embedded model's real GGUF header ------------------------------------------
+def test_gpu_layers_for_budget(embedded_model):
+    g = embedded_model.gguf
+    layers = g["block_count"]
+    assert gpu_layers_for_budget(g, 512, 100 * GiB) == layers + 1  # everything, output head too
+    assert gpu_layers_for_budget(g, 512, 1024) == 0
+    half = sum(g["layer_bytes"][: layers // 2]) + (layers // 2) * 2 * 512 * 3 * 64 * 2 + 1
+    assert gpu_layers_for_budget(g, 512, half) == layers // 2
+
+
+def test_memory_prediction_parts(embedded_model):
+    g = embedded_model.gguf
+    small = predict_memory(g, embedded_model.size_bytes, 256, 16)
+    large = predict_memory(g, embedded_model.size_bytes, 8192, 16)
+    # KV cache: 30 layers x 3 KV heads x (64 + 64) dims x 2 bytes per token of context
+    assert large.kv_cache_bytes - small.kv_cache_bytes == (8192 - 256) * 30 * 3 * 128 * 2
+    assert small.weights_bytes == embedded_model.size_bytes
+
+
+def test_cost_and_roofline_formulas():
+    assert usd_per_million_tokens(0.526, 10.0) == pytest.approx(0.526 / 36000 * 1e6)
+    assert roofline_share(50.0, 100e9, 1e9) == pytest.approx(0.5)  # bound is 100 tok/s
+
+
+def test_bytes_per_token_counts_a_tied_head_once(embedded_model):
+    g = embedded_model.gguf
+    assert not g["has_output_tensor"]  # SmolLM2 ties its output head to the embeddings
+    assert bytes_read_per_token(g, embedded_model.size_bytes, 0) == embedded_model.size_bytes
