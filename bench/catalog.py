@@ -45,12 +45,24 @@ class PypiSource(_Strict):
         return v
 
 
+class DeriveSource(_Strict):
+    """Made offline from another variant of the same model by a recipe (see bench/derive.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_variant: str = Field(alias="from")
+    recipe: str
+
+
+SOURCE_KINDS = ("hf", "pypi", "path", "derive")
+
+
 class Source(_Strict):
-    """Exactly one of ``hf``, ``pypi`` or ``path``, with an optional sha256 of the resulting file."""
+    """Exactly one of ``hf``, ``pypi``, ``path`` or ``derive``, with an optional sha256 of the file."""
 
     hf: HfSource | None = None
     pypi: PypiSource | None = None
     path: str | None = None
+    derive: DeriveSource | None = None
     sha256: str | None = None
 
     @field_validator("sha256")
@@ -62,14 +74,14 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        given = [k for k in ("hf", "pypi", "path") if getattr(self, k) is not None]
+        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"a source needs exactly one of hf, pypi, path (got {given or 'none'})")
+            raise ValueError(f"a source needs exactly one of {', '.join(SOURCE_KINDS)} (got {given or 'none'})")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("hf", "pypi", "path") if getattr(self, k) is not None)
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
 
 
 class Variant(_Strict):
@@ -104,6 +116,18 @@ class Model(_Strict):
         for v in self.variants:
             if v.reference is not None and v.reference not in ids:
                 raise ValueError(f"variant {v.id}: reference {v.reference!r} is not a variant of {self.id}")
+            if v.source.derive is not None:
+                parent, seen = v.source.derive.from_variant, {v.id}
+                while True:
+                    if parent not in ids:
+                        raise ValueError(f"variant {v.id}: derived from {parent!r}, which is not a variant of {self.id}")
+                    if parent in seen:
+                        raise ValueError(f"variant {v.id}: its derive chain loops through {parent!r}")
+                    seen.add(parent)
+                    src = next(x for x in self.variants if x.id == parent).source
+                    if src.derive is None:
+                        break
+                    parent = src.derive.from_variant
         if self.default_variant is not None and self.default_variant not in ids:
             raise ValueError(f"default_variant {self.default_variant!r} is not a variant of {self.id}")
         return self

@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--all-variants", action="store_true", help="every variant of each model")
     f.add_argument("--force", action="store_true", help="download again even if cached")
 
+    d = msub.add_parser("derive", help="make the quantization ladder of a GGUF offline (F16 reference, then "
+                        "Q8_0 ... Q2_K with llama.cpp's quantizer)")
+    d.add_argument("spec", metavar="ID[:VARIANT]|PATH.gguf")
+    d.add_argument("--recipes", type=_str_list, default=None, metavar="R[,R...]",
+                   help="recipes to apply to the F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K)")
+
     pr = sub.add_parser("profiles", help="hardware profiles")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="the profiles, and what `auto` detects here")
@@ -178,6 +184,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         console(stderr=True).print("* the default model of `bench run`")
         return EXIT_OK
     err = console(stderr=True)
+    if args.models_command == "derive":
+        return _derive_ladder(args, catalog, store)
     for item in args.ids:
         model_id, _, variant_id = item.partition(":")
         model = catalog.model(model_id)
@@ -207,6 +215,36 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         hourly = p.price.hourly_usd() if p.price else None
         t.add_row(p.id, p.name, p.device, str(p.capacity.threads), _num(p.capacity.ram_gb),
                   _num(p.capacity.vram_gb), _num(hourly, ".3f"), p.price.basis if p.price else "-")
+    console().print(t)
+    return EXIT_OK
+
+
+def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
+    from rich.table import Table
+
+    from bench.derive import LADDER
+    from bench.display import console
+    from bench.plan import _is_path
+
+    if _is_path(args.spec):
+        parent = store.resolve_path(Path(args.spec))
+    else:
+        model_id, _, variant_id = args.spec.partition(":")
+        model = catalog.model(model_id)
+        parent = store.resolve(model, model.variant(variant_id or None))
+    err = console(stderr=True)
+    err.print(f"deriving from {parent.path} ({parent.quantization})")
+    reference = parent if parent.quantization == "F16" else store.derive_from(parent, "F16")
+    derived = [reference] + [store.derive_from(reference, r) for r in (args.recipes or LADDER)]
+    t = Table(title=f"Derived variants of {parent.model_id} (tensor types read back from each file)")
+    for col in ("recipe", "file", "MiB", "tensor types (count)", "weight bytes by type"):
+        t.add_column(col, overflow="fold")
+    for r in derived:
+        g = r.gguf or {}
+        types = ", ".join(f"{k}x{v}" for k, v in sorted(g.get("tensor_types", {}).items(), key=lambda kv: -kv[1]))
+        total = sum(g.get("tensor_bytes", {}).values()) or 1
+        share = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(g.get("tensor_bytes", {}).items(), key=lambda kv: -kv[1]))
+        t.add_row(r.quantization or "?", str(r.path), f"{r.size_bytes / 2**20:.1f}", types, share)
     console().print(t)
     return EXIT_OK
 

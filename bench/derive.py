@@ -1,0 +1,135 @@
+"""Derived variants, made offline from a GGUF the store already has: a quantization ladder.
+
+Recipes (a registry: name -> function(src, dst)):
+  F16              every tensor of 2+ dimensions dequantized to F16 with gguf-py, 1-D tensors F32,
+                   metadata copied, general.file_type set to F16. From a Q4_1 file this is the Q4_1
+                   weights at F16, not the original release: a reference for divergence, nothing more.
+  Q8_0 ... Q2_K    llama.cpp's own quantizer (llama_model_quantize), from an F16 parent.
+
+llama.cpp falls back to other types for tensors whose rows are not a multiple of the block size
+(SmolLM2's 576-wide rows), so a derived file's real tensor-type mix is read back from its header
+and recorded; a ladder never claims a type it did not get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import sys
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench.errors import BenchError
+
+LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+
+
+def dequantize_to_f16(src: Path, dst: Path) -> None:
+    import gguf
+    import numpy as np
+    from gguf import GGMLQuantizationType as QT
+    from gguf import GGUFValueType as VT
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(str(dst), arch=arch, endianess=reader.endianess)
+    for field in reader.fields.values():
+        name = field.name
+        if name == gguf.Keys.General.ARCHITECTURE or name.startswith("GGUF."):
+            continue  # the writer adds the architecture and the header fields itself
+        if name == gguf.Keys.General.FILE_TYPE:
+            continue
+        if name == gguf.Keys.General.ALIGNMENT:
+            writer.add_custom_alignment(int(field.contents()))
+            continue
+        vtype = field.types[0]
+        writer.add_key_value(name, field.contents(), vtype, sub_type=field.types[-1] if vtype == VT.ARRAY else None)
+    writer.add_file_type(1)  # LLAMA_FTYPE_MOSTLY_F16
+    for t in reader.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # numpy order: outermost first
+        data = np.asarray(t.data, dtype=np.float32) if t.tensor_type == QT.F32 else gguf.quants.dequantize(t.data, t.tensor_type)
+        data = data.reshape(shape).astype(np.float16 if len(shape) >= 2 else np.float32)
+        writer.add_tensor(t.name, np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file(progress=False)
+    writer.close()
+
+
+def llama_quantize(ftype_name: str) -> Callable[[Path, Path], None]:
+    def run(src: Path, dst: Path) -> None:
+        import llama_cpp
+
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
+        params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        params.allow_requantize = True  # a quantized parent is allowed; an F16 one is better
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        if rc != 0:
+            raise BenchError(f"llama.cpp could not quantize {src.name} to {ftype_name} (status {rc}; "
+                             f"its log is beside the output)")
+
+    return run
+
+
+RECIPES: dict[str, Callable[[Path, Path], None]] = {"F16": dequantize_to_f16,
+                                                   **{q: llama_quantize(q) for q in LADDER}}
+
+
+def recipe(name: str) -> Callable[[Path, Path], None]:
+    try:
+        return RECIPES[name.upper()]
+    except KeyError:
+        raise BenchError(f"unknown derive recipe {name!r}; known: {', '.join(RECIPES)}") from None
+
+
+@contextlib.contextmanager
+def _native_output_to(path: Path) -> Iterator[None]:
+    """Send file descriptors 1 and 2 (C libraries write there directly) to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("wb") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def derive_file(parent: Path, parent_sha256: str, recipe_name: str, root: Path) -> tuple[Path, bool]:
+    """The derived file for (parent, recipe) under ``root``, made once. Returns (path, made_now).
+    A sidecar JSON records how it was made."""
+    fn = recipe(recipe_name)
+    name = recipe_name.upper()
+    out_dir = root / "derived" / parent_sha256[:16]
+    dst = out_dir / f"{parent.stem}.{name}.gguf"
+    if dst.exists():
+        return dst, False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    part = dst.with_name(dst.name + ".part")
+    t0 = time.perf_counter()
+    log = out_dir / f"{dst.stem}.log"
+    try:
+        with _native_output_to(log):  # llama.cpp prints a line per tensor; keep it, out of the way
+            fn(parent, part)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dst)
+    from importlib import metadata
+
+    dst.with_suffix(".json").write_text(json.dumps({
+        "recipe": name, "parent": str(parent), "parent_sha256": parent_sha256,
+        "seconds": time.perf_counter() - t0,
+        "tool": "gguf-py " + metadata.version("gguf") if name == "F16" else
+        "llama_model_quantize, llama-cpp-python " + metadata.version("llama-cpp-python"),
+    }, indent=1))
+    return dst, True
