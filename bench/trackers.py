@@ -30,6 +30,10 @@ class MemoryTracker:
         self._proc = psutil.Process()
         self.interval_s = interval_s
         self.baseline_rss = self._proc.memory_info().rss
+        # Linux keeps a process's RSS high-water mark across execve, so a fresh child starts with
+        # its parent's peak; ru_maxrss says something about this process only once it rises above
+        # the value it had here.
+        self._maxrss_at_start = self._ru_maxrss()
         self.peak_rss = self.baseline_rss
         self.samples = 0
         self.limit_bytes = limit_bytes
@@ -58,21 +62,31 @@ class MemoryTracker:
         self._thread.join()
         self.sample()
 
-    def report(self) -> dict[str, Any]:
+    @staticmethod
+    def _ru_maxrss() -> int:
         # Linux reports ru_maxrss in KiB, macOS in bytes.
-        scale = 1 if sys.platform == "darwin" else 1024
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        # Both are lower bounds of the true peak: sampling can miss a spike between samples, and
-        # the kernel folds per-thread RSS counters into its high-water mark lazily (it can lag
-        # the live RSS by a few hundred KiB). The peak we report is the larger of the two.
-        return {
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+    def report(self) -> dict[str, Any]:
+        maxrss = self._ru_maxrss()
+        out: dict[str, Any] = {
             "baseline_rss_bytes": self.baseline_rss,
-            "peak_rss_bytes": max(self.peak_rss, maxrss),
             "peak_rss_sampled_bytes": self.peak_rss,
-            "peak_rss_ru_maxrss_bytes": maxrss,
             "rss_samples": self.samples,
             "rss_sampling_interval_s": self.interval_s,
         }
+        if maxrss > self._maxrss_at_start:
+            # Both are lower bounds of the true peak: sampling can miss a spike between samples,
+            # and the kernel folds per-thread RSS counters into its high-water mark lazily (it can
+            # lag the live RSS by a few hundred KiB). The peak reported is the larger.
+            out["peak_rss_ru_maxrss_bytes"] = maxrss
+            out["peak_rss_bytes"] = max(self.peak_rss, maxrss)
+        else:
+            out["peak_rss_ru_maxrss_bytes"] = None
+            out["ru_maxrss_note"] = (f"not informative: {maxrss} bytes inherited from the parent across exec "
+                                     "and never exceeded here")
+            out["peak_rss_bytes"] = self.peak_rss
+        return out
 
 
 class VramTracker:

@@ -150,3 +150,23 @@ def test_backend_counters_bound_the_caller_side_rates(run_row):
         assert s["backend_decode_tps"] >= s["decode_tps"]
         assert s["backend_prefill_tps"] >= s["prefill_tps"] * 0.999
     assert row["summary"]["backend_decode_tps"]["n"] == R
+
+
+def test_peak_rss_is_not_inherited_from_a_big_parent():
+    """Linux carries a process's RSS high-water mark across execve: a worker started by a parent
+    that once held 400 MiB starts with ru_maxrss >= 400 MiB. The tracker must not report that."""
+    import subprocess
+    import sys
+
+    child = ("import json; from bench.trackers import MemoryTracker\n"
+             "with MemoryTracker() as m: pass\n"
+             "print(json.dumps(m.report()))")
+    parent = ("import subprocess, sys\n"
+              "big = bytearray(400 * 2**20); big[::4096] = b'x' * len(big[::4096]); del big\n"
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], cwd=REPO, capture_output=True, text=True, check=True)
+    import json
+
+    report = json.loads(out.stdout)
+    assert report["peak_rss_bytes"] < 200 * 2**20, report
+    assert report["peak_rss_ru_maxrss_bytes"] is None and "inherited" in report["ru_maxrss_note"]
