@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
+    r.add_argument("--quality", action="store_true",
+                   help="also measure perplexity and divergence from the reference variant (shared/METRICS.md)")
+    r.add_argument("--corpus", default="alice29", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
+    r.add_argument("--quality-ctx", type=int, default=512, help="quality window in tokens (default 512)")
+    r.add_argument("--quality-chunks", type=int, default=8, help="quality windows scored (default 8)")
+    r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -115,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             profiles=args.profile or ["auto"], prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
             threads=args.threads, repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx,
             n_gpu_layers=args.n_gpu_layers, seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
+            quality={"corpus": args.corpus, "n_ctx": args.quality_ctx, "chunks": args.quality_chunks}
+            if args.quality else None, reference=args.reference,
         )
     host = detect_host()
     plans = build_plans(req, ModelStore(), host)
@@ -156,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stop.requested and len(rows) < len(plans):
         err.print(f"interrupted: {len(plans) - len(rows)} cell(s) not run")
         return EXIT_INTERRUPTED
-    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_CELL_FAILED
+    ok = all(r.status == "ok" and r.quality.get("status", "ok") == "ok" for r in rows)
+    return EXIT_OK if ok else EXIT_CELL_FAILED
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -31,10 +31,21 @@ def _mean_std(summary: dict[str, Any], key: str, spec: str = ".1f", scale: float
     return f"{_fmt(s['mean'], spec, scale)}{std}"
 
 
+def _quality_cells(q: dict[str, Any]) -> tuple[str, str, str]:
+    if not q:
+        return "-", "-", "-"
+    if q.get("status") != "ok":
+        return f"[red]{q.get('status')}[/red]", "-", "-"
+    kld = q.get("kld") or {}
+    same = q.get("same_top_token")
+    return (_fmt(q.get("perplexity"), ".2f"), _fmt(kld.get("mean"), ".4f"),
+            "-" if same is None else f"{same:.1%}")
+
+
 def results_table(rows: Iterable[Row]) -> Table:
     t = Table(title="Benchmark results (mean ± sample std over counted repetitions)")
     for col in ("model", "variant", "backend", "profile", "thr", "p/n", "status", "load s", "TTFT ms",
-                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB"):
+                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top"):
         t.add_column(col, overflow="fold")
     for r in rows:
         c, s = r.config, r.summary
@@ -45,5 +56,5 @@ def results_table(rows: Iterable[Row]) -> Table:
         t.add_row(c.model_id, c.variant_id, c.backend, c.profile_id, str(c.threads),
                   f"{c.prompt_tokens}/{c.gen_tokens}", status, _fmt(r.load_time_s, ".2f"),
                   _mean_std(s, "ttft_s", ".0f", 1e3), _mean_std(s, "prefill_tps"), _mean_std(s, "decode_tps"),
-                  itl_txt, _fmt(peak, ".0f", 1 / 2**20) if peak else "-")
+                  itl_txt, _fmt(peak, ".0f", 1 / 2**20) if peak else "-", *_quality_cells(r.quality))
     return t

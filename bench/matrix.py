@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,13 +36,16 @@ class Matrix(BaseModel):
     n_ctx: int | None = None
     seed: int = 0
     timeout_s: float = 1800.0
+    quality: dict[str, Any] | None = None  # {corpus: alice29, n_ctx: 512, chunks: 8}
 
     def request(self, catalog_path: Path, profiles_dir: Path) -> RunRequest:
         return RunRequest(models=self.models, catalog_path=catalog_path, profiles_dir=profiles_dir,
                           variants=self.variants, backends=self.backends, profiles=self.profiles,
                           prompt_tokens=self.prompt_tokens, gen_tokens=self.gen_tokens, threads=self.threads,
                           repetitions=self.repetitions, warmup=self.warmup, n_ctx=self.n_ctx, seed=self.seed,
-                          timeout_s=self.timeout_s)
+                          timeout_s=self.timeout_s,
+                          quality={"corpus": "alice29", "n_ctx": 512, "chunks": 8, **self.quality}
+                          if self.quality is not None else None)
 
 
 def load_matrix(path: Path) -> Matrix:

@@ -3,6 +3,7 @@ settings, and decides per cell how the tier is emulated and whether it can fit a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class RunRequest:
     seed: int = 0
     stop_at_eos: bool = False
     timeout_s: float = 1800.0
+    quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks}; None: speed only
+    reference: str | None = None  # variant id overriding the catalog's reference
 
 
 def _positive(name: str, values: list[int] | list[float]) -> None:
@@ -56,21 +59,30 @@ def validate(req: RunRequest) -> None:
         raise BenchError(f"--warmup must be 0 or more, got {req.warmup}")
     if req.n_ctx is not None:
         _positive("--ctx", [req.n_ctx])
+    if req.quality is not None:
+        if req.quality["n_ctx"] < 8:
+            raise BenchError(f"--quality-ctx must be at least 8 tokens, got {req.quality['n_ctx']}")
+        _positive("--quality-chunks", [req.quality["chunks"]])
+        from bench.corpus import load_corpus
+
+        load_corpus(req.quality["corpus"])  # a missing or unreadable corpus is bad input: say so now
 
 
 def _is_path(spec: str) -> bool:
     return spec.endswith(".gguf") or "/" in spec or Path(spec).is_file()
 
 
-def resolve_models(req: RunRequest, backend: str, store: ModelStore) -> list[ResolvedModel]:
+def resolve_models(req: RunRequest, backend: str,
+                   store: ModelStore) -> list[tuple[ResolvedModel, ResolvedModel | None, str | None]]:
+    """(variant, its quality reference or None, why there is none) for each model asked for."""
     spec = backend_spec(backend)
     catalog: Catalog | None = None
-    out: list[ResolvedModel] = []
+    out: list[tuple[ResolvedModel, ResolvedModel | None, str | None]] = []
     for item in req.models:
         if _is_path(item):
             if "gguf" not in spec.formats:
                 raise BenchError(f"backend {spec.name} cannot load a GGUF file ({item})")
-            out.append(store.resolve_path(Path(item)))
+            out.append((store.resolve_path(Path(item)), None, "a file given by path has no catalog reference"))
             continue
         if catalog is None:
             catalog = load_catalog(req.catalog_path)
@@ -83,7 +95,19 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore) -> list[Res
             if variant.format not in spec.formats:
                 raise BenchError(f"{model.id}:{variant.id} is {variant.format}; backend {spec.name} loads "
                                  f"{', '.join(spec.formats)}")
-            out.append(store.resolve(model, variant))
+            resolved = store.resolve(model, variant)
+            ref, note = None, None
+            ref_id = req.reference or variant.reference
+            if req.quality is not None and ref_id:
+                ref_variant = model.variant(ref_id)
+                if ref_variant.format in spec.formats:
+                    ref = store.resolve(model, ref_variant)
+                else:
+                    note = (f"reference {model.id}:{ref_id} is {ref_variant.format}; backend {spec.name} scores "
+                            f"{', '.join(spec.formats)} only: perplexity only")
+            elif req.quality is not None:
+                note = f"{model.id}:{variant.id} names no reference variant: perplexity only"
+            out.append((resolved, ref, note))
     return out
 
 
@@ -124,9 +148,10 @@ def build_plans(req: RunRequest, store: ModelStore, host: HostInfo) -> list[Cell
     plans = []
     for backend, profile in itertools.product(req.backends, profiles):
         threads_list = req.threads or [profile.capacity.threads]
-        for model, p, n, t in itertools.product(models_by_backend[backend], req.prompt_tokens, req.gen_tokens,
-                                                threads_list):
-            plans.append(_plan_cell(req, backend, profile, model, p, n, t, host))
+        for (model, ref, note), p, n, t in itertools.product(models_by_backend[backend], req.prompt_tokens,
+                                                             req.gen_tokens, threads_list):
+            plan = _plan_cell(req, backend, profile, model, p, n, t, host)
+            plans.append(dataclasses.replace(plan, reference=ref, quality_note=note))
     return plans
 
 
@@ -165,6 +190,6 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
         model_id=model.model_id, variant_id=model.variant_id, backend=backend, profile_id=profile.id,
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
-        seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
+        seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s, quality=req.quality,
     )
     return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

@@ -38,6 +38,8 @@ class CellPlan:
     caps: dict[str, Any] = field(default_factory=dict)  # CPUs and RAM limit the worker applies
     tier: dict[str, Any] = field(default_factory=dict)  # emulation facts and the memory prediction
     precheck: tuple[str, str] | None = None  # (status, reason) decided without loading
+    reference: ResolvedModel | None = None  # the variant quality is measured against
+    quality_note: str | None = None  # why there is no reference, where there is none
 
 
 def _worker_spec(plan: CellPlan) -> dict[str, Any]:
@@ -102,9 +104,39 @@ def _classify_sigkill() -> tuple[str, str]:
     return "failed", "worker killed by SIGKILL (by another process, or the kernel OOM killer)"
 
 
+def run_worker(spec: dict[str, Any], threads: int, timeout_s: float,
+               on_progress: ProgressFn | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
+    """Run ``bench.worker`` on ``spec`` in a child process: (status, reason, result or None)."""
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+        spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
+        spec_path.write_text(json.dumps(spec))
+        with err_path.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+                stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(threads),
+                start_new_session=True,  # Ctrl-C reaches the parent, which decides what to stop
+            )
+            reader = threading.Thread(target=_read_progress, args=(proc, on_progress), daemon=True)
+            reader.start()
+            try:
+                returncode = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                return "timeout", f"no result within {timeout_s:g} s; the worker was killed", None
+            except BaseException:  # KeyboardInterrupt: never leave a worker behind
+                _kill(proc)
+                raise
+            finally:
+                reader.join(timeout=5)
+        if not out_path.exists():
+            status, reason = _classify_exit(returncode, _tail(err_path))
+            return status, reason, None
+        result = json.loads(out_path.read_text())
+    return result["status"], result.get("reason"), result
+
+
 def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibration: dict[str, Any] | None = None,
-             on_progress: ProgressFn | None = None,
-             on_start: Callable[[subprocess.Popen[str]], None] | None = None) -> Row:
+             on_progress: ProgressFn | None = None) -> Row:
     c = plan.config
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     row = Row(run_id=run_id, created_at=created, status="failed", reason=None, config=c,
@@ -116,35 +148,10 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
     if plan.precheck:
         row.status, row.reason = plan.precheck  # type: ignore[assignment]
         return row
-    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
-        spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
-        spec_path.write_text(json.dumps(_worker_spec(plan)))
-        with err_path.open("w") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
-                stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(c.threads),
-                start_new_session=True,  # Ctrl-C reaches the parent, which decides what to stop
-            )
-            if on_start:
-                on_start(proc)
-            reader = threading.Thread(target=_read_progress, args=(proc, on_progress), daemon=True)
-            reader.start()
-            try:
-                returncode = proc.wait(timeout=c.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                row.status, row.reason = "timeout", f"no result within {c.timeout_s:g} s; the worker was killed"
-                return row
-            except BaseException:  # KeyboardInterrupt: never leave a worker behind
-                _kill(proc)
-                raise
-            finally:
-                reader.join(timeout=5)
-        stderr_tail = _tail(err_path)
-        if not out_path.exists():
-            row.status, row.reason = _classify_exit(returncode, stderr_tail)
-            return row
-        result = json.loads(out_path.read_text())
+    status, reason, result = run_worker(_worker_spec(plan), c.threads, c.timeout_s, on_progress)
+    if result is None:
+        row.status, row.reason = status, reason  # type: ignore[assignment]
+        return row
     row.status = result["status"]
     row.reason = result.get("reason")
     if result.get("memory"):
@@ -165,11 +172,60 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
     row.tier.update(result.get("caps_seen", {}))
     row.tier.update(tier_outcome(plan, row.memory))
     row.efficiency = efficiency(plan, row.summary, calibration, result.get("energy_source", "unavailable"))
+    if c.quality:
+        row.quality = run_quality(plan)
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "
                       f"{c.gen_tokens} tokens (got {min(short)}-{max(short)}); metrics use the tokens produced")
     return row
+
+
+def _score_spec(plan: CellPlan, model: ResolvedModel, corpus_path: Path, reference: Path | None,
+                write: Path | None) -> dict[str, Any]:
+    q, c = plan.config.quality or {}, plan.config
+    return {"mode": "score", "backend": c.backend, "model_path": str(model.path), "threads": c.threads,
+            "device": c.device, "n_gpu_layers": c.n_gpu_layers, "n_ctx": q["n_ctx"], "chunks": q["chunks"],
+            "corpus_path": str(corpus_path), "reference": str(reference) if reference else None,
+            "write_reference": str(write) if write else None, "caps": plan.caps}
+
+
+def run_quality(plan: CellPlan) -> dict[str, Any]:
+    """Perplexity of the variant and its divergence from the reference, each pass in a child
+    process of its own (never the one that was timed). The reference pass runs once per
+    (reference file, corpus, window) and is cached."""
+    import hashlib
+
+    from bench.corpus import load_corpus
+    from bench.datafiles import cache_dir
+    from bench.quality import ReferenceCache
+
+    c, q = plan.config, plan.config.quality or {}
+    corpus = load_corpus(q["corpus"])
+    out: dict[str, Any] = {"status": "ok", "corpus": {"name": corpus.name, "sha256": corpus.sha256,
+                                                     "source": corpus.source}}
+    cache = None
+    if plan.reference is not None:
+        ref = plan.reference
+        key = hashlib.sha256(f"{ref.sha256}|{corpus.sha256}|{q['n_ctx']}|{q['chunks']}|{c.backend}".encode()).hexdigest()[:20]
+        cache = ReferenceCache(cache_dir() / "reference-logprobs" / key)
+        out["reference"] = {"variant_id": ref.variant_id, "quantization": ref.quantization, "sha256": ref.sha256,
+                            "cache": str(cache.npy)}
+        if not cache.exists():
+            status, reason, res = run_worker(_score_spec(plan, ref, corpus.path, None, cache.npy), c.threads, c.timeout_s)
+            if res is None or status != "ok":
+                return {**out, "status": status, "reason": f"reference pass: {reason}"}
+            out["reference_pass"] = {k: res[k] for k in ("perplexity", "seconds", "tokens_evaluated_per_s")}
+    else:
+        out["reference"] = None
+        out["note"] = plan.quality_note or "no reference variant: perplexity only"
+    status, reason, res = run_worker(_score_spec(plan, plan.model, corpus.path, cache.npy if cache else None, None),
+                                     c.threads, c.timeout_s)
+    if res is None or status != "ok":
+        return {**out, "status": status, "reason": reason}
+    res.pop("status", None)
+    res.pop("reason", None)
+    return {**out, **res}
 
 
 def tier_outcome(plan: CellPlan, memory: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class CellConfig:
     stop_at_eos: bool
     timeout_s: float
     backend_options: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks} when quality is measured
 
     def key(self) -> str:
         """Stable id of the cell: equal configs (apart from the timeout) give equal keys."""
@@ -61,6 +62,7 @@ class Row:
     summary: dict[str, Any] = field(default_factory=dict)  # statistics over counted repetitions
     tier: dict[str, Any] = field(default_factory=dict)  # emulation, predicted vs measured memory, fits
     efficiency: dict[str, Any] = field(default_factory=dict)  # roofline share, cost, energy, projections
+    quality: dict[str, Any] = field(default_factory=dict)  # perplexity, KLD vs the reference, ...
     samples: list[dict[str, Any]] = field(default_factory=list)  # raw, one per counted repetition
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""

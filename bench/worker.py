@@ -103,12 +103,39 @@ def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
     return result
 
 
+def run_score(spec: dict[str, Any]) -> dict[str, Any]:
+    """Quality pass: log-probabilities over a corpus, in a context of its own (never timed)."""
+    from bench.backends import load_backend_class
+    from bench.backends.base import LoadSettings
+    from bench.quality import ReferenceCache, run_scoring
+    from bench.trackers import MemoryTracker
+
+    apply_caps(spec.get("caps", {}))
+    with MemoryTracker() as mem:
+        backend = load_backend_class(spec["backend"])()
+        backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
+                                                            n_ctx=spec["n_ctx"], seed=0,
+                                                            n_gpu_layers=spec.get("n_gpu_layers", 0),
+                                                            options={"scoring": True}))
+        reference = ReferenceCache(Path(spec["reference"])) if spec.get("reference") else None
+        if reference is not None:
+            tokens = reference.meta()["tokens"]  # the reference's tokenization, for both sides
+        else:
+            tokens = backend.tokenize(Path(spec["corpus_path"]).read_text(encoding="utf-8").replace("\r\n", "\n"))
+        write = ReferenceCache(Path(spec["write_reference"])) if spec.get("write_reference") else None
+        result = run_scoring(backend, tokens, spec["n_ctx"], spec["chunks"], reference, write)
+        backend.close()
+    result["memory"] = mem.report()
+    result["status"] = "ok"
+    return result
+
+
 def main(argv: list[str]) -> int:
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     spec = json.loads(spec_path.read_text())
     try:
-        result = run(spec, out_path)
+        result = run_score(spec) if spec.get("mode") == "score" else run(spec, out_path)
     except MemoryError as exc:
         _write_json(out_path, {"status": "oom", "reason": f"MemoryError: {exc}"})
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +50,20 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
         """Greedy generation with a timestamp per token as the caller receives it."""
+
+    def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
+        """Next-token logits for a token sequence, one window at a time (memory stays bounded by a
+        window, not the corpus). Windows are consecutive chunks of ``n_ctx`` tokens; in each, the
+        logits at positions first..n_ctx-2 are yielded with the tokens they predict:
+        (targets[k], logits[k, vocab]). This is llama.cpp's ``llama-perplexity`` chunk scheme."""
+        raise NotImplementedError(f"backend {self.name} cannot score token sequences")
+
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[int]:
+        """The model's own tokenizer, with the start token where the model adds one."""
+        raise NotImplementedError
 
     def environment(self) -> dict[str, Any]:
         """Library versions and build facts, recorded in the result row."""

@@ -9,6 +9,7 @@ reuses an earlier prompt's cache.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ class LlamaCppBackend(Backend):
             raise BenchError("this llama-cpp-python build has no GPU offload; "
                              "reinstall with CMAKE_ARGS='-DGGML_CUDA=on'")
         self.n_gpu_layers = offload
+        scoring = bool(settings.options.get("scoring"))
         self.llm = Llama(
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
+            # scoring decodes a whole window per call; generation keeps llama-cpp-python's default
+            n_batch=settings.n_ctx if scoring else 512,
             n_threads=settings.threads,
             n_threads_batch=settings.threads,
             n_gpu_layers=offload,
@@ -44,6 +48,46 @@ class LlamaCppBackend(Backend):
         # One greedy sampler for the life of the model (llama.h's sampler API). Llama.sample()
         # would build a fresh sampler chain for every token; a real server keeps one.
         self._greedy = llama_cpp.llama_sampler_init_greedy()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=True)  # adds BOS only if the model does
+
+    def vocab_size(self) -> int:
+        return self._llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+    def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
+        """One llama_decode per window with logits requested only at positions >= first, as
+        llama-perplexity does; the model must be loaded with n_ctx == n_batch == window size.
+        A separate context from any timing run: this never feeds speed numbers."""
+        import numpy as np
+
+        lc, ctx = self._llama_cpp, self.llm.ctx
+        if self.llm.n_ctx() < n_ctx or self.llm.n_batch < n_ctx:
+            raise BenchError(f"scoring needs a context and batch of {n_ctx}; load with n_ctx={n_ctx}")
+        add_bos = lc.llama_vocab_get_add_bos(self._vocab)
+        bos = lc.llama_vocab_bos(self._vocab)
+        n_vocab = self.vocab_size()
+        batch = lc.llama_batch_init(n_ctx, 0, 1)
+        try:
+            for start in range(0, len(tokens) - n_ctx + 1, n_ctx):
+                window = list(tokens[start:start + n_ctx])
+                if add_bos:
+                    window[0] = bos  # each chunk starts like a fresh document, as in llama-perplexity
+                lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+                batch.n_tokens = n_ctx
+                for j, tok in enumerate(window):
+                    batch.token[j] = tok
+                    batch.pos[j] = j
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = 0
+                    batch.logits[j] = j >= first
+                rc = lc.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise BenchError(f"llama_decode failed while scoring (status {rc})")
+                logits = np.ctypeslib.as_array(lc.llama_get_logits(ctx), shape=(n_ctx - first, n_vocab))
+                yield np.asarray(window[first + 1:], dtype=np.int64), logits[: n_ctx - first - 1]
+        finally:
+            lc.llama_batch_free(batch)
 
     def prompt(self, n_tokens: int) -> list[int]:
         bos = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
