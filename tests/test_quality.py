@@ -1,0 +1,118 @@
+"""Quality on the real ladder: relations that must hold, formulas on known numbers, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, read_jsonl, run_bench
+
+from bench.quality import PositionStats, log_softmax, score_block, summarize_quality
+
+LADDER = ["f16", "q8_0-derived", "q4_k_m-derived", "q2_k-derived"]
+
+
+@pytest.fixture(scope="module")
+def ladder_rows(tmp_path_factory, embedded_model):
+    out = tmp_path_factory.mktemp("quality") / "r.jsonl"
+    args = ["run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--quality", "--reference", "f16",
+            "--quality-ctx", "256", "--quality-chunks", "4", "-o", str(out)]
+    for v in LADDER:
+        args += ["--model", f"smollm2-135m:{v}"]
+    proc = run_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["config"]["variant_id"]: r for r in read_jsonl(out)}
+    assert all(rows[v]["quality"]["status"] == "ok" for v in LADDER), {v: rows[v]["quality"] for v in LADDER}
+    return {v: rows[v]["quality"] for v in LADDER}
+
+
+def test_reference_against_itself_is_zero_within_storage_error(ladder_rows):
+    q = ladder_rows["f16"]
+    assert q["kld"]["mean"] < 1e-4  # the reference's log-probs are stored as float16
+    assert q["same_top_token"] > 0.999
+    assert abs(q["ln_ppl_ratio"]) < 1e-3
+    assert q["perplexity"] == pytest.approx(q["reference_perplexity"], rel=1e-3)
+
+
+def test_ladder_order(ladder_rows):
+    kld = {v: ladder_rows[v]["kld"]["mean"] for v in LADDER}
+    same = {v: ladder_rows[v]["same_top_token"] for v in LADDER}
+    assert kld["f16"] < kld["q8_0-derived"] < kld["q4_k_m-derived"] < kld["q2_k-derived"]
+    assert same["q8_0-derived"] > same["q4_k_m-derived"] > same["q2_k-derived"]
+    for v in LADDER:
+        q = ladder_rows[v]
+        assert math.isfinite(q["perplexity"]) and q["perplexity"] > 1
+        assert q["kld"]["median"] <= q["kld"]["p99"] <= q["kld"]["max"]
+        assert q["positions"] == 4 * (256 - 128 - 1)  # llama-perplexity's windows: second half scored
+
+
+def test_quality_row_names_its_corpus_and_reference(ladder_rows):
+    q = ladder_rows["q8_0-derived"]
+    assert q["corpus"]["name"] == "alice29"
+    assert q["corpus"]["sha256"] == "4cbce86540bcef439f901c89de486d295aa3848e8c4cbc911561054479e73960"
+    assert q["reference"]["variant_id"] == "f16"
+    assert q["memory"]["peak_rss_bytes"] > 0 and q["tokens_evaluated_per_s"] > 0
+
+
+def test_formulas_on_known_distributions():
+    # two positions, vocabulary of 3
+    ref_logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]], dtype=np.float32)
+    var_logits = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]], dtype=np.float32)
+    targets = np.array([0, 2])
+    logp = log_softmax(ref_logits)
+    nll, kld, same, nll_p = score_block(var_logits, targets, logp)
+    logq = log_softmax(var_logits)
+    p = np.exp(logp)
+    assert kld == pytest.approx((p * (logp - logq)).sum(axis=1), abs=1e-6)
+    assert kld[1] == pytest.approx(0, abs=1e-6)  # float32 logits
+    assert nll == pytest.approx([-logq[0, 0], -logq[1, 2]], abs=1e-6)
+    assert same.tolist() == [False, True]
+    s = summarize_quality(PositionStats(nll.tolist(), kld.tolist(), same.tolist(), nll_p.tolist()))
+    assert s["perplexity"] == pytest.approx(math.exp(nll.mean()))
+    assert s["ln_ppl_ratio"] == pytest.approx((nll - nll_p).mean())
+    assert s["same_top_token"] == 0.5
+
+
+def test_too_short_corpus_is_refused(tmp_path, embedded_model):
+    short = tmp_path / "short.txt"
+    short.write_text("Only a few words here.")
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--quality",
+                     "--corpus", str(short), "-o", str(out))
+    assert proc.returncode == 1
+    (row,) = read_jsonl(out)
+    assert row["status"] == "ok" and row["quality"]["status"] == "failed"
+    assert "fewer than one window" in row["quality"]["reason"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--corpus", "no-such-corpus"], "not a known corpus"),
+    (["--quality-ctx", "4"], "--quality-ctx must be at least 8"),
+])
+def test_bad_quality_input(tmp_path, embedded_model, args, needle):
+    proc = run_bench("run", "--quality", *args, "-o", str(tmp_path / "r.jsonl"))
+    assert_clean_error(proc, needle)
+
+
+def test_empty_corpus_is_refused(tmp_path, embedded_model):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert_clean_error(run_bench("run", "--quality", "--corpus", str(empty), "-o", str(tmp_path / "r.jsonl")), "empty")
+
+
+def test_different_vocabulary_is_refused(tmp_path):
+    from bench.errors import BenchError
+    from bench.quality import ReferenceCache, run_scoring
+
+    cache = ReferenceCache(tmp_path / "ref")
+    cache.meta_path.write_text('{"vocab_size": 1000, "tokens": [1, 2, 3]}')
+    cache.npy.write_bytes(b"")
+
+    class Backend:
+        def vocab_size(self):
+            return 49152
+
+    with pytest.raises(BenchError, match="divergence is undefined"):
+        run_scoring(Backend(), list(range(64)), 16, 2, cache, None)
