@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quality-ctx", type=int, default=512, help="quality window in tokens (default 512)")
     r.add_argument("--quality-chunks", type=int, default=8, help="quality windows scored (default 8)")
     r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
+    r.add_argument("--task", help="also measure task accuracy: gsm8k, or a JSON-lines file of {question, answer}")
+    r.add_argument("--task-limit", type=int, default=50, help="task items scored (default 50)")
+    r.add_argument("--task-shots", type=int, default=4, help="few-shot examples, never scored (default 4)")
+    r.add_argument("--task-max-tokens", type=int, default=256, help="answer length limit in tokens (default 256)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -123,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             n_gpu_layers=args.n_gpu_layers, seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
             quality={"corpus": args.corpus, "n_ctx": args.quality_ctx, "chunks": args.quality_chunks}
             if args.quality else None, reference=args.reference,
+            task={"name": args.task, "limit": args.task_limit, "shots": args.task_shots,
+                  "max_new_tokens": args.task_max_tokens, "n_ctx": 2048} if args.task else None,
         )
     host = detect_host()
     plans = build_plans(req, ModelStore(), host)
@@ -164,7 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stop.requested and len(rows) < len(plans):
         err.print(f"interrupted: {len(plans) - len(rows)} cell(s) not run")
         return EXIT_INTERRUPTED
-    ok = all(r.status == "ok" and r.quality.get("status", "ok") == "ok" for r in rows)
+    ok = all(r.status == "ok" and r.quality.get("status", "ok") == "ok" and r.task.get("status", "ok") == "ok"
+             for r in rows)
     return EXIT_OK if ok else EXIT_CELL_FAILED
 
 

@@ -42,10 +42,18 @@ def _quality_cells(q: dict[str, Any]) -> tuple[str, str, str]:
             "-" if same is None else f"{same:.1%}")
 
 
+def _task_cell(t: dict[str, Any]) -> str:
+    if not t:
+        return "-"
+    if t.get("status") != "ok":
+        return f"[red]{t.get('status')}[/red]"
+    return f"{t['accuracy']:.1%} ± {t['accuracy_se']:.1%} (n={t['items']})"
+
+
 def results_table(rows: Iterable[Row]) -> Table:
     t = Table(title="Benchmark results (mean ± sample std over counted repetitions)")
     for col in ("model", "variant", "backend", "profile", "thr", "p/n", "status", "load s", "TTFT ms",
-                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top"):
+                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top", "task acc"):
         t.add_column(col, overflow="fold")
     for r in rows:
         c, s = r.config, r.summary
@@ -56,5 +64,6 @@ def results_table(rows: Iterable[Row]) -> Table:
         t.add_row(c.model_id, c.variant_id, c.backend, c.profile_id, str(c.threads),
                   f"{c.prompt_tokens}/{c.gen_tokens}", status, _fmt(r.load_time_s, ".2f"),
                   _mean_std(s, "ttft_s", ".0f", 1e3), _mean_std(s, "prefill_tps"), _mean_std(s, "decode_tps"),
-                  itl_txt, _fmt(peak, ".0f", 1 / 2**20) if peak else "-", *_quality_cells(r.quality))
+                  itl_txt, _fmt(peak, ".0f", 1 / 2**20) if peak else "-", *_quality_cells(r.quality),
+                  _task_cell(r.task))
     return t

@@ -40,6 +40,7 @@ class RunRequest:
     timeout_s: float = 1800.0
     quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks}; None: speed only
     reference: str | None = None  # variant id overriding the catalog's reference
+    task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx}; None: no task
 
 
 def _positive(name: str, values: list[int] | list[float]) -> None:
@@ -66,6 +67,11 @@ def validate(req: RunRequest) -> None:
         from bench.corpus import load_corpus
 
         load_corpus(req.quality["corpus"])  # a missing or unreadable corpus is bad input: say so now
+    if req.task is not None:
+        _positive("--task-limit", [req.task["limit"]])
+        from bench.tasks import load_items, task_file
+
+        load_items(task_file(req.task["name"]))  # an unparsable task file is bad input: say so now
 
 
 def _is_path(spec: str) -> bool:
@@ -191,5 +197,6 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
         seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s, quality=req.quality,
+        task=req.task,
     )
     return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

@@ -174,6 +174,8 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
     row.efficiency = efficiency(plan, row.summary, calibration, result.get("energy_source", "unavailable"))
     if c.quality:
         row.quality = run_quality(plan)
+    if c.task:
+        row.task = run_task_pass(plan)
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "
@@ -226,6 +228,25 @@ def run_quality(plan: CellPlan) -> dict[str, Any]:
     res.pop("status", None)
     res.pop("reason", None)
     return {**out, **res}
+
+
+def run_task_pass(plan: CellPlan) -> dict[str, Any]:
+    """Task accuracy in a child process of its own, with time, energy and cost per correct answer
+    (reasoning distills write long answers: per correct answer is the honest comparison)."""
+    from bench.tasks import summarize_task, task_file
+
+    c, t = plan.config, plan.config.task or {}
+    path = task_file(t["name"])
+    spec = {"mode": "task", "backend": c.backend, "model_path": str(plan.model.path), "threads": c.threads,
+            "device": c.device, "n_gpu_layers": c.n_gpu_layers, "task_file": str(path), "caps": plan.caps,
+            **{k: t[k] for k in ("limit", "shots", "max_new_tokens", "n_ctx")}}
+    status, reason, res = run_worker(spec, c.threads, c.timeout_s)
+    out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status}
+    if res is None or status != "ok":
+        return {**out, "reason": reason}
+    price = plan.profile.price.hourly_usd() if plan.profile.price else None
+    return {**out, **summarize_task(res["records"], price), "energy_source": res["energy_source"],
+            "records": res["records"]}
 
 
 def tier_outcome(plan: CellPlan, memory: dict[str, Any]) -> dict[str, Any]:

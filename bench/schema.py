@@ -39,6 +39,7 @@ class CellConfig:
     timeout_s: float
     backend_options: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks} when quality is measured
+    task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx} for task accuracy
 
     def key(self) -> str:
         """Stable id of the cell: equal configs (apart from the timeout) give equal keys."""
@@ -63,6 +64,7 @@ class Row:
     tier: dict[str, Any] = field(default_factory=dict)  # emulation, predicted vs measured memory, fits
     efficiency: dict[str, Any] = field(default_factory=dict)  # roofline share, cost, energy, projections
     quality: dict[str, Any] = field(default_factory=dict)  # perplexity, KLD vs the reference, ...
+    task: dict[str, Any] = field(default_factory=dict)  # accuracy and cost per correct answer
     samples: list[dict[str, Any]] = field(default_factory=list)  # raw, one per counted repetition
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""

@@ -114,6 +114,12 @@ class ModelStore:
             gguf=info.to_dict(),
         )
 
+    def fetch_file(self, src: Source, label: str, force: bool = False) -> Path:
+        """Fetch any non-derived source (a data file as well as weights) and verify its sha256."""
+        local = self.fetchers[src.kind](src, force)
+        self._verify(local, src.sha256, label)
+        return local
+
     def derive_from(self, parent: ResolvedModel, recipe_name: str) -> ResolvedModel:
         """Apply a derive recipe to any resolved GGUF (``bench models derive``)."""
         from bench.derive import derive_file

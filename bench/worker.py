@@ -130,12 +130,54 @@ def run_score(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """Task accuracy: greedy answers to each item, scored by exact match, timed per item."""
+    import time
+
+    from bench.backends import load_backend_class
+    from bench.backends.base import LoadSettings
+    from bench.energy import open_meter
+    from bench.errors import BenchError
+    from bench.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
+
+    apply_caps(spec.get("caps", {}))
+    backend = load_backend_class(spec["backend"])()
+    backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
+                                                        n_ctx=spec["n_ctx"], seed=0,
+                                                        n_gpu_layers=spec.get("n_gpu_layers", 0)))
+    items = load_items(Path(spec["task_file"]))
+    shots, pool = items[: spec["shots"]], items[spec["shots"]:][: spec["limit"]]
+    if not pool:
+        raise BenchError(f"no task items left after {spec['shots']} few-shot examples")
+    meter, energy_source = open_meter(spec["device"])
+    records = []
+    _progress(0, len(pool))
+    for i, item in enumerate(pool):
+        prompt = backend.tokenize(few_shot_prompt(shots, item))
+        if len(prompt) + spec["max_new_tokens"] > spec["n_ctx"]:
+            raise BenchError(f"item {i}: prompt of {len(prompt)} tokens + {spec['max_new_tokens']} new tokens "
+                             f"exceed the task context {spec['n_ctx']}")
+        before = meter.read_joules() if meter else None
+        t0 = time.perf_counter()
+        trace = backend.generate(prompt, spec["max_new_tokens"], stop_at_eos=True, stop=STOP)
+        seconds = time.perf_counter() - t0
+        predicted = extract_answer(trace.text)
+        records.append({"index": spec["shots"] + i, "predicted": predicted, "gold": item.gold,
+                        "correct": is_correct(predicted, item.gold), "prompt_tokens": len(prompt),
+                        "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
+                        "energy_j": meter.read_joules() - before if meter and before is not None else None})
+        _progress(i + 1, len(pool))
+    backend.close()
+    return {"status": "ok", "records": records, "energy_source": energy_source}
+
+
 def main(argv: list[str]) -> int:
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     spec = json.loads(spec_path.read_text())
     try:
-        result = run_score(spec) if spec.get("mode") == "score" else run(spec, out_path)
+        modes = {"score": run_score, "task": run_task}
+        result = modes[spec["mode"]](spec) if spec.get("mode") in modes else run(spec, out_path)
     except MemoryError as exc:
         _write_json(out_path, {"status": "oom", "reason": f"MemoryError: {exc}"})
         return 1

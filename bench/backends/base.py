@@ -48,8 +48,10 @@ class Backend(ABC):
         """Exactly ``n_tokens`` prompt token ids from the model's own tokenizer."""
 
     @abstractmethod
-    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
-        """Greedy generation with a timestamp per token as the caller receives it."""
+    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
+                 stop: list[str] | None = None) -> GenerationTrace:
+        """Greedy generation with a timestamp per token as the caller receives it; it ends early at
+        end-of-sequence if asked, and once the text contains one of ``stop`` (generate_until)."""
 
     def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
         """Next-token logits for a token sequence, one window at a time (memory stays bounded by a

@@ -93,7 +93,8 @@ class LlamaCppBackend(Backend):
         bos = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
         return build_prompt(n_tokens, lambda text: self.llm.tokenize(text.encode(), add_bos=False), bos)
 
-    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool) -> GenerationTrace:
+    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
+                 stop: list[str] | None = None) -> GenerationTrace:
         llm, clock = self.llm, time.perf_counter
         lc = self._llama_cpp
         is_eog, sample, greedy, ctx = lc.llama_vocab_is_eog, lc.llama_sampler_sample, self._greedy, llm.ctx
@@ -113,6 +114,8 @@ class LlamaCppBackend(Backend):
             ids.append(token)
             if stop_at_eos and is_eog(self._vocab, token):
                 eos = True
+                break
+            if stop and any(s in b"".join(pieces).decode("utf-8", errors="replace") for s in stop):
                 break
             if i + 1 < max_new_tokens:
                 llm.eval([token])

@@ -1,0 +1,61 @@
+"""Task accuracy: GSM8K from PyPI through the real model; extraction and statistics on known cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import assert_clean_error, read_jsonl, run_bench
+
+from bench.tasks import extract_answer, is_correct, load_items, summarize_task, task_file
+
+
+def test_gsm8k_ships_verified_and_parses():
+    items = load_items(task_file("gsm8k"))
+    assert len(items) == 1319
+    assert items[0].gold == "18"  # the first test problem (Janet's ducks)
+
+
+@pytest.mark.parametrize("text,expected", [
+    (" She has 3 + 4 = 7 apples.\n#### 7", "7"),
+    (" The total is $1,250.", "$1,250"),
+    (" 10 minus 2 is 8\nQuestion: next one 99", "8"),  # nothing after the next question counts
+    (" I am not sure.", None),
+])
+def test_answer_extraction(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_numbers_compare_by_value():
+    assert is_correct("$1,250", "1250") and is_correct("18.0", "18") and is_correct("7.", "7")
+    assert not is_correct("17", "18") and not is_correct(None, "18")
+
+
+def test_summary_statistics():
+    records = [{"correct": c, "seconds": 2.0, "generated_tokens": 10, "energy_j": None} for c in (True, False, True, True)]
+    s = summarize_task(records, usd_per_hour=3.6)
+    assert s["accuracy"] == 0.75 and s["accuracy_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    assert s["seconds_per_correct"] == pytest.approx(8 / 3)
+    assert s["usd_per_correct"] == pytest.approx(3.6 * 8 / 3600 / 3)
+    assert "energy_j_per_correct" not in s  # no counter, no number
+
+
+def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
+                     "--task-limit", "2", "--task-shots", "2", "--task-max-tokens", "48", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    t = read_jsonl(out)[0]["task"]
+    assert t["status"] == "ok" and t["items"] == 2 and len(t["records"]) == 2
+    assert [r["index"] for r in t["records"]] == [2, 3]  # the shots are never scored
+    assert 0 <= t["accuracy"] <= 1
+    for r in t["records"]:
+        assert 1 <= r["generated_tokens"] <= 48 and r["seconds"] > 0
+        assert r["correct"] == is_correct(r["predicted"], r["gold"])
+
+
+def test_task_file_that_does_not_parse(tmp_path, embedded_model):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": broken\n')
+    assert_clean_error(run_bench("run", "--task", str(bad), "-o", str(tmp_path / "r.jsonl")), "bad.jsonl:2")
