@@ -17,7 +17,7 @@ from bench.hardware import HostInfo, Profile, get_profile
 from bench.runner import CellPlan
 from bench.schema import CellConfig
 from bench.store import ModelStore, ResolvedModel
-from bench.tiers import GiB, fit_verdict, gpu_layers_for_budget, predict_memory, ram_budget_bytes
+from bench.tiers import GiB, cpu_repacked_types, fit_verdict, gpu_layers_for_budget, predict_memory, ram_budget_bytes
 
 
 @dataclass
@@ -174,7 +174,8 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
     precheck = None
     n_gpu_layers = 0
     if g:
-        prediction = predict_memory(g, model.size_bytes, n_ctx, p)
+        repacked = cpu_repacked_types() if profile.device == "cpu" else frozenset()
+        prediction = predict_memory(g, model.size_bytes, n_ctx, p, repacked_types=repacked)
         tier["predicted_memory"] = prediction.to_dict()
         if profile.device == "cpu":
             too_big, why = fit_verdict(prediction, tier["ram_budget_bytes"])

@@ -8,11 +8,16 @@ Memory prediction for a llama.cpp GGUF run (checked against measured peaks; see 
                (activations and attention scores of the largest batch: the prompt. llama.cpp
                reserves its compute buffer for n_ctx, but only the pages a batch touches count)
     runtime  = RUNTIME_BYTES (Python, llama-cpp-python, numpy, thread stacks)
+    repack   = bytes of the tensor types llama.cpp's CPU backend repacks into an interleaved copy
+               at load (Q4_0, Q4_K, IQ4_NL with AVX2; Q4_0, IQ4_NL on ARM): the mapped original stays
+               resident too, so those weights count twice (measured here: a Q4_0 file peaks at
+               file + its Q4_0 bytes)
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 GiB = 2**30
@@ -21,16 +26,34 @@ RUNTIME_BYTES = 64 * MiB  # measured here: 41 MiB after imports, plus allocator 
 CTX_PAD = 256  # llama.cpp pads the KV cache size to a multiple of 256
 
 
+def cpu_repacked_types() -> frozenset[str]:
+    """Tensor types llama.cpp repacks on this CPU (ggml-cpu's "extra buffer" repack paths)."""
+    import platform
+
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+        return frozenset({"Q4_0", "Q4_K", "IQ4_NL"}) if " avx2" in flags else frozenset()
+    if machine in ("aarch64", "arm64"):
+        return frozenset({"Q4_0", "IQ4_NL"})
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class MemoryPrediction:
     weights_bytes: int
     kv_cache_bytes: int
     compute_bytes: int
     runtime_bytes: int
+    repack_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.runtime_bytes
+        return (self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.runtime_bytes
+                + self.repack_bytes)
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total_bytes": self.total_bytes}
@@ -49,14 +72,15 @@ def kv_cache_bytes(g: dict[str, Any], n_ctx: int, layers: int | None = None) -> 
 
 
 def predict_memory(g: dict[str, Any], file_bytes: int, n_ctx: int, prompt_tokens: int,
-                   n_batch: int = 512) -> MemoryPrediction:
+                   n_batch: int = 512, repacked_types: frozenset[str] = frozenset()) -> MemoryPrediction:
     """Host memory of a CPU llama.cpp run of a GGUF with header summary ``g`` (see gguf_info)."""
     padded = -(-prompt_tokens // CTX_PAD) * CTX_PAD
     batch = min(n_batch, prompt_tokens, n_ctx)
     n_embd, n_ff, n_head = g.get("embedding_length") or 0, g.get("feed_forward_length") or 0, g.get("head_count") or 0
     compute = 4 * batch * (n_ff + 4 * n_embd + n_head * padded)
+    repack = sum(b for t, b in (g.get("tensor_bytes") or {}).items() if t in repacked_types)
     return MemoryPrediction(weights_bytes=file_bytes, kv_cache_bytes=kv_cache_bytes(g, n_ctx),
-                            compute_bytes=compute, runtime_bytes=RUNTIME_BYTES)
+                            compute_bytes=compute, runtime_bytes=RUNTIME_BYTES, repack_bytes=repack)
 
 
 def ram_budget_bytes(ram_gb: float, reserve_gb: float) -> int:

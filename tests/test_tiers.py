@@ -71,11 +71,12 @@ def test_a_tier_larger_than_the_host_says_what_it_could_not_emulate(tmp_path, ti
     assert row["tier"]["enforcement"] == "measured-only"
 
 
-@pytest.mark.parametrize("ctx,prompt", [(64, 16), (4096, 64), (2048, 512)])
-def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, embedded_model, ctx, prompt):
+@pytest.mark.parametrize("variant,ctx,prompt", [("q4_1", 64, 16), ("q4_1", 4096, 64), ("q4_1", 2048, 512),
+                                               ("q4_0-derived", 256, 64), ("q8_0-derived", 256, 64)])
+def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, embedded_model, variant, ctx, prompt):
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--no-progress", "--prompt-tokens", str(prompt), "--gen-tokens", "8", "--ctx", str(ctx),
-                     "-o", str(out))
+    proc = run_bench("run", "--no-progress", "--model", f"smollm2-135m:{variant}", "--prompt-tokens", str(prompt),
+                     "--gen-tokens", "8", "--ctx", str(ctx), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     (row,) = read_jsonl(out)
     assert abs(row["tier"]["prediction_error"]) < 0.15, row["tier"]
