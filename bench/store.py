@@ -204,7 +204,8 @@ class ModelStore:
         try:
             cache = self.root / "hf"
             was_cached = bool(hf.file) and not force and isinstance(
-                hub.try_to_load_from_cache(hf.repo, hf.file, cache_dir=cache, revision=hf.revision), str)
+                hub.try_to_load_from_cache(hf.repo, hf.file, cache_dir=cache, revision=hf.revision,
+                                           repo_type=hf.repo_type), str)
             if not was_cached and not hub.constants.HF_HUB_OFFLINE:
                 why = _probe_endpoint(hub.constants.ENDPOINT)
                 if why:
@@ -213,9 +214,9 @@ class ModelStore:
                 # Shards first: llama.cpp finds them beside the first file, which we return.
                 for extra in hf.extra_files:
                     hub.hf_hub_download(hf.repo, extra, revision=hf.revision, cache_dir=cache,
-                                        force_download=force)
+                                        force_download=force, repo_type=hf.repo_type)
                 path = Path(hub.hf_hub_download(hf.repo, hf.file, revision=hf.revision, cache_dir=cache,
-                                                force_download=force))
+                                                force_download=force, repo_type=hf.repo_type))
             else:  # a snapshot is checked file by file; it is reported as fetched
                 path = Path(hub.snapshot_download(hf.repo, revision=hf.revision, cache_dir=cache,
                                                   allow_patterns=HF_SNAPSHOT_PATTERNS, force_download=force))

@@ -116,3 +116,9 @@ def test_different_vocabulary_is_refused(tmp_path):
 
     with pytest.raises(BenchError, match="divergence is undefined"):
         run_scoring(Backend(), list(range(64)), 16, 2, cache, None)
+
+
+def test_hub_corpus_unreachable_is_a_clean_error(tmp_path, embedded_model):
+    proc = run_bench("run", "--quality", "--corpus", "hf:someone/texts/test.txt", "-o", str(tmp_path / "r.jsonl"),
+                     env={"HF_ENDPOINT": "http://127.0.0.1:9", "BENCH_CACHE": str(tmp_path / "c")})
+    assert_clean_error(proc, "hub is unreachable")
