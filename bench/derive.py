@@ -14,6 +14,7 @@ and recorded; a ladder never claims a type it did not get.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import ctypes
 import json
 import sys
@@ -75,7 +76,22 @@ def llama_quantize(ftype_name: str) -> Callable[[Path, Path], None]:
     return run
 
 
-RECIPES: dict[str, Callable[[Path, Path], None]] = {"F16": dequantize_to_f16,
+def gguf_to_hf_folder(src: Path, dst: Path) -> None:
+    """A full-precision (float32) safetensors folder through transformers' GGUF loading, for the
+    backends that load Hugging Face models. Needs the ``hf`` extra (torch, transformers, accelerate)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise BenchError("the HF recipe needs torch and transformers: pip install -e '.[hf]'") from None
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    dst.mkdir(parents=True)
+    model.save_pretrained(dst, safe_serialization=True)  # safetensors, never pickle
+    tokenizer.save_pretrained(dst)
+
+
+RECIPES: dict[str, Callable[[Path, Path], None]] = {"F16": dequantize_to_f16, "HF": gguf_to_hf_folder,
                                                    **{q: llama_quantize(q) for q in LADDER}}
 
 
@@ -104,32 +120,44 @@ def _native_output_to(path: Path) -> Iterator[None]:
                 os.close(fd)
 
 
+def _version(pkg: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def derive_file(parent: Path, parent_sha256: str, recipe_name: str, root: Path) -> tuple[Path, bool]:
     """The derived file for (parent, recipe) under ``root``, made once. Returns (path, made_now).
     A sidecar JSON records how it was made."""
     fn = recipe(recipe_name)
     name = recipe_name.upper()
     out_dir = root / "derived" / parent_sha256[:16]
-    dst = out_dir / f"{parent.stem}.{name}.gguf"
+    dst = out_dir / (f"{parent.stem}.{name}" if name == "HF" else f"{parent.stem}.{name}.gguf")  # HF: a folder
     if dst.exists():
         return dst, False
     out_dir.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")
+    if part.is_dir():
+        shutil.rmtree(part)
     t0 = time.perf_counter()
-    log = out_dir / f"{dst.stem}.log"
+    log = out_dir / f"{dst.name.removesuffix('.gguf')}.log"
     try:
         with _native_output_to(log):  # llama.cpp prints a line per tensor; keep it, out of the way
             fn(parent, part)
     except BaseException:
-        part.unlink(missing_ok=True)
+        shutil.rmtree(part) if part.is_dir() else part.unlink(missing_ok=True)
         raise
     os.replace(part, dst)
     from importlib import metadata
 
-    dst.with_suffix(".json").write_text(json.dumps({
+    dst.with_name(dst.name.removesuffix(".gguf") + ".json").write_text(json.dumps({
         "recipe": name, "parent": str(parent), "parent_sha256": parent_sha256,
         "seconds": time.perf_counter() - t0,
-        "tool": "gguf-py " + metadata.version("gguf") if name == "F16" else
-        "llama_model_quantize, llama-cpp-python " + metadata.version("llama-cpp-python"),
+        "tool": {"F16": f"gguf-py {metadata.version('gguf')}",
+                 "HF": f"transformers {_version('transformers')} from_pretrained(gguf_file=...)"}.get(
+            name, f"llama_model_quantize, llama-cpp-python {metadata.version('llama-cpp-python')}"),
     }, indent=1))
     return dst, True

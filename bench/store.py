@@ -129,6 +129,10 @@ class ModelStore:
         path, made = derive_file(parent.path, parent.sha256, recipe_name, self.root)
         if made:
             self.fetched.append(f"derive:{recipe_name}:{parent.path.name}")
+        if path.is_dir():  # an HF folder
+            return ResolvedModel(model_id=parent.model_id, variant_id=recipe_name.lower(), format="hf",
+                                 quantization="f32", path=path, sha256=None, size_bytes=_dir_size(path),
+                                 source=f"derive:{recipe_name.upper()} from {parent.source}")
         resolved = self.resolve_path(path)
         return ResolvedModel(**{**resolved.__dict__, "model_id": parent.model_id,
                                 "variant_id": recipe_name.lower(), "quantization": recipe_name.upper(),

@@ -1,0 +1,41 @@
+"""The HF recipe: the embedded GGUF as a float32 safetensors folder, loadable by transformers,
+whose greedy output agrees with llama.cpp on the same weights and tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
+transformers = pytest.importorskip("transformers")
+
+from bench.backends import load_backend_class  # noqa: E402
+from bench.backends.base import LoadSettings  # noqa: E402
+from bench.store import ModelStore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hf_folder(catalog, embedded_model):
+    model = catalog.model("smollm2-135m")
+    return ModelStore().resolve(model, model.variant("hf-f32"))
+
+
+def test_folder_is_safetensors_only(hf_folder):
+    names = {p.name for p in hf_folder.path.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
+    assert hf_folder.format == "hf" and hf_folder.quantization == "f32"
+
+
+def test_transformers_and_llama_cpp_agree_on_greedy_tokens(hf_folder, catalog):
+    model = catalog.model("smollm2-135m")
+    f16 = ModelStore().resolve(model, model.variant("f16"))
+    lc = load_backend_class("llama.cpp")()
+    lc.load(f16.path, LoadSettings(threads=2, device="cpu", n_ctx=128, seed=0))
+    prompt = lc.prompt(32)
+    ours = lc.generate(prompt, 6, stop_at_eos=False).token_ids
+    lc.close()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_folder.path, dtype=torch.float32)
+    with torch.inference_mode():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)
+    theirs = out[0, len(prompt):].tolist()
+    assert theirs[:4] == ours[:4], (theirs, ours)
