@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ctx", type=int, default=None, help="context size (default: prompt + generated tokens)")
     r.add_argument("--n-gpu-layers", type=int, default=None,
                    help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
+    r.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend setting, e.g. dtype=bf16 or compile=true for transformers; repeatable")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
@@ -126,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             threads=args.threads, repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx,
             n_gpu_layers=args.n_gpu_layers, seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
             quality={"corpus": args.corpus, "n_ctx": args.quality_ctx, "chunks": args.quality_chunks}
-            if args.quality else None, reference=args.reference,
+            if args.quality else None, reference=args.reference, backend_options=_options(args.backend_opt),
             task={"name": args.task, "limit": args.task_limit, "shots": args.task_shots,
                   "max_new_tokens": args.task_max_tokens, "n_ctx": 2048} if args.task else None,
         )
@@ -266,6 +268,18 @@ def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def _options(pairs: list[str]) -> dict[str, str]:
+    from bench.errors import BenchError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--backend-opt expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _num(v: float | None, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 

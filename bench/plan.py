@@ -41,6 +41,7 @@ class RunRequest:
     quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks}; None: speed only
     reference: str | None = None  # variant id overriding the catalog's reference
     task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx}; None: no task
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _positive(name: str, values: list[int] | list[float]) -> None:
@@ -182,9 +183,14 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             tier["fit_check"] = why
             if too_big:
                 precheck = ("does_not_fit", why)
+    options = dict(req.backend_options)
     if profile.device == "cuda":
         vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
         tier["vram_budget_bytes"] = vram_budget
+        host_vram = host.gpus[0]["vram_bytes"] if host.gpus else 0
+        if host_vram and vram_budget < host_vram:  # torch-based backends cap their allocator to the tier
+            options["vram_fraction"] = vram_budget / host_vram
+            tier["vram_cap"] = f"torch.cuda.set_per_process_memory_fraction({vram_budget / host_vram:.3f})"
         if req.n_gpu_layers is not None:
             n_gpu_layers = req.n_gpu_layers
         elif g:
@@ -198,6 +204,6 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
         seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s, quality=req.quality,
-        task=req.task,
+        task=req.task, backend_options=options,
     )
     return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

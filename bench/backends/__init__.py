@@ -33,6 +33,14 @@ BACKENDS: dict[str, BackendSpec] = {
             formats=("gguf",),
             description="llama.cpp through llama-cpp-python (CPU, or CUDA offload with n_gpu_layers)",
         ),
+        BackendSpec(
+            name="transformers",
+            target="bench.backends.transformers.backend:TransformersBackend",
+            requires=("torch", "transformers"),
+            extra="hf",
+            formats=("hf",),
+            description="Hugging Face transformers on torch: fp32, bf16 or fp16 on cpu or cuda",
+        ),
     ]
 }
 

@@ -1,0 +1,1 @@
+"""transformers (torch) backend."""

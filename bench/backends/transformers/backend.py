@@ -1,0 +1,137 @@
+"""Hugging Face transformers on torch: fp32, bf16 or fp16, on cpu or cuda.
+
+Timing uses ``model.generate`` as users call it, with two hooks that add no work of their own:
+a logits processor whose first call marks the end of the prefill forward pass, and a streamer
+whose ``put`` receives each new token id (decoded to text there, as a streaming caller would).
+Token counts are the generated ids themselves, never re-tokenized text.
+
+Settings (``--backend-opt``): dtype=fp32|bf16|fp16 (default fp32), compile=true (torch.compile).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.backends.base import Backend, GenerationTrace, LoadSettings
+from bench.errors import BenchError
+from bench.prompts import build_prompt
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def load(self, model_path: Path, settings: LoadSettings) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype_name = str(settings.options.get("dtype", "fp32"))
+        if dtype_name not in DTYPES:
+            raise BenchError(f"transformers: dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            raise BenchError("transformers: a cuda profile but torch sees no CUDA device")
+        torch.set_num_threads(settings.threads)
+        torch.manual_seed(settings.seed)
+        self.torch = torch
+        self.device = torch.device("cuda" if settings.device == "cuda" else "cpu")
+        if self.device.type == "cuda" and settings.options.get("vram_fraction"):
+            torch.cuda.set_per_process_memory_fraction(float(settings.options["vram_fraction"]))
+        self.dtype_name = dtype_name
+        # Local folders only, safetensors only, no remote code: safe by default.
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, DTYPES[dtype_name]), use_safetensors=True, trust_remote_code=False,
+        ).to(self.device).eval()
+        if str(settings.options.get("compile", "")).lower() in ("1", "true", "yes"):
+            self.model.forward = torch.compile(self.model.forward)
+        self.compiled = bool(settings.options.get("compile"))
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt(self, n_tokens: int) -> list[int]:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return build_prompt(n_tokens, self._encode, bos)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
+                 stop: list[str] | None = None) -> GenerationTrace:
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        torch, clock, tok = self.torch, time.perf_counter, self.tokenizer
+        times: list[float] = []
+        ids: list[int] = []
+        pieces: list[str] = []
+        marks: dict[str, float] = {}
+
+        class Streamer(BaseStreamer):
+            def put(self, value: Any) -> None:
+                if "prompt" not in marks:  # generate() first hands over the prompt itself
+                    marks["prompt"] = 1
+                    return
+                for t in value.reshape(-1).tolist():
+                    pieces.append(tok.decode([t]))
+                    ids.append(t)
+                    times.append(clock() - t0)
+
+            def end(self) -> None:
+                pass
+
+        def mark_prefill(input_ids: Any, scores: Any) -> Any:
+            marks.setdefault("prefill_end", clock() - t0)
+            return scores
+
+        class StopStrings(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                hit = bool(stop) and any(s in "".join(pieces) for s in stop)
+                return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
+
+        input_ids = torch.tensor([prompt], device=self.device)
+        with torch.inference_mode():
+            t0 = clock()
+            out = self.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                min_new_tokens=None if stop_at_eos or stop else max_new_tokens, do_sample=False, use_cache=True,
+                streamer=Streamer(), logits_processor=LogitsProcessorList([mark_prefill]),
+                stopping_criteria=StoppingCriteriaList([StopStrings()]), pad_token_id=tok.eos_token_id,
+            )
+        eos = tok.eos_token_id
+        return GenerationTrace(
+            prompt_tokens=len(prompt), token_ids=ids, token_times=times, prefill_end=marks.get("prefill_end"),
+            stopped_at_eos=bool(stop_at_eos and ids and ids[-1] == eos and len(ids) < max_new_tokens),
+            text="".join(pieces),
+        )
+
+    def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
+        import numpy as np
+
+        torch = self.torch
+        for start in range(0, len(tokens) - n_ctx + 1, n_ctx):
+            window = list(tokens[start:start + n_ctx])
+            if self.tokenizer.bos_token_id is not None and getattr(self.tokenizer, "add_bos_token", False):
+                window[0] = self.tokenizer.bos_token_id
+            with torch.inference_mode():
+                logits = self.model(torch.tensor([window], device=self.device)).logits[0, first:n_ctx - 1]
+            yield np.asarray(window[first + 1:], dtype=np.int64), logits.float().cpu().numpy()
+
+    def environment(self) -> dict[str, Any]:
+        import transformers
+
+        env = {"torch": self.torch.__version__, "transformers": transformers.__version__, "dtype": self.dtype_name,
+               "device": str(self.device), "torch_threads": self.torch.get_num_threads(), "compiled": self.compiled}
+        if self.device.type == "cuda":
+            env["cuda_device"] = self.torch.cuda.get_device_name(self.device)
+        return env
+
+    def close(self) -> None:
+        del self.model

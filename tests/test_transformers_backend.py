@@ -1,0 +1,73 @@
+"""The transformers backend on the embedded model's derived HF folder: a complete row, the same
+greedy tokens as llama.cpp on the same weights, and settings that reach torch."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
+
+from conftest import assert_clean_error, read_jsonl, run_bench  # noqa: E402
+
+from bench.backends import BackendSpec, check_available  # noqa: E402
+from bench.errors import BenchError  # noqa: E402
+from bench.hardware import detect_gpus  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory, embedded_model):
+    out = tmp_path_factory.mktemp("tf") / "r.jsonl"
+    base = ["run", "--no-progress", "--prompt-tokens", "24", "--gen-tokens", "8", "-o", str(out)]
+    assert run_bench(*base, "--backend", "transformers", "--model", "smollm2-135m:hf-f32").returncode == 0
+    assert run_bench(*base, "--backend", "transformers", "--model", "smollm2-135m:hf-f32",
+                     "--backend-opt", "dtype=bf16", "-t", "1").returncode == 0
+    assert run_bench(*base, "--model", "smollm2-135m:f16").returncode == 0
+    return read_jsonl(out)
+
+
+def test_row_has_every_field_the_llama_cpp_row_has(rows):
+    tf, _, lc = rows
+    assert tf["status"] == "ok"
+    for key in ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "itl_s"):
+        assert tf["summary"][key] is not None, key
+    assert tf["summary"]["prefill_separated"] == {"value": True}  # the logits hook marks the prefill end
+    s = tf["samples"][0]
+    assert s["generated_tokens"] == 8 and 0 < s["prefill_end"] <= s["ttft_s"]
+    assert tf["memory"]["peak_rss_bytes"] > tf["memory"]["baseline_rss_bytes"]
+    assert tf["environment"]["backend"]["dtype"] == "fp32"
+
+
+def test_same_greedy_tokens_as_llama_cpp_on_the_same_weights(rows):
+    tf, _, lc = rows
+    assert tf["samples"][0]["token_ids"][:4] == lc["samples"][0]["token_ids"][:4]
+
+
+def test_settings_reach_torch(rows):
+    _, bf16, _ = rows
+    env = bf16["environment"]["backend"]
+    assert env["dtype"] == "bf16" and env["torch_threads"] == 1
+    assert bf16["config"]["backend_options"] == {"dtype": "bf16"}
+
+
+def test_bad_settings_and_formats(tmp_path, embedded_model):
+    assert_clean_error(run_bench("run", "--backend", "transformers", "--model", "smollm2-135m:q4_1",
+                                 "-o", str(tmp_path / "r.jsonl")), "backend transformers loads hf")
+    assert_clean_error(run_bench("run", "--backend-opt", "dtype", "-o", str(tmp_path / "r.jsonl")), "KEY=VALUE")
+
+
+def test_missing_extra_names_the_install_step():
+    spec = BackendSpec(name="x", target="x:X", requires=("no_such_module_for_bench",), extra="hf",
+                       formats=("hf",), description="")
+    with pytest.raises(BenchError, match=r"pip install -e '\.\[hf\]'"):
+        check_available(spec)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not detect_gpus(), reason="no CUDA GPU on this host")
+def test_transformers_on_cuda_reports_vram(tmp_path, embedded_model):
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--backend", "transformers", "--model", "smollm2-135m:hf-f32",
+                     "--backend-opt", "dtype=fp16", "--prompt-tokens", "64", "--gen-tokens", "16", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    row = read_jsonl(out)[0]
+    assert row["memory"]["peak_vram_allocated_bytes"] > 0
