@@ -71,3 +71,26 @@ def test_transformers_on_cuda_reports_vram(tmp_path, embedded_model):
     assert proc.returncode == 0, proc.stderr
     row = read_jsonl(out)[0]
     assert row["memory"]["peak_vram_allocated_bytes"] > 0
+
+
+@pytest.mark.parametrize("backend,opts,unquantized", [
+    ("torch-int8", [], []),
+    ("bitsandbytes", ["bits=8"], ["lm_head"]),
+    ("bitsandbytes", ["bits=4", "quant_type=nf4"], ["lm_head"]),
+])
+def test_quantized_backends_run_and_report_their_layers(tmp_path, embedded_model, backend, opts, unquantized):
+    if backend == "bitsandbytes":
+        pytest.importorskip("bitsandbytes", reason="the bnb extra is not installed")
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--no-progress", "--backend", backend, "--model", "smollm2-135m:hf-f32", "--prompt-tokens", "16",
+            "--gen-tokens", "6", "-o", str(out)]
+    for o in opts:
+        args += ["--backend-opt", o]
+    proc = run_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    row = read_jsonl(out)[0]
+    env = row["environment"]["backend"]
+    assert row["status"] == "ok" and row["samples"][0]["generated_tokens"] == 6
+    assert env["quantized_layers"] > 0 and env["unquantized_linear_layers"] == unquantized
+    # quantized weights take less memory than the fp32 folder's 4 bytes per parameter
+    assert 0 < env["weight_bytes"] < row["model"]["size_bytes"]

@@ -41,6 +41,22 @@ BACKENDS: dict[str, BackendSpec] = {
             formats=("hf",),
             description="Hugging Face transformers on torch: fp32, bf16 or fp16 on cpu or cuda",
         ),
+        BackendSpec(
+            name="bitsandbytes",
+            target="bench.backends.transformers.quantized:BitsAndBytesBackend",
+            requires=("torch", "transformers", "bitsandbytes"),
+            extra="bnb",
+            formats=("hf",),
+            description="transformers with bitsandbytes 8-bit or 4-bit (nf4/fp4) weights",
+        ),
+        BackendSpec(
+            name="torch-int8",
+            target="bench.backends.transformers.quantized:TorchInt8Backend",
+            requires=("torch", "transformers"),
+            extra="hf",
+            formats=("hf",),
+            description="transformers with torch dynamic int8 Linear layers (CPU)",
+        ),
     ]
 }
 

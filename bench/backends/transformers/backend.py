@@ -43,12 +43,17 @@ class TransformersBackend(Backend):
         self.dtype_name = dtype_name
         # Local folders only, safetensors only, no remote code: safe by default.
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, DTYPES[dtype_name]), use_safetensors=True, trust_remote_code=False,
-        ).to(self.device).eval()
+        self.extra_env: dict[str, Any] = {}
+        self.model = self._load_model(AutoModelForCausalLM, model_path, getattr(torch, DTYPES[dtype_name]),
+                                      settings).eval()
         if str(settings.options.get("compile", "")).lower() in ("1", "true", "yes"):
             self.model.forward = torch.compile(self.model.forward)
         self.compiled = bool(settings.options.get("compile"))
+
+    def _load_model(self, auto_cls: Any, model_path: Path, dtype: Any, settings: LoadSettings) -> Any:
+        """Plain weights in ``dtype`` on the device; quantizing backends override this."""
+        return auto_cls.from_pretrained(model_path, dtype=dtype, use_safetensors=True,
+                                        trust_remote_code=False).to(self.device)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -128,7 +133,8 @@ class TransformersBackend(Backend):
         import transformers
 
         env = {"torch": self.torch.__version__, "transformers": transformers.__version__, "dtype": self.dtype_name,
-               "device": str(self.device), "torch_threads": self.torch.get_num_threads(), "compiled": self.compiled}
+               "device": str(self.device), "torch_threads": self.torch.get_num_threads(), "compiled": self.compiled,
+               **self.extra_env}
         if self.device.type == "cuda":
             env["cuda_device"] = self.torch.cuda.get_device_name(self.device)
         return env
