@@ -148,6 +148,13 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
     if plan.precheck:
         row.status, row.reason = plan.precheck  # type: ignore[assignment]
         return row
+    from bench.backends import backend_spec
+
+    if backend_spec(c.backend).prepares:
+        status, reason, _ = run_worker({**_worker_spec(plan), "mode": "prepare"}, c.threads, c.timeout_s)
+        if status != "ok":
+            row.status, row.reason = status, f"preparing the model for {c.backend}: {reason}"  # type: ignore[assignment]
+            return row
     status, reason, result = run_worker(_worker_spec(plan), c.threads, c.timeout_s, on_progress)
     if result is None:
         row.status, row.reason = status, reason  # type: ignore[assignment]

@@ -94,3 +94,37 @@ def test_quantized_backends_run_and_report_their_layers(tmp_path, embedded_model
     assert env["quantized_layers"] > 0 and env["unquantized_linear_layers"] == unquantized
     # quantized weights take less memory than the fp32 folder's 4 bytes per parameter
     assert 0 < env["weight_bytes"] < row["model"]["size_bytes"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnxruntime_exports_once_and_runs(tmp_path, embedded_model, precision):
+    pytest.importorskip("optimum.onnxruntime", reason="the onnx extra is not installed")
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--no-progress", "--backend", "onnxruntime", "--model", "smollm2-135m:hf-f32", "--prompt-tokens",
+            "16", "--gen-tokens", "6", "--backend-opt", f"precision={precision}", "-o", str(out)]
+    assert run_bench(*args).returncode == 0
+    proc = run_bench(*args)  # the export is cached: a second run converts nothing
+    assert proc.returncode == 0, proc.stderr
+    first, second = read_jsonl(out)
+    for row in (first, second):
+        assert row["status"] == "ok" and row["samples"][0]["generated_tokens"] == 6
+        assert row["environment"]["backend"]["precision"] == precision
+    assert first["environment"]["backend"]["onnx_file"] == second["environment"]["backend"]["onnx_file"]
+    if precision == "fp32":  # the same fp32 weights as transformers': the same greedy tokens
+        tf_out = tmp_path / "tf.jsonl"
+        assert run_bench("run", "--no-progress", "--backend", "transformers", "--model", "smollm2-135m:hf-f32",
+                         "--prompt-tokens", "16", "--gen-tokens", "6", "-o", str(tf_out)).returncode == 0
+        tf = read_jsonl(tf_out)[0]
+        assert first["samples"][0]["token_ids"][:4] == tf["samples"][0]["token_ids"][:4]
+
+
+def test_a_known_broken_combination_is_refused():
+    from importlib import metadata
+
+    spec = BackendSpec(name="y", target="y:Y", requires=(), extra=None, formats=("hf",), description="",
+                       version_caps=(("transformers", "4.0", "a test cap below the installed version"),))
+    with pytest.raises(BenchError, match=rf"transformers {metadata.version('transformers')} is known not to work"):
+        check_available(spec)
+    ok = BackendSpec(name="z", target="z:Z", requires=(), extra=None, formats=("hf",), description="",
+                     version_caps=(("transformers", "999", "no cap reached"),))
+    check_available(ok)  # the installed version passes a cap above it

@@ -20,6 +20,9 @@ class BackendSpec:
     extra: str | None  # the pip extra that provides them (None: a core dependency)
     formats: tuple[str, ...]  # model formats it can load
     description: str
+    prepares: bool = False  # needs a one-time conversion (run in its own process, before timing)
+    # (package, highest version that works exclusive, why): combinations known to be broken
+    version_caps: tuple[tuple[str, str, str], ...] = ()
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -57,6 +60,16 @@ BACKENDS: dict[str, BackendSpec] = {
             formats=("hf",),
             description="transformers with torch dynamic int8 Linear layers (CPU)",
         ),
+        BackendSpec(
+            name="onnxruntime",
+            target="bench.backends.onnx.backend:OnnxBackend",
+            requires=("torch", "transformers", "optimum.onnxruntime", "onnxruntime"),
+            extra="onnx",
+            formats=("hf",),
+            description="ONNX Runtime via optimum-onnx: exported once, fp32 or dynamic int8, CPU or CUDA provider",
+            prepares=True,
+            version_caps=(("transformers", "4.58", "optimum-onnx 0.1.0 requires transformers<4.58"),),
+        ),
     ]
 }
 
@@ -70,10 +83,38 @@ def backend_spec(name: str) -> BackendSpec:
 
 def check_available(spec: BackendSpec) -> None:
     """Raise a one-line BenchError naming the install step if the backend's packages are missing."""
-    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+    missing = [m for m in spec.requires if not _installed(m)]
     if missing:
         how = f"pip install -e '.[{spec.extra}]'" if spec.extra else "pip install -e ."
         raise BenchError(f"backend {spec.name} needs {', '.join(missing)}: {how}")
+    for package, below, why in spec.version_caps:
+        have = _version(package)
+        if have is not None and _release(have) >= _release(below):
+            raise BenchError(f"backend {spec.name}: {package} {have} is known not to work ({why}); "
+                             f"pip install '{package}<{below}'")
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string: '4.57.6' -> (4, 57, 6), '5.0.0rc1' -> (5, 0, 0)."""
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 def load_backend_class(name: str) -> type:

@@ -39,6 +39,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
 
+    def prepare(self, model_path: Path, settings: LoadSettings) -> None:
+        """One-time conversion the backend needs (an ONNX export, say), cached and not timed."""
+
     @abstractmethod
     def load(self, model_path: Path, settings: LoadSettings) -> None:
         """Make the model ready for a first request (this is what ``load time`` measures)."""

@@ -45,7 +45,9 @@ class TransformersBackend(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
         self.extra_env: dict[str, Any] = {}
         self.model = self._load_model(AutoModelForCausalLM, model_path, getattr(torch, DTYPES[dtype_name]),
-                                      settings).eval()
+                                      settings)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
         if str(settings.options.get("compile", "")).lower() in ("1", "true", "yes"):
             self.model.forward = torch.compile(self.model.forward)
         self.compiled = bool(settings.options.get("compile"))

@@ -1,0 +1,132 @@
+"""Fidelity of the Hugging Face backends: the suite's decode tok/s against a minimal direct loop in
+each library (load, ``generate(min_new_tokens=n)``, time it), interleaved in rounds in one
+session on the embedded model's derived fp32 folder. (llama.cpp: see ``bench.overhead``.)
+
+    python -m bench.fidelity [--rounds 2] [--cases transformers,bf16,torch-int8,bnb8,bnb4,ort-fp32,ort-int8]
+
+Direct decode tok/s = 63 / (T(generate 64 tokens) - T(generate 1 token)), median of 3; the suite's
+is its mean decode tok/s over 3 repetitions of p=128, n=64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# case -> (suite backend, suite --backend-opt values)
+CASES: dict[str, tuple[str, list[str]]] = {
+    "transformers": ("transformers", []),
+    "bf16": ("transformers", ["dtype=bf16"]),
+    "torch-int8": ("torch-int8", []),
+    "bnb8": ("bitsandbytes", ["bits=8"]),
+    "bnb4": ("bitsandbytes", ["bits=4", "quant_type=nf4"]),
+    "ort-fp32": ("onnxruntime", []),
+    "ort-int8": ("onnxruntime", ["precision=int8"]),
+}
+
+
+def direct_child(case: str, folder: str, threads: int) -> float:
+    """The few lines a user would write for each library."""
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    load = AutoModelForCausalLM.from_pretrained
+    if case == "transformers":
+        model = load(folder, dtype=torch.float32)
+    elif case == "bf16":
+        model = load(folder, dtype=torch.bfloat16)
+    elif case == "torch-int8":
+        model = torch.ao.quantization.quantize_dynamic(load(folder, dtype=torch.float32), {torch.nn.Linear},
+                                                       dtype=torch.qint8)
+    elif case in ("bnb8", "bnb4"):
+        cfg = (BitsAndBytesConfig(load_in_8bit=True) if case == "bnb8" else
+               BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+        model = load(folder, quantization_config=cfg, device_map={"": "cpu"})
+    else:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForCausalLM
+
+        from bench.backends.onnx.backend import _export_dir
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        precision = "int8" if case == "ort-int8" else "fp32"
+        model = ORTModelForCausalLM.from_pretrained(
+            _export_dir(Path(folder), precision), session_options=so, use_cache=True,
+            file_name="model_quantized.onnx" if precision == "int8" else "model.onnx")
+    ids = torch.tensor([[1] + list(range(1000, 1127))])
+
+    def run(n: int) -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=2)
+            return time.perf_counter() - t0
+
+    run(4)
+    return statistics.median(63 / (run(64) - run(1)) for _ in range(3))
+
+
+def run_suite(case: str, threads: int) -> float:
+    backend, opts = CASES[case]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "r.jsonl")
+        cmd = [sys.executable, "-m", "bench", "run", "--backend", backend, "--model", "smollm2-135m:hf-f32",
+               "--prompt-tokens", "128", "--gen-tokens", "64", "-r", "3", "-t", str(threads), "--no-progress",
+               "-o", str(out)]
+        for o in opts:
+            cmd += ["--backend-opt", o]
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return json.loads(out.read_text().splitlines()[0])["summary"]["decode_tps"]["mean"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--direct-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.direct_child:
+        case, folder = json.loads(args.direct_child)
+        print(json.dumps(direct_child(case, folder, args.t)))
+        return 0
+    from bench.catalog import load_catalog
+    from bench.datafiles import find_data_path
+    from bench.store import ModelStore
+
+    model = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG")).model("smollm2-135m")
+    folder = str(ModelStore().resolve(model, model.variant("hf-f32")).path)
+    cases = [c for c in args.cases.split(",") if c]
+    for c in cases:
+        if c not in CASES:
+            ap.error(f"unknown case {c}; known: {', '.join(CASES)}")
+    results: dict[str, dict[str, list[float]]] = {c: {"suite": [], "direct": []} for c in cases}
+    for rnd in range(args.rounds):
+        for c in cases:  # interleaved: suite and direct of a case run back to back
+            results[c]["suite"].append(run_suite(c, args.t))
+            out = subprocess.run([sys.executable, "-m", "bench.fidelity", "-t", str(args.t), "--direct-child",
+                                  json.dumps([c, folder])], capture_output=True, text=True, check=True)
+            results[c]["direct"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+    print("| case | backend | options | suite decode tok/s | direct decode tok/s | suite/direct |")
+    print("|---|---|---|---|---|---|")
+    for c in cases:
+        s, d = statistics.median(results[c]["suite"]), statistics.median(results[c]["direct"])
+        backend, opts = CASES[c]
+        print(f"| {c} | {backend} | {' '.join(opts) or '-'} | {s:.2f} | {d:.2f} | {s / d:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
