@@ -242,9 +242,9 @@ def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
 
     from bench.derive import LADDER
     from bench.display import console
-    from bench.plan import _is_path
+    from bench.plan import is_path
 
-    if _is_path(args.spec):
+    if is_path(args.spec):
         parent = store.resolve_path(Path(args.spec))
     else:
         model_id, _, variant_id = args.spec.partition(":")

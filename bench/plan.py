@@ -75,7 +75,7 @@ def validate(req: RunRequest) -> None:
         load_items(task_file(req.task["name"]))  # an unparsable task file is bad input: say so now
 
 
-def _is_path(spec: str) -> bool:
+def is_path(spec: str) -> bool:
     return spec.endswith(".gguf") or "/" in spec or Path(spec).is_file()
 
 
@@ -86,7 +86,7 @@ def resolve_models(req: RunRequest, backend: str,
     catalog: Catalog | None = None
     out: list[tuple[ResolvedModel, ResolvedModel | None, str | None]] = []
     for item in req.models:
-        if _is_path(item):
+        if is_path(item):
             if "gguf" not in spec.formats:
                 raise BenchError(f"backend {spec.name} cannot load a GGUF file ({item})")
             out.append((store.resolve_path(Path(item)), None, "a file given by path has no catalog reference"))

@@ -150,6 +150,9 @@ class RowReader:
         data = np.fromfile(self.fh, dtype=self.dtype, count=count * self.shape[1])
         return data.reshape(count, self.shape[1])
 
+    def close(self) -> None:
+        self.fh.close()
+
 
 def run_scoring(backend: Any, tokens: list[int], n_ctx: int, chunks: int, reference: ReferenceCache | None,
                 write: ReferenceCache | None) -> dict[str, Any]:
@@ -208,6 +211,8 @@ def run_scoring(backend: Any, tokens: list[int], n_ctx: int, chunks: int, refere
                 tops.extend(stored.argmax(axis=1).tolist())
             pos += k
     seconds = time.perf_counter() - t0
+    if ref is not None:
+        ref.close()
     if out is not None and write is not None:
         out.flush()
         del out

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.backends import backend_spec
 from bench.hardware import Profile
 from bench.metrics import (DEFINITIONS, Timeline, counter_rates, decode_tps, e2e, prefill_tps, stats, summarize, tpot,
                            ttft)
@@ -148,8 +149,6 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
     if plan.precheck:
         row.status, row.reason = plan.precheck  # type: ignore[assignment]
         return row
-    from bench.backends import backend_spec
-
     if backend_spec(c.backend).prepares:
         status, reason, _ = run_worker({**_worker_spec(plan), "mode": "prepare"}, c.threads, c.timeout_s)
         if status != "ok":

@@ -8,6 +8,7 @@ a result with a reason; a crash or kill leaves no result file and the parent cla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -74,32 +75,28 @@ def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
     limit = caps.get("ram_limit_bytes")
     on_exceed = (lambda rss: _on_ram_exceeded(out_path, limit, rss)) if limit else None
     vram = VramTracker() if settings.device == "cuda" else None
-    with MemoryTracker(limit_bytes=limit, on_exceed=on_exceed) as mem:
+    with MemoryTracker(limit_bytes=limit, on_exceed=on_exceed) as mem, contextlib.ExitStack() as stack:
         if vram:
-            vram.__enter__()
-        try:
-            backend = load_backend_class(spec["backend"])()
-            backend.prepare(Path(spec["model_path"]), settings)  # cached by the prepare pass: not load time
-            with Stopwatch() as load:
-                backend.load(Path(spec["model_path"]), settings)
-            result["load_time_s"] = load.seconds
-            prompt = backend.prompt(spec["prompt_tokens"])
-            traces = []
-            _progress(0, total)
-            for i in range(total):
-                before = meter.read_joules() if meter else None
-                trace = asdict(backend.generate(prompt, spec["gen_tokens"], spec["stop_at_eos"]))
-                if meter and before is not None:
-                    trace["energy_j"] = meter.read_joules() - before
-                traces.append(trace)
-                _progress(i + 1, total)
-            result["warmup_samples"] = traces[: spec["warmup"]]
-            result["samples"] = traces[spec["warmup"]:]
-            result["environment"] = backend.environment()
-            backend.close()
-        finally:
-            if vram:
-                vram.__exit__(None, None, None)
+            stack.enter_context(vram)
+        backend = load_backend_class(spec["backend"])()
+        backend.prepare(Path(spec["model_path"]), settings)  # cached by the prepare pass: not load time
+        with Stopwatch() as load:
+            backend.load(Path(spec["model_path"]), settings)
+        result["load_time_s"] = load.seconds
+        prompt = backend.prompt(spec["prompt_tokens"])
+        traces = []
+        _progress(0, total)
+        for i in range(total):
+            before = meter.read_joules() if meter else None
+            trace = asdict(backend.generate(prompt, spec["gen_tokens"], spec["stop_at_eos"]))
+            if meter and before is not None:
+                trace["energy_j"] = meter.read_joules() - before
+            traces.append(trace)
+            _progress(i + 1, total)
+        result["warmup_samples"] = traces[: spec["warmup"]]
+        result["samples"] = traces[spec["warmup"]:]
+        result["environment"] = backend.environment()
+        backend.close()
     result["memory"] = {**mem.report(), **(vram.report() if vram else {})}
     return result
 
