@@ -1,4 +1,5 @@
-"""Command line: ``bench run``, ``bench models list|fetch``, ``bench profiles list``.
+"""Command line: ``bench run``, ``report``, ``compare``, ``verdict``, ``models list|fetch|derive``,
+``profiles list``.
 
 Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
 what it needs. Bad input ends in one line on stderr and exit status 2.
@@ -91,6 +92,38 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("spec", metavar="ID[:VARIANT]|PATH.gguf")
     d.add_argument("--recipes", type=_str_list, default=None, metavar="R[,R...]",
                    help="recipes to apply to the F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K)")
+
+    rep = sub.add_parser("report", help="Markdown, HTML (with plots), CSV and SQLite from results files; "
+                         "files from several machines merge into one report")
+    rep.add_argument("results", nargs="+", metavar="RESULTS", help="results files (JSON lines) or folders of them")
+    rep.add_argument("--output-dir", "-o", default="report", help="folder to write into (default ./report)")
+    rep.add_argument("--format", "-f", type=_str_list, default=None, metavar="F[,F...]",
+                     help="md, html, csv, sqlite, jsonl (merged rows) (default: md,html,csv,sqlite)")
+    rep.add_argument("--name", default="report", help="file name stem (default: report)")
+
+    cmpp = sub.add_parser("compare", help="compare a new run with a baseline: ratios with confidence intervals, "
+                          "a significance test per cell, non-zero exit on a regression")
+    cmpp.add_argument("baseline", help="baseline results file or folder")
+    cmpp.add_argument("new", help="new results file or folder")
+    cmpp.add_argument("--alpha", type=float, default=0.05, help="significance level of the U test (default 0.05)")
+    cmpp.add_argument("--min-effect", type=float, default=0.10,
+                      help="smallest relative speed change that counts, besides significance (default 0.10)")
+    cmpp.add_argument("--gate", type=_str_list, default=None, metavar="M[,M...]",
+                      help="speed metrics that decide faster/slower (default decode_tps,prefill_tps; also ttft_s, tpot_s)")
+    cmpp.add_argument("--max-memory-increase", type=float, default=0.10, help="relative peak RSS/VRAM growth allowed (default 0.10)")
+    cmpp.add_argument("--max-kld-increase", type=float, default=0.01, help="KLD growth allowed, nats (default 0.01)")
+    cmpp.add_argument("--max-ppl-increase", type=float, default=0.02, help="relative perplexity growth allowed (default 0.02)")
+    cmpp.add_argument("--max-accuracy-drop", type=float, default=0.02, help="task accuracy drop allowed (default 0.02)")
+    cmpp.add_argument("--normalize", action="store_true",
+                      help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
+    cmpp.add_argument("--strict-env", action="store_true",
+                      help="refuse (exit 2) when hardware or library versions differ, instead of warning")
+    cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+
+    ver = sub.add_parser("verdict", help="does each model run well on inexpensive hardware? results against a claims file")
+    ver.add_argument("results", nargs="+", metavar="RESULTS", help="results files or folders (several machines merge)")
+    ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
+    ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
 
     pr = sub.add_parser("profiles", help="hardware profiles")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -321,7 +354,90 @@ class _GracefulStop:
         signal.signal(signal.SIGINT, self._old)
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "profiles": cmd_profiles}
+def _load(paths: list[str], err: Any) -> tuple[list[Any], list[str]]:
+    """Rows of results files; every skipped line is reported on stderr, never dropped silently."""
+    from bench.results import load_results
+
+    rows, warnings = load_results([Path(p) for p in paths])
+    shown = warnings[:20]
+    for w in shown:
+        err.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False, soft_wrap=True)
+    if len(warnings) > len(shown):
+        err.print(f"[yellow]warning:[/yellow] ... and {len(warnings) - len(shown)} more unreadable line(s)")
+    return rows, warnings
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.display import console
+    from bench.report import DEFAULT_FORMATS, Report, write_report
+
+    err = console(stderr=True)
+    rows, warnings = _load(args.results, err)
+    report = Report(rows=rows, sources=args.results, warnings=warnings)
+    for path in write_report(report, Path(args.output_dir), args.format or DEFAULT_FORMATS, args.name):
+        print(path)
+    err.print(report.provenance())
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import Thresholds, compare_rows, markdown, summary_table
+    from bench.display import console
+    from bench.errors import BenchError
+
+    err = console(stderr=True)
+    base, _ = _load([args.baseline], err)
+    new, _ = _load([args.new], err)
+    th = Thresholds(alpha=args.alpha, min_effect=args.min_effect, max_memory_increase=args.max_memory_increase,
+                    max_kld_increase=args.max_kld_increase, max_ppl_increase=args.max_ppl_increase,
+                    max_accuracy_drop=args.max_accuracy_drop)
+    if args.gate:
+        th.gate = tuple(args.gate)
+    result = compare_rows(base, new, th, normalize=args.normalize)
+    if result.warnings and args.strict_env:
+        raise BenchError(f"--strict-env: {result.warnings[0]}")
+    for w in result.warnings:
+        err.print(f"[bold red]WARNING:[/bold red] {w}", highlight=False, soft_wrap=True)
+    console().print(summary_table(result))
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:
+            fh.write(markdown(result, args.baseline, args.new))
+    n = len(result.regressions)
+    err.print(f"{len(result.cells)} matching cell(s); {n} regression(s)"
+              + (f"; {len(result.only_baseline)} only in the baseline" if result.only_baseline else "")
+              + (f"; {len(result.only_new)} only in the new run" if result.only_new else ""))
+    return EXIT_CELL_FAILED if n else EXIT_OK
+
+
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from bench.catalog import load_catalog
+    from bench.datafiles import find_data_path
+    from bench.display import console
+    from bench.errors import BenchError
+    from bench.verdict import claim_lines, judge, load_claims, markdown, rich_tables
+
+    err = console(stderr=True)
+    claims = load_claims(find_data_path("claims.yaml", args.claims, "BENCH_CLAIMS"))
+    rows, _ = _load(args.results, err)
+    countries: dict[str, str | None] = {}
+    try:  # rows written before the catalog facts were recorded: look the country up
+        countries = {m.id: m.country for m in load_catalog(find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")).models}
+    except BenchError:
+        pass
+    verdict = judge(rows, claims, countries)
+    out = console()
+    for t in rich_tables(verdict):
+        out.print(t)
+    for line in claim_lines(verdict):
+        out.print(line, highlight=False, soft_wrap=True)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(verdict, f"{len(rows)} row(s) of {', '.join(args.results)}"),
+                                       encoding="utf-8")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "profiles": cmd_profiles, "report": cmd_report,
+            "compare": cmd_compare, "verdict": cmd_verdict}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,7 +102,9 @@ def resolve_models(req: RunRequest, backend: str,
             if variant.format not in spec.formats:
                 raise BenchError(f"{model.id}:{variant.id} is {variant.format}; backend {spec.name} loads "
                                  f"{', '.join(spec.formats)}")
-            resolved = store.resolve(model, variant)
+            resolved = dataclasses.replace(store.resolve(model, variant), facts={
+                "developer": model.developer, "country": model.country, "params_b": model.params_b,
+                "license": model.license, "family": model.family})
             ref, note = None, None
             ref_id = req.reference or variant.reference
             if req.quality is not None and ref_id:

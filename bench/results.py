@@ -63,3 +63,42 @@ def read_rows(path: Path) -> tuple[list[Row], list[str]]:
         except (ValueError, KeyError, TypeError, BenchError) as exc:
             warnings.append(f"{path}:{n}: skipped unreadable row: {exc}")
     return rows, warnings
+
+
+def expand_result_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for the ``*.jsonl`` files in it."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise BenchError(f"{p}: folder has no *.jsonl results files")
+            out += found
+        elif not p.exists():
+            raise BenchError(f"{p}: results file not found")
+        else:
+            out.append(p)
+    return out
+
+
+def load_results(paths: list[Path]) -> tuple[list[Row], list[str]]:
+    """Rows of several files (from several machines, say), each kept once, with their warnings.
+
+    A row is identified by run, cell and creation time, so giving a file twice, or a merged file
+    beside its parts, does not count a measurement twice. Rows keep their host in ``environment``.
+    """
+    rows: list[Row] = []
+    warnings: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for path in expand_result_paths(paths):
+        got, warns = read_rows(path)
+        warnings += warns
+        for r in got:
+            ident = (r.run_id, r.cell_key, r.created_at)
+            if ident not in seen:
+                seen.add(ident)
+                rows.append(r)
+    if not rows:
+        detail = f" ({warnings[0]}{' ...' if len(warnings) > 1 else ''})" if warnings else ""
+        raise BenchError(f"no readable result rows in {', '.join(map(str, paths))}{detail}")
+    return rows, warnings

@@ -42,6 +42,7 @@ class ResolvedModel:
     size_bytes: int
     source: str  # human-readable origin, for the results row
     gguf: dict[str, Any] | None = None  # header summary (architecture, sizes, tensor types)
+    facts: dict[str, Any] | None = None  # the catalog's developer, country, params, licence
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

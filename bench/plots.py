@@ -1,0 +1,195 @@
+"""The report's plots, drawn with matplotlib and returned as inline SVG text (a report page needs
+no network and no image files). Each function returns a ``Plot``: the SVG, or why there is none.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.flat import flatten, tier_label
+from bench.schema import Row
+
+GiB = 2**30
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22")
+
+
+@dataclass(frozen=True)
+class Plot:
+    id: str
+    title: str
+    caption: str
+    svg: str | None = None
+    why_not: str | None = None  # set when there was nothing to plot
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "bench", "font.size": 9,
+                                "axes.spines.top": False, "axes.spines.right": False})
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    _pyplot().close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def series_label(r: Row) -> str:
+    return f"{r.config.model_id}:{r.config.variant_id} ({r.config.backend})"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when x is to be maximized and y minimized."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 >= x and y2 <= y) and (x2 > x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def speed_vs_quality(rows: Sequence[Row]) -> Plot:
+    """Decode tok/s against KLD from the reference (or task error where no KLD), Pareto front per
+    model and tier: the variants worth running there."""
+    pid, title = "speed-quality", "Decode speed vs quality loss"
+    ok = [r for r in rows if r.status == "ok" and flatten(r)["decode_tps_mean"]]
+    metric, label = "kld_mean", "KLD from the reference (nats, lower is better; the reference is 0)"
+    refs = {(r.config.model_id, (r.quality.get("reference") or {}).get("variant_id")) for r in rows}
+    is_ref = {id(r): (r.config.model_id, r.config.variant_id) in refs for r in ok}
+    pts = [r for r in ok if flatten(r)["kld_mean"] is not None or is_ref[id(r)]]
+    if not pts:
+        metric, label = "task_error", "task error rate (1 - accuracy, lower is better)"
+        pts = [r for r in ok if flatten(r)["task_accuracy"] is not None]
+    if not pts:
+        return Plot(pid, title, "", why_not="no row has both decode tok/s and a quality measurement "
+                    "(run with --quality or --task)")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in pts:
+        groups[f"{r.config.model_id} on {tier_label(r)}"].append(r)
+    on_front = 0
+    for gi, (name, rs) in enumerate(sorted(groups.items())):
+        color = PALETTE[gi % len(PALETTE)]
+        xy = [(flatten(r)["decode_tps_mean"],
+               (flatten(r)["kld_mean"] or 0.0) if metric == "kld_mean" else 1 - flatten(r)["task_accuracy"]) for r in rs]
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=28, color=color, alpha=0.75, label=name, zorder=3)
+        front = pareto_front(xy)
+        on_front += len(front)
+        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="post", color=color, lw=1.2, ls="--", zorder=2)
+        ax.scatter([xy[i][0] for i in front], [xy[i][1] for i in front], s=80, facecolors="none", edgecolors=color,
+                   linewidths=1.5, zorder=4)
+        for r, (x, y) in zip(rs, xy):
+            ref = " (reference)" if is_ref.get(id(r)) and metric == "kld_mean" else ""
+            ax.annotate(f"{r.config.variant_id}/{r.config.backend}{ref}", (x, y), textcoords="offset points",
+                        xytext=(4, 3), fontsize=7, color="#333")
+    ax.set_xlabel("decode tok/s (mean over repetitions, higher is better)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    caption = (f"{len(pts)} cells; circled points joined by a dashed line are the Pareto front of each model on "
+               f"each tier ({on_front} cells): no other variant there is both faster and closer to the reference.")
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
+def speed_and_cost_by_tier(rows: Sequence[Row]) -> Plot:
+    pid, title = "tiers", "Decode speed and cost per hardware tier"
+    ok = [r for r in rows if r.status == "ok" and flatten(r)["decode_tps_mean"]]
+    if not ok:
+        return Plot(pid, title, "", why_not="no successful row with decode tok/s")
+    plt = _pyplot()
+    tiers = sorted({tier_label(r) for r in ok})
+    series = sorted({series_label(r) for r in ok})
+    cell = {(tier_label(r), series_label(r)): flatten(r) for r in sorted(ok, key=lambda r: r.created_at)}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(tiers) * max(1, min(len(series), 4))), sharey=True)
+    h = 0.8 / len(series)
+    priced = 0
+    for si, s in enumerate(series):
+        ys = [ti + (si - (len(series) - 1) / 2) * h for ti in range(len(tiers))]
+        tps = [(cell.get((t, s)) or {}).get("decode_tps_mean") or 0 for t in tiers]
+        usd = [(cell.get((t, s)) or {}).get("usd_per_1m_output_tokens") for t in tiers]
+        priced += sum(u is not None for u in usd)
+        color = PALETTE[si % len(PALETTE)]
+        a1.barh(ys, tps, height=h, color=color, label=s)
+        a2.barh(ys, [u or 0 for u in usd], height=h, color=color)
+    a1.set_yticks(range(len(tiers)), tiers)
+    a1.set_xlabel("decode tok/s (higher is better)")
+    a2.set_xlabel("$ per 1M output tokens (lower is better; blank: tier has no price)")
+    for a in (a1, a2):
+        a.grid(axis="x", alpha=0.3)
+    fig.legend(*a1.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=min(3, len(series)),
+               bbox_to_anchor=(0.5, 1.0), frameon=False)
+    caption = ("Measured on each tier's caps (threads, RAM) on the host named in the table; $/1M tokens = "
+               "the tier's $/hour / (decode tok/s x 3600) x 1e6 (shared/METRICS.md). "
+               f"{priced} of {len(tiers) * len(series)} bars have a price.")
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
+def memory_vs_capacity(rows: Sequence[Row]) -> Plot:
+    pid, title = "memory", "Peak memory per variant against each tier's capacity"
+    measured = [r for r in rows if r.memory.get("peak_rss_bytes")]
+    if not measured:
+        return Plot(pid, title, "", why_not="no row has a measured peak RSS")
+    plt = _pyplot()
+    peak: dict[str, int] = {}
+    vram: dict[str, int] = {}
+    for r in measured:
+        s = series_label(r)
+        peak[s] = max(peak.get(s, 0), r.memory["peak_rss_bytes"])
+        if r.memory.get("peak_vram_reserved_bytes"):
+            vram[s] = max(vram.get(s, 0), r.memory["peak_vram_reserved_bytes"])
+    budgets = {tier_label(r): r.tier.get("ram_budget_bytes") for r in rows if r.tier.get("ram_budget_bytes")}
+    names = sorted(peak, key=lambda s: peak[s])
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.35 * len(names)))
+    ax.barh(range(len(names)), [peak[s] / GiB for s in names], height=0.6, color=PALETTE[0], label="peak RSS")
+    if vram:
+        ax.barh([i + 0.3 for i, s in enumerate(names) if s in vram], [vram[s] / GiB for s in names if s in vram],
+                height=0.3, color=PALETTE[3], label="peak VRAM (torch reserved)")
+    for i, (tier, b) in enumerate(sorted(budgets.items(), key=lambda kv: kv[1])):
+        ax.axvline(b / GiB, color=PALETTE[(i + 1) % len(PALETTE)], ls="--", lw=1)
+        ax.text(b / GiB, len(names) - 0.4, f" {tier}\n {b / GiB:.1f} GiB", fontsize=7, va="top",
+                color=PALETTE[(i + 1) % len(PALETTE)])
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xscale("log")
+    ax.set_xlabel("GiB (log scale); dashed: each tier's RAM minus its reserve")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    caption = (f"Largest peak RSS of each variant over {len(measured)} measured cells (psutil sampling and "
+               f"ru_maxrss in the child process); {len(budgets)} tier budget(s) drawn.")
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
+def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
+    pid, title = "itl", "Inter-token latency distribution"
+    cells = []
+    for r in rows:
+        gaps = [t[i + 1] - t[i] for s in r.samples for t in [s.get("token_times") or []] for i in range(len(t) - 1)]
+        if r.status == "ok" and gaps:
+            cells.append((f"{series_label(r)} {tier_label(r)}", [g * 1e3 for g in gaps]))
+    if not cells:
+        return Plot(pid, title, "", why_not="no row kept per-token timestamps")
+    shown = cells[:limit]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.4 * len(shown)))
+    ax.boxplot([g for _, g in shown], vert=False, whis=(1, 99), showfliers=True,
+               flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": PALETTE[1]})
+    ax.set_yticks(range(1, len(shown) + 1), [name for name, _ in shown], fontsize=7)
+    ax.set_xlabel("ITL, ms (box: p25-p75, line: median, whiskers: p1-p99, dots beyond)")
+    ax.grid(axis="x", alpha=0.3)
+    caption = (f"Gaps t(i+1) - t(i) between generated tokens, pooled over counted repetitions, from the raw "
+               f"timestamps kept in each row; {len(shown)} of {len(cells)} cells shown.")
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
+PLOTS = (speed_vs_quality, speed_and_cost_by_tier, memory_vs_capacity, itl_distribution)

@@ -1,0 +1,294 @@
+"""``bench verdict``: does a model "run well on inexpensive hardware"? Measured rows against a
+claims file (which tiers count as inexpensive; what "runs" means), per model x tier.
+
+A criterion is ``pass``, ``fail`` or ``unmeasured`` (never guessed). A row passes when every
+criterion the claims file sets passes; a model passes a tier when at least one of its measured
+configurations (variant x backend) there passes. The cheapest passing tier is by $/hour.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.flat import flatten, hourly_usd, tier_label
+from bench.schema import Row
+from bench.yamlfile import parse_yaml_file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Inexpensive(_Strict):
+    tiers: list[str] | None = None  # profile ids; None: any tier under the price ceiling
+    max_usd_per_hour: float | None = Field(default=None, gt=0)
+
+
+class Criteria(_Strict):
+    decode_tps_min: float | None = Field(default=None, gt=0)
+    ttft_s_max: float | None = Field(default=None, gt=0)
+    ttft_min_prompt_tokens: int = Field(default=0, ge=0)  # shorter prompts say little about TTFT
+    fits: bool = True
+    kld_max: float | None = Field(default=None, ge=0)
+    accuracy_retained_min: float | None = Field(default=None, gt=0, le=1)
+
+
+class Claims(_Strict):
+    schema_version: Literal[1]
+    name: str
+    inexpensive: Inexpensive
+    criteria: Criteria
+
+
+def load_claims(path: Path) -> Claims:
+    return parse_yaml_file(path, Claims)
+
+
+Outcome = Literal["pass", "fail", "unmeasured"]
+
+
+@dataclass(frozen=True)
+class Check:
+    criterion: str
+    outcome: Outcome
+    value: str
+
+
+@dataclass
+class RowVerdict:
+    row: Row
+    checks: list[Check]
+
+    @property
+    def outcome(self) -> Outcome:
+        outcomes = {c.outcome for c in self.checks}
+        return "fail" if "fail" in outcomes else ("unmeasured" if "unmeasured" in outcomes else "pass")
+
+
+@dataclass
+class TierVerdict:
+    model: str
+    country: str
+    tier: str
+    usd_per_hour: float | None
+    inexpensive: bool
+    best: RowVerdict
+    configurations: int  # rows considered on this tier
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.best.outcome
+
+    @property
+    def basis(self) -> str:
+        r = self.best.row
+        host = (r.environment.get("host") or {}).get("hostname", "?")
+        if r.config.profile_id == "auto":
+            return f"measured on {host} as it is"
+        return f"emulated on {host} ({r.tier.get('thread_cap', '?')}; RAM {r.tier.get('enforcement', '?')})"
+
+
+@dataclass
+class Verdict:
+    claims: Claims
+    tiers: list[TierVerdict]
+    cheapest: dict[str, TierVerdict | None] = field(default_factory=dict)  # model -> cheapest passing tier
+
+
+def _reference_variants(rows: Sequence[Row]) -> dict[str, set[str]]:
+    refs: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        ref = (r.quality.get("reference") or {}).get("variant_id")
+        if ref:
+            refs[r.config.model_id].add(ref)
+    return refs
+
+
+def _task_key(r: Row) -> tuple:
+    t = r.config.task or {}
+    return (r.config.model_id, t.get("name"), t.get("limit"), t.get("shots"), t.get("max_new_tokens"))
+
+
+def check_row(r: Row, c: Criteria, refs: dict[str, set[str]], ref_accuracy: dict[tuple, float]) -> RowVerdict:
+    f = flatten(r)
+    ok = r.status == "ok"
+    why = f"{r.status}: {r.reason}" if not ok else ""
+    checks: list[Check] = []
+    if c.fits:
+        if r.status in ("does_not_fit", "oom"):
+            checks.append(Check("fits", "fail", r.status.replace("_", " ")))
+        elif f["fits"] is None:
+            checks.append(Check("fits", "unmeasured", why or "no RAM budget for this tier"))
+        else:
+            peak = f["peak_rss_bytes"] / 2**20
+            budget = (f["ram_budget_bytes"] or 0) / 2**20
+            checks.append(Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB"))
+    if c.decode_tps_min is not None:
+        v = f["decode_tps_mean"]
+        checks.append(Check("decode tok/s", "unmeasured", why or "no decode rate") if v is None else
+                      Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail", f"{v:.1f} (>= {c.decode_tps_min:g})"))
+    if c.ttft_s_max is not None:
+        v = f["ttft_s_mean"]
+        if v is None:
+            checks.append(Check("TTFT", "unmeasured", why or "no TTFT"))
+        elif r.config.prompt_tokens < c.ttft_min_prompt_tokens:
+            checks.append(Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
+                                                      f">= {c.ttft_min_prompt_tokens}"))
+        else:
+            checks.append(Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
+                                f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})"))
+    # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
+    # fails, a measured pass passes, nothing measured is `unmeasured`.
+    quality: list[Check] = []
+    if c.kld_max is not None:
+        if r.config.variant_id in refs.get(r.config.model_id, set()):
+            quality.append(Check("KLD", "pass", "is the reference"))
+        elif f["kld_mean"] is None:
+            quality.append(Check("KLD", "unmeasured", r.quality.get("reason") or r.quality.get("note") or
+                                "no KLD in this row (run with --quality)"))
+        else:
+            quality.append(Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail",
+                                f"{f['kld_mean']:.4f} (<= {c.kld_max:g})"))
+    if c.accuracy_retained_min is not None:
+        acc, ref = f["task_accuracy"], ref_accuracy.get(_task_key(r))
+        if acc is None:
+            quality.append(Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)"))
+        elif r.config.variant_id in refs.get(r.config.model_id, set()):
+            quality.append(Check("accuracy retained", "pass", f"{acc:.1%}, is the reference"))
+        elif not ref:
+            quality.append(Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
+                                                                   "on the same task to compare with"))
+        else:
+            kept = acc / ref
+            quality.append(Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
+                                f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})"))
+    if quality:
+        outcomes = {q.outcome for q in quality}
+        outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
+        checks.append(Check("quality retained", outcome, "; ".join(f"{q.criterion} {q.outcome}: {q.value}" for q in quality)))
+    return RowVerdict(r, checks)
+
+
+def _country(r: Row, catalog_countries: dict[str, str | None]) -> str:
+    facts = r.model.get("facts") or {}
+    return facts.get("country") or catalog_countries.get(r.config.model_id) or "unknown"
+
+
+def is_inexpensive(tier: str, profile_id: str, usd: float | None, inexpensive: Inexpensive) -> bool:
+    if inexpensive.tiers is not None and profile_id not in inexpensive.tiers and tier not in inexpensive.tiers:
+        return False
+    if inexpensive.max_usd_per_hour is not None:
+        return usd is not None and usd <= inexpensive.max_usd_per_hour
+    return True
+
+
+def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None) -> Verdict:
+    countries = catalog_countries or {}
+    refs = _reference_variants(rows)
+    ref_accuracy: dict[tuple, float] = {}
+    for r in rows:
+        acc = flatten(r)["task_accuracy"]
+        if acc is not None and r.config.variant_id in refs.get(r.config.model_id, set()):
+            ref_accuracy[_task_key(r)] = acc
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r.config.model_id, tier_label(r))].append(r)
+    order = {"pass": 0, "unmeasured": 1, "fail": 2}
+    tiers = []
+    for (model, tier), rs in sorted(groups.items()):
+        verdicts = [check_row(r, claims.criteria, refs, ref_accuracy) for r in rs]
+        best = min(verdicts, key=lambda v: (order[v.outcome], sum(c.outcome == "fail" for c in v.checks),
+                                            -(flatten(v.row)["decode_tps_mean"] or 0)))
+        usd = hourly_usd(best.row)
+        tiers.append(TierVerdict(model, _country(best.row, countries), tier, usd,
+                                 is_inexpensive(tier, best.row.config.profile_id, usd, claims.inexpensive), best, len(rs)))
+    cheapest: dict[str, TierVerdict | None] = {}
+    for tv in tiers:
+        cheapest.setdefault(tv.model, None)
+        if tv.outcome == "pass" and tv.usd_per_hour is not None:
+            cur = cheapest[tv.model]
+            if cur is None or tv.usd_per_hour < (cur.usd_per_hour or float("inf")):
+                cheapest[tv.model] = tv
+    return Verdict(claims, tiers, cheapest)
+
+
+# -- presentation -----------------------------------------------------------------------------
+CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "quality retained")
+MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
+
+
+def _by_country(v: Verdict) -> dict[str, list[TierVerdict]]:
+    out: dict[str, list[TierVerdict]] = defaultdict(list)
+    for tv in v.tiers:
+        out[tv.country].append(tv)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] == "unknown", kv[0])))
+
+
+def _criteria_in(v: Verdict) -> list[str]:
+    seen = {c.criterion for tv in v.tiers for c in tv.best.checks}
+    return [c for c in CRITERIA_ORDER if c in seen]
+
+
+def _cell(tv: TierVerdict, criterion: str) -> str:
+    c = next((c for c in tv.best.checks if c.criterion == criterion), None)
+    return "-" if c is None else f"{MARK[c.outcome]}: {c.value}"
+
+
+def _claim_line(v: Verdict, model: str) -> str:
+    tv = v.cheapest.get(model)
+    if tv is None:
+        passed = [t.tier for t in v.tiers if t.model == model and t.outcome == "pass"]
+        return (f"{model}: passes on {', '.join(passed)} (no price, so no cheapest)" if passed else
+                f"{model}: passes on none of the measured tiers")
+    tag = "an inexpensive tier" if tv.inexpensive else "NOT an inexpensive tier by the claims file"
+    return (f"{model}: cheapest passing tier {tv.tier} at ${tv.usd_per_hour:.3f}/h ({tag}; "
+            f"{tv.best.row.config.variant_id} on {tv.best.row.config.backend}; {tv.basis})")
+
+
+def markdown(v: Verdict, sources: str) -> str:
+    crit = _criteria_in(v)
+    lines = [f"# Verdict: {v.claims.name}", "", f"From {sources}.", "",
+             "A model passes a tier when one of its measured configurations there meets every criterion; "
+             "`unmeasured` is never counted as a pass.", ""]
+    for country, tvs in _by_country(v).items():
+        lines += [f"## Models from {country}", "",
+                  "| model | tier | $/h | inexpensive | configuration | " + " | ".join(crit) + " | verdict | basis |",
+                  "|---|---|---|---|---|" + "---|" * len(crit) + "---|---|"]
+        for tv in tvs:
+            r = tv.best.row
+            usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3f}"
+            lines.append(f"| {tv.model} | {tv.tier} | {usd} | {'yes' if tv.inexpensive else 'no'} | "
+                         f"{r.config.variant_id} / {r.config.backend} (best of {tv.configurations}) | "
+                         + " | ".join(_cell(tv, c) for c in crit) + f" | **{MARK[tv.outcome]}** | {tv.basis} |")
+        lines.append("")
+    lines += ["## Cheapest passing tier", ""] + [f"- {_claim_line(v, m)}" for m in v.cheapest] + [""]
+    return "\n".join(lines)
+
+
+def rich_tables(v: Verdict) -> list:
+    from rich.table import Table
+
+    crit = _criteria_in(v)
+    out = []
+    for country, tvs in _by_country(v).items():
+        t = Table(title=f"{v.claims.name}: models from {country}")
+        for col in ("model", "tier", "$/h", "cheap", "configuration", *crit, "verdict"):
+            t.add_column(col, overflow="fold")
+        for tv in tvs:
+            r = tv.best.row
+            color = {"pass": "green", "fail": "red", "unmeasured": "yellow"}[tv.outcome]
+            t.add_row(tv.model, tv.tier, "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3f}",
+                      "yes" if tv.inexpensive else "no", f"{r.config.variant_id}/{r.config.backend}",
+                      *(_cell(tv, c) for c in crit), f"[{color}]{MARK[tv.outcome]}[/{color}]")
+        out.append(t)
+    return out
+
+
+def claim_lines(v: Verdict) -> list[str]:
+    return [_claim_line(v, m) for m in v.cheapest]
