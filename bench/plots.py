@@ -15,6 +15,7 @@ from bench.schema import Row
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
+BOX_FILL = "#aec7e8"
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,9 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
     shown = cells[:limit]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.4 * len(shown)))
-    ax.boxplot([g for _, g in shown], vert=False, whis=(1, 99), showfliers=True,
-               flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": PALETTE[1]})
+    ax.boxplot([g for _, g in shown], vert=False, whis=(1, 99), showfliers=True, patch_artist=True,
+               boxprops={"facecolor": BOX_FILL}, flierprops={"markersize": 2, "alpha": 0.4},
+               medianprops={"color": PALETTE[1], "linewidth": 1.5})
     ax.set_yticks(range(1, len(shown) + 1), [name for name, _ in shown], fontsize=7)
     ax.set_xlabel("ITL, ms (box: p25-p75, line: median, whiskers: p1-p99, dots beyond)")
     ax.grid(axis="x", alpha=0.3)

@@ -157,10 +157,10 @@ def check_row(r: Row, c: Criteria, refs: dict[str, set[str]], ref_accuracy: dict
                                 f"{f['kld_mean']:.4f} (<= {c.kld_max:g})"))
     if c.accuracy_retained_min is not None:
         acc, ref = f["task_accuracy"], ref_accuracy.get(_task_key(r))
-        if acc is None:
+        if r.config.variant_id in refs.get(r.config.model_id, set()):
+            quality.append(Check("accuracy retained", "pass", "is the reference"))
+        elif acc is None:
             quality.append(Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)"))
-        elif r.config.variant_id in refs.get(r.config.model_id, set()):
-            quality.append(Check("accuracy retained", "pass", f"{acc:.1%}, is the reference"))
         elif not ref:
             quality.append(Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
                                                                    "on the same task to compare with"))
@@ -247,7 +247,7 @@ def _claim_line(v: Verdict, model: str) -> str:
         return (f"{model}: passes on {', '.join(passed)} (no price, so no cheapest)" if passed else
                 f"{model}: passes on none of the measured tiers")
     tag = "an inexpensive tier" if tv.inexpensive else "NOT an inexpensive tier by the claims file"
-    return (f"{model}: cheapest passing tier {tv.tier} at ${tv.usd_per_hour:.3f}/h ({tag}; "
+    return (f"{model}: cheapest passing tier {tv.tier} at ${tv.usd_per_hour:.3g}/h ({tag}; "
             f"{tv.best.row.config.variant_id} on {tv.best.row.config.backend}; {tv.basis})")
 
 
@@ -262,7 +262,7 @@ def markdown(v: Verdict, sources: str) -> str:
                   "|---|---|---|---|---|" + "---|" * len(crit) + "---|---|"]
         for tv in tvs:
             r = tv.best.row
-            usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3f}"
+            usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}"
             lines.append(f"| {tv.model} | {tv.tier} | {usd} | {'yes' if tv.inexpensive else 'no'} | "
                          f"{r.config.variant_id} / {r.config.backend} (best of {tv.configurations}) | "
                          + " | ".join(_cell(tv, c) for c in crit) + f" | **{MARK[tv.outcome]}** | {tv.basis} |")
@@ -283,7 +283,7 @@ def rich_tables(v: Verdict) -> list:
         for tv in tvs:
             r = tv.best.row
             color = {"pass": "green", "fail": "red", "unmeasured": "yellow"}[tv.outcome]
-            t.add_row(tv.model, tv.tier, "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3f}",
+            t.add_row(tv.model, tv.tier, "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}",
                       "yes" if tv.inexpensive else "no", f"{r.config.variant_id}/{r.config.backend}",
                       *(_cell(tv, c) for c in crit), f"[{color}]{MARK[tv.outcome]}[/{color}]")
         out.append(t)

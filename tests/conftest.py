@@ -54,3 +54,46 @@ def embedded_model(catalog):
 @pytest.fixture(scope="session")
 def embedded_gguf(embedded_model) -> Path:
     return embedded_model.path
+
+
+TINY_TIER = """\
+# A test tier far too small for any model: its cells must come out does_not_fit.
+schema_version: 1
+id: tiny-50m
+name: Test tier with 50 MB of RAM (not real hardware)
+device: cpu
+capacity:
+  threads: 2
+  ram_gb: 0.05
+  vram_gb: null
+  reserve_ram_gb: 0
+  reserve_vram_gb: 0
+price:
+  basis: purchase
+  purchase_usd: 10
+  lifetime_years: 3
+  source: test fixture, not a real price
+"""
+
+
+@pytest.fixture(scope="session")
+def measured_results(tmp_path_factory, embedded_model):
+    """Real rows from the suite: the F16 reference and Q8_0 (with quality) of the embedded model on
+    this host, on laptop-4c-8g, and on a 50 MB tier where nothing fits. ``bench run`` exits 1
+    because of the unfit cells; the rows are what the report, verdict and merge tests read."""
+    root = tmp_path_factory.mktemp("measured")
+    profiles = root / "profiles"
+    profiles.mkdir()
+    (profiles / "laptop-4c-8g.yaml").write_text((REPO / "hardware_profiles" / "laptop-4c-8g.yaml").read_text())
+    (profiles / "tiny-50m.yaml").write_text(TINY_TIER)
+    out = root / "results.jsonl"
+    proc = run_bench("--profiles-dir", str(profiles), "run", "-v", "f16", "-v", "q8_0-derived",
+                     "-p", "auto,laptop-4c-8g,tiny-50m", "--prompt-tokens", "128", "--gen-tokens", "24", "-r", "3",
+                     "--quality", "--quality-chunks", "2", "--no-progress", "-o", str(out))
+    assert proc.returncode == 1, proc.stderr  # the tiny tier's cells do not fit
+    rows = read_jsonl(out)
+    assert sorted((r["config"]["variant_id"], r["config"]["profile_id"], r["status"]) for r in rows) == [
+        ("f16", "auto", "ok"), ("f16", "laptop-4c-8g", "ok"), ("f16", "tiny-50m", "does_not_fit"),
+        ("q8_0-derived", "auto", "ok"), ("q8_0-derived", "laptop-4c-8g", "ok"),
+        ("q8_0-derived", "tiny-50m", "does_not_fit")]
+    return out

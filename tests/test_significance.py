@@ -1,0 +1,56 @@
+"""The comparison statistics against values worked out by hand (no scipy here to lean on)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.significance import mann_whitney_u, null_cdf, ratio_estimate, smallest_p
+
+
+def test_null_distribution_is_exact():
+    # 3 vs 3: C(6,3) = 20 orderings; U = 0 and U = 9 each happen once, U <= 1 twice.
+    assert null_cdf(3, 3, 0) == pytest.approx(1 / 20)
+    assert null_cdf(3, 3, 1) == pytest.approx(2 / 20)
+    assert null_cdf(3, 3, 9) == pytest.approx(1.0)
+    # symmetric: P(U <= k) = P(U >= mn - k)
+    for k in range(10):
+        assert null_cdf(4, 5, k) == pytest.approx(1 - null_cdf(4, 5, 20 - k - 1))
+
+
+def test_complete_separation_gives_the_smallest_p():
+    u, p = mann_whitney_u([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    assert u == 25 and p == pytest.approx(2 / 252) == pytest.approx(smallest_p(5, 5))
+    _, p3 = mann_whitney_u([1, 2, 3], [4, 5, 6])
+    assert p3 == pytest.approx(0.1)  # 3 vs 3 can never reach p < 0.05
+
+
+def test_identical_samples_are_not_significant():
+    u, p = mann_whitney_u([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert u == 4.5 and p == pytest.approx(1.0)
+
+
+def test_normal_approximation_for_large_samples():
+    x = [float(i) for i in range(120)]
+    y = [float(i) + 60 for i in range(120)]
+    _, p = mann_whitney_u(x, y)
+    assert 0 < p < 1e-6
+
+
+def test_ratio_estimate_recovers_a_known_scale():
+    x = [100.0, 101.0, 99.0, 100.5, 99.5]
+    y = [v * 0.8 for v in x]
+    est = ratio_estimate(x, y)
+    assert est.ratio == pytest.approx(0.8, rel=0.01)
+    assert est.low <= 0.8 <= est.high
+    assert est.coverage == pytest.approx(1 - 2 * 4 / 252)  # the attainable level nearest 95% from above
+    assert est.p_value == pytest.approx(2 / 252)
+    with pytest.raises(ValueError):
+        ratio_estimate([0.0, 1.0], [1.0, 2.0])
+
+
+def test_few_samples_report_the_lower_coverage_they_can_reach():
+    est = ratio_estimate([10.0, 11.0, 12.0], [10.5, 11.5, 12.5])
+    assert est.coverage == pytest.approx(0.9)
+    assert math.isclose(est.low, 10.5 / 12) and math.isclose(est.high, 12.5 / 10)

@@ -1,0 +1,72 @@
+"""`bench verdict` on real rows: the embedded model passes laptop-4c-8g and fails a 50 MB tier."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, assert_clean_error, run_bench
+
+CLAIMS = """\
+schema_version: 1
+name: Test claim
+inexpensive:
+  tiers: [laptop-4c-8g, tiny-50m]
+criteria:
+  decode_tps_min: 5.3
+  ttft_s_max: 2.0
+  ttft_min_prompt_tokens: 128
+  fits: true
+  kld_max: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def verdict(tmp_path_factory, measured_results):
+    d = tmp_path_factory.mktemp("verdict")
+    (d / "claims.yaml").write_text(CLAIMS)
+    proc = run_bench("verdict", str(measured_results), "--claims", str(d / "claims.yaml"), "--markdown", str(d / "v.md"))
+    assert proc.returncode == 0, proc.stderr
+    return proc, (d / "v.md").read_text()
+
+
+def _line(md: str, tier: str) -> list[str]:
+    return [c.strip() for c in next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |")).split("|")]
+
+
+def test_passes_one_tier_and_fails_another(verdict):
+    _, md = verdict
+    laptop, tiny = _line(md, "laptop-4c-8g"), _line(md, "tiny-50m")
+    assert "**pass**" in laptop and "**FAIL**" in tiny
+    assert any(c.startswith("FAIL: does not fit") for c in tiny)
+    assert any(c.startswith("pass: KLD pass:") for c in laptop)  # quality retained, from the measured KLD
+    assert any(c.startswith("pass: ") and "(>= 5.3)" in c for c in laptop)  # decode speed with its value
+
+
+def test_grouped_by_country_with_cheapest_passing_tier(verdict):
+    proc, md = verdict
+    assert "## Models from US" in md  # SmolLM2's developer, from the catalog facts stored in each row
+    assert "smollm2-135m: cheapest passing tier laptop-4c-8g" in md
+    assert "an inexpensive tier" in md
+    assert "cheapest passing tier laptop-4c-8g" in proc.stdout
+
+
+def test_unmeasured_criteria_are_never_a_pass(measured_results, tmp_path):
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(CLAIMS + "  accuracy_retained_min: 0.99\n")
+    text = claims.read_text().replace("  kld_max: 0.1\n", "")
+    claims.write_text(text)
+    proc = run_bench("verdict", str(measured_results), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"))
+    assert proc.returncode == 0, proc.stderr
+    laptop = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
+    # only the F16 reference can pass (it is its own reference); no row measured task accuracy
+    assert "f16 / llama.cpp (best of 2)" in laptop and "**pass**" in laptop
+
+
+def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results, tmp_path):
+    proc = run_bench("verdict", str(measured_results), "--claims", str(REPO / "claims.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CLAIMS.replace("decode_tps_min: 5.3", "decode_tps_min: fast"))
+    assert_clean_error(run_bench("verdict", str(measured_results), "--claims", str(bad)), f"{bad}:6:", "decode_tps_min")
+    bad.write_text("schema_version: 1\nname: [unclosed\n")
+    assert_clean_error(run_bench("verdict", str(measured_results), "--claims", str(bad)), f"{bad}:", "malformed YAML")
