@@ -15,7 +15,6 @@ from bench.schema import Row
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
-BOX_FILL = "#aec7e8"
 
 
 @dataclass(frozen=True)
@@ -182,15 +181,21 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
         return Plot(pid, title, "", why_not="no row kept per-token timestamps")
     shown = cells[:limit]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.4 * len(shown)))
-    ax.boxplot([g for _, g in shown], vert=False, whis=(1, 99), showfliers=True, patch_artist=True,
-               boxprops={"facecolor": BOX_FILL}, flierprops={"markersize": 2, "alpha": 0.4},
-               medianprops={"color": PALETTE[1], "linewidth": 1.5})
-    ax.set_yticks(range(1, len(shown) + 1), [name for name, _ in shown], fontsize=7)
-    ax.set_xlabel("ITL, ms (box: p25-p75, line: median, whiskers: p1-p99, dots beyond)")
-    ax.grid(axis="x", alpha=0.3)
-    caption = (f"Gaps t(i+1) - t(i) between generated tokens, pooled over counted repetitions, from the raw "
-               f"timestamps kept in each row; {len(shown)} of {len(cells)} cells shown.")
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, (name, gaps) in enumerate(shown):
+        xs = sorted(gaps)
+        ys = [(k + 1) / len(xs) for k in range(len(xs))]
+        ax.step(xs, ys, where="post", color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
+    for q in (0.5, 0.99):
+        ax.axhline(q, color="#999", lw=0.8, ls=":")
+        ax.text(ax.get_xlim()[1], q, f" p{int(q * 100)}", fontsize=7, va="center", color="#666")
+    ax.set_xlabel("inter-token latency, ms")
+    ax.set_ylabel("fraction of gaps <= x")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    caption = (f"Empirical distribution (ECDF) of the gaps t(i+1) - t(i) between generated tokens, pooled over "
+               f"counted repetitions, from the raw timestamps kept in each row; dotted: p50 and p99. "
+               f"{len(shown)} of {len(cells)} cells shown.")
     return Plot(pid, title, caption, svg=_svg(fig))
 
 
