@@ -214,8 +214,10 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
         verdict = "faster"
     else:
         verdict = "same"
-    regression = verdict == "slower" or any(mc.verdict == "worse" for mc in metrics if mc.metric not in SPEED_METRICS)
-    return CellComparison(label, base, new, verdict, regression, metrics, notes)
+    other_worse = [mc.label for mc in metrics if mc.metric not in SPEED_METRICS and mc.verdict == "worse"]
+    if other_worse:  # a memory or quality regression fails the cell whatever its speed did
+        verdict = f"{verdict}, {', '.join(other_worse)} worse"
+    return CellComparison(label, base, new, verdict, verdict == "slower" or bool(other_worse), metrics, notes)
 
 
 def _mean(xs: Sequence[float]) -> float | None:

@@ -92,3 +92,23 @@ def test_compare_bad_input(runs, tmp_path):
     assert_clean_error(run_bench("compare", str(runs / "base.jsonl"), str(tmp_path / "nope.jsonl")), "not found")
     assert_clean_error(run_bench("compare", str(runs / "base.jsonl"), str(runs / "same.jsonl"), "--gate", "speed"),
                        "unknown gated metric 'speed'")
+
+
+def test_quality_and_memory_regressions_fail_the_gate(measured_results, tmp_path):
+    """The Q8_0 rows (with their measured KLD) against copies whose KLD grew by 0.05 nats and whose
+    peak RSS grew by half: speed is the same rows', so only the quality and memory gates can fire."""
+    rows = [r for r in read_jsonl(measured_results) if r["status"] == "ok" and r["config"]["variant_id"] == "q8_0-derived"]
+    base, new = tmp_path / "base.jsonl", tmp_path / "new.jsonl"
+    base.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        r["quality"]["kld"]["mean"] += 0.05
+        r["memory"]["peak_rss_bytes"] = int(r["memory"]["peak_rss_bytes"] * 1.5)
+    new.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = tmp_path / "s.md"
+    proc = run_bench("compare", str(base), str(new), "--markdown", str(summary))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    md = summary.read_text()
+    assert md.count("| **same, KLD mean, peak RSS bytes worse** |") == 2
+    assert "+0.0500 nats" in md and "grew more than 10%" in md
+    # the same rows against themselves: no regression
+    assert run_bench("compare", str(base), str(base)).returncode == 0

@@ -24,12 +24,13 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 class TransformersBackend(Backend):
     name = "transformers"
+    default_dtype = "fp32"  # of the weights that stay in floating point
 
     def load(self, model_path: Path, settings: LoadSettings) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype_name = str(settings.options.get("dtype", "fp32"))
+        dtype_name = str(settings.options.get("dtype", self.default_dtype))
         if dtype_name not in DTYPES:
             raise BenchError(f"transformers: dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
         if settings.device == "cuda" and not torch.cuda.is_available():
@@ -48,9 +49,9 @@ class TransformersBackend(Backend):
                                       settings)
         if hasattr(self.model, "eval"):
             self.model.eval()
-        if str(settings.options.get("compile", "")).lower() in ("1", "true", "yes"):
+        self.compiled = str(settings.options.get("compile", "")).lower() in ("1", "true", "yes")
+        if self.compiled:
             self.model.forward = torch.compile(self.model.forward)
-        self.compiled = bool(settings.options.get("compile"))
 
     def _load_model(self, auto_cls: Any, model_path: Path, dtype: Any, settings: LoadSettings) -> Any:
         """Plain weights in ``dtype`` on the device; quantizing backends override this."""
