@@ -128,3 +128,17 @@ def test_a_known_broken_combination_is_refused():
     ok = BackendSpec(name="z", target="z:Z", requires=(), extra=None, formats=("hf",), description="",
                      version_caps=(("transformers", "999", "no cap reached"),))
     check_available(ok)  # the installed version passes a cap above it
+
+
+def test_torch_compile_setting_compiles_in_the_warmup(tmp_path, embedded_model):
+    """compile=true reaches torch.compile (inductor, on the CPU here); compilation happens in the
+    uncounted warm-up request, which is therefore far slower than the counted ones."""
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--backend", "transformers", "--model", "smollm2-135m:hf-f32",
+                     "--backend-opt", "compile=true", "--prompt-tokens", "16", "--gen-tokens", "8", "-o", str(out),
+                     timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    row = read_jsonl(out)[0]
+    assert row["status"] == "ok" and row["environment"]["backend"]["compiled"] is True
+    warmup = row["warmup_samples"][0]["e2e_s"]
+    assert warmup > 3 * max(s["e2e_s"] for s in row["samples"])
