@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmpp.add_argument("--max-accuracy-drop", type=float, default=0.02, help="task accuracy drop allowed (default 0.02)")
     cmpp.add_argument("--normalize", action="store_true",
                       help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
+    cmpp.add_argument("--allow-inconclusive", action="store_true",
+                      help="pass cells whose samples are too few to test (default: they fail the gate)")
     cmpp.add_argument("--strict-env", action="store_true",
                       help="refuse (exit 2) when hardware or library versions differ, instead of warning")
     cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
@@ -390,7 +392,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     new, _ = _load([args.new], err)
     th = Thresholds(alpha=args.alpha, min_effect=args.min_effect, max_memory_increase=args.max_memory_increase,
                     max_kld_increase=args.max_kld_increase, max_ppl_increase=args.max_ppl_increase,
-                    max_accuracy_drop=args.max_accuracy_drop)
+                    max_accuracy_drop=args.max_accuracy_drop, allow_inconclusive=args.allow_inconclusive)
     if args.gate:
         th.gate = tuple(args.gate)
     result = compare_rows(base, new, th, normalize=args.normalize)

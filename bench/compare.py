@@ -48,6 +48,7 @@ class Thresholds:
     max_kld_increase: float = 0.01  # nats, and significant at alpha given the rows' standard errors
     max_ppl_increase: float = 0.02  # relative
     max_accuracy_drop: float = 0.02  # absolute, and significant at alpha
+    allow_inconclusive: bool = False  # too few samples to test a gated metric: pass instead of fail
 
 
 @dataclass
@@ -76,6 +77,7 @@ class CellComparison:
     regression: bool
     metrics: list[MetricComparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    normalized: list[str] = field(default_factory=list)  # metrics scaled by calibration (--normalize)
 
 
 @dataclass
@@ -92,11 +94,16 @@ class Comparison:
         return [c for c in self.cells if c.regression]
 
 
+# Options the planner derives from the host (a tier's VRAM as a fraction of this GPU's): they differ
+# between machines for the same cell, so they are not part of what must match.
+DERIVED_OPTIONS = ("vram_fraction",)
+
+
 def match_key(c: CellConfig) -> tuple:
     """What must be equal for two cells to be compared (LOOSE_FIELDS may differ, and are shown)."""
+    options = {k: v for k, v in (c.backend_options or {}).items() if k not in DERIVED_OPTIONS}
     return (c.model_id, c.variant_id, c.backend, c.profile_id, c.device, c.prompt_tokens, c.gen_tokens,
-            c.n_ctx, c.n_gpu_layers, c.stop_at_eos, tuple(sorted((c.backend_options or {}).items())),
-            repr(c.quality), repr(c.task))
+            c.n_ctx, c.n_gpu_layers, c.stop_at_eos, tuple(sorted(options.items())), repr(c.quality), repr(c.task))
 
 
 def cell_label(c: CellConfig) -> str:
@@ -148,9 +155,13 @@ def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresh
         cells.append(cell)
     if env_seen:
         warnings.append("DIFFERENT HARDWARE OR LIBRARIES between the runs"
-                        + (" (speed normalized by each row's calibration)" if normalize else
+                        + (" (see which metrics were normalized)" if normalize else
                            " (speed ratios mix code and machine; consider --normalize)")
                         + ": " + "; ".join(sorted(env_seen)))
+    missing = [k for k in b_by if k not in n_by]
+    if missing:
+        warnings.append(f"{len(missing)} baseline cell(s) are missing from the new run: "
+                        + "; ".join(cell_label(b_by[k].config) for k in missing))
     return Comparison(cells=cells, only_baseline=[cell_label(b_by[k].config) for k in b_by if k not in n_by],
                       only_new=[cell_label(n_by[k].config) for k in n_by if k not in b_by],
                       warnings=warnings, thresholds=th, normalized=normalize)
@@ -161,7 +172,10 @@ def _samples(row: Row, key: str) -> list[float]:
 
 
 def _scale(base: Row, new: Row, metric: SpeedMetric) -> tuple[float | None, str]:
-    """Factor that puts the new row's metric on the baseline machine's footing."""
+    """Factor that puts the new row's metric on the baseline machine's footing (CPU calibration:
+    cells on a GPU are left as measured)."""
+    if "cuda" in (base.config.device, new.config.device):
+        return None, f"{metric.key}: not normalized, the calibration measures the CPU and this cell ran on cuda"
     cb = (base.environment.get("calibration") or {}).get(metric.calibration)
     cn = (new.environment.get("calibration") or {}).get(metric.calibration)
     if not cb or not cn:
@@ -183,11 +197,18 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
         verdict = "fixed" if new.status == "ok" else "not comparable"
         return CellComparison(label, base, new, verdict, False, [], notes + [f"baseline: {base.status}: {base.reason}"])
     metrics: list[MetricComparison] = []
+    normalized: set[str] = set()
     for m in SPEED_METRICS.values():
         xs, ys = _samples(base, m.key), _samples(new, m.key)
         mc = MetricComparison(m.key, m.label, _mean(xs), _mean(ys))
+        dropped = (len(base.samples) - len(xs), len(new.samples) - len(ys))
+        if any(dropped):
+            notes.append(f"{m.key}: {dropped[0]} baseline and {dropped[1]} new sample(s) had no value")
         if not xs or not ys:
-            mc.verdict, mc.note = "n/a", "no samples"
+            if xs and not ys:  # measured before, not now: never a silent pass
+                mc.verdict, mc.note = "worse", "the baseline has samples, the new run none"
+            else:
+                mc.verdict, mc.note = "n/a", "no samples"
             metrics.append(mc)
             continue
         if normalize:
@@ -196,6 +217,7 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
             if factor:
                 ys = [y * factor for y in ys]
                 mc.new = _mean(ys)
+                normalized.add(m.key)
         est = ratio_estimate(xs, ys, th.alpha)
         mc.estimate = est
         moved = abs(math.log(est.ratio)) >= math.log1p(th.min_effect)
@@ -203,13 +225,16 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
             improved = (est.ratio > 1) == m.higher_is_better
             mc.verdict = "better" if improved else "worse"
         elif smallest_p(len(xs), len(ys)) >= th.alpha:
+            mc.verdict = "inconclusive"
             mc.note = (f"{len(xs)} vs {len(ys)} samples cannot reach p < {th.alpha} (smallest possible "
-                       f"p = {smallest_p(len(xs), len(ys)):.3f}); run with more repetitions")
+                       f"p = {smallest_p(len(xs), len(ys)):.3f}); run with -r 5 or more")
         metrics.append(mc)
     metrics += _memory_metrics(base, new, th) + _quality_metrics(base, new, th)
     speed = [mc for mc in metrics if mc.metric in th.gate]
     if any(mc.verdict == "worse" for mc in speed):
         verdict = "slower"
+    elif any(mc.verdict == "inconclusive" for mc in speed):
+        verdict = "inconclusive"  # too few samples to tell: not "same"
     elif any(mc.verdict == "better" for mc in speed):
         verdict = "faster"
     else:
@@ -217,7 +242,11 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
     other_worse = [mc.label for mc in metrics if mc.metric not in SPEED_METRICS and mc.verdict == "worse"]
     if other_worse:  # a memory or quality regression fails the cell whatever its speed did
         verdict = f"{verdict}, {', '.join(other_worse)} worse"
-    return CellComparison(label, base, new, verdict, verdict == "slower" or bool(other_worse), metrics, notes)
+    regression = (verdict == "slower" or bool(other_worse)
+                  or (verdict == "inconclusive" and not th.allow_inconclusive))
+    cell = CellComparison(label, base, new, verdict, regression, metrics, notes)
+    cell.normalized = sorted(normalized)
+    return cell
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -228,6 +257,9 @@ def _memory_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricCompariso
     out = []
     for key, label in (("peak_rss_bytes", "peak RSS bytes"), ("peak_vram_reserved_bytes", "peak VRAM bytes")):
         b, n = base.memory.get(key), new.memory.get(key)
+        if b and not n:
+            out.append(MetricComparison(key, label, b, None, verdict="worse", note="not measured in the new run"))
+            continue
         if not b or not n:
             continue
         mc = MetricComparison(key, label, b, n)
@@ -242,6 +274,9 @@ def _memory_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricCompariso
 def _quality_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparison]:
     out = []
     qb, qn = base.quality, new.quality
+    if qb.get("status") == "ok" and qn.get("status") != "ok":
+        out.append(MetricComparison("quality", "quality", None, None, verdict="worse",
+                                    note=f"measured in the baseline; new run: {qn.get('status', 'not run')} {qn.get('reason') or ''}".strip()))
     if qb.get("status") == "ok" and qn.get("status") == "ok":
         kb, kn = qb.get("kld") or {}, qn.get("kld") or {}
         if kb.get("mean") is not None and kn.get("mean") is not None:
@@ -262,6 +297,9 @@ def _quality_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparis
                 mc.verdict = "better"
             out.append(mc)
     tb, tn = base.task, new.task
+    if tb.get("status") == "ok" and tn.get("status") != "ok":
+        out.append(MetricComparison("task_accuracy", "task accuracy", tb.get("accuracy"), None, verdict="worse",
+                                    note=f"measured in the baseline; new run: {tn.get('status', 'not run')}"))
     if tb.get("status") == "ok" and tn.get("status") == "ok":
         mc = MetricComparison("task_accuracy", f"accuracy ({tn.get('name', 'task')})", tb["accuracy"], tn["accuracy"])
         drop = tb["accuracy"] - tn["accuracy"]
@@ -303,7 +341,11 @@ def markdown(cmp: Comparison, baseline_name: str, new_name: str) -> str:
                  f"Speed verdicts need Mann-Whitney p < {th.alpha} and a change of at least {th.min_effect:.0%} "
                  f"(gated: {', '.join(th.gate)}); memory +{th.max_memory_increase:.0%}; KLD +{th.max_kld_increase} nats; "
                  f"perplexity +{th.max_ppl_increase:.0%}; accuracy -{th.max_accuracy_drop:.0%}."
-                 + (" Speed normalized by each row's calibration." if cmp.normalized else ""))
+                 + (f" --normalize: {sum(len(c.normalized) for c in cmp.cells)} metric(s) in "
+                    f"{sum(bool(c.normalized) for c in cmp.cells)} of {len(cmp.cells)} cell(s) scaled by calibration."
+                    if cmp.normalized else "")
+                 + (" Inconclusive cells (too few samples) count as failures; --allow-inconclusive passes them."
+                    if any(c.verdict.startswith("inconclusive") for c in cmp.cells) else ""))
     lines.append("")
     for w in cmp.warnings:
         lines += [f"> **Warning:** {w}", ""]

@@ -34,6 +34,24 @@ def tier_label(r: Row) -> str:
     return f"auto@{host}" if r.config.profile_id == "auto" else r.config.profile_id
 
 
+def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
+    """One row per cell and tier (the newest): re-runs and merged files do not count twice."""
+    from bench.compare import match_key
+
+    out: dict[tuple, Row] = {}
+    for r in sorted(rows, key=lambda r: r.created_at):
+        out[(tier_label(r), match_key(r.config))] = r
+    return list(out.values())
+
+
+def reference_of(r: Row, references: set[tuple[str, str]]) -> str | None:
+    """The variant a row's quality is measured against; a reference variant is its own."""
+    ref = _dig(r.quality, "reference", "variant_id")
+    if ref:
+        return ref
+    return r.config.variant_id if (r.config.model_id, r.config.variant_id) in references else None
+
+
 def hourly_usd(r: Row) -> float | None:
     from bench.hardware import Price
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.flat import flatten, tier_label
+from bench.flat import flatten, latest_per_cell, reference_of, tier_label
 from bench.schema import Row
 
 GiB = 2**30
@@ -59,47 +59,63 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+def quality_groups(rows: Sequence[Row]) -> tuple[str, dict[str, list[tuple[Row, float, float]]]]:
+    """(metric, {group: [(row, decode tok/s, loss)]}): the points of the speed-quality plot and
+    of the report's Pareto list. One group per model, tier and reference variant (KLDs against
+    different references are not comparable); the newest row of each cell; a reference at KLD 0.
+    Where no row has a KLD, task error (1 - accuracy) per model and tier."""
+    ok = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and flatten(r)["decode_tps_mean"]]
+    refs = {(r.config.model_id, v) for r in rows if (v := (r.quality.get("reference") or {}).get("variant_id"))}
+    groups: dict[str, list[tuple[Row, float, float]]] = defaultdict(list)
+    for r in ok:
+        f, ref = flatten(r), reference_of(r, refs)
+        if ref is None or (f["kld_mean"] is None and ref != r.config.variant_id):
+            continue
+        groups[f"{r.config.model_id} on {tier_label(r)} (vs {ref})"].append((r, f["decode_tps_mean"], f["kld_mean"] or 0.0))
+    if groups:
+        return "kld_mean", dict(sorted(groups.items()))
+    for r in ok:
+        f = flatten(r)
+        if f["task_accuracy"] is not None:
+            groups[f"{r.config.model_id} on {tier_label(r)}"].append((r, f["decode_tps_mean"], 1 - f["task_accuracy"]))
+    return "task_error", dict(sorted(groups.items()))
+
+
 def speed_vs_quality(rows: Sequence[Row]) -> Plot:
     """Decode tok/s against KLD from the reference (or task error where no KLD), Pareto front per
     model and tier: the variants worth running there."""
     pid, title = "speed-quality", "Decode speed vs quality loss"
-    ok = [r for r in rows if r.status == "ok" and flatten(r)["decode_tps_mean"]]
-    metric, label = "kld_mean", "KLD from the reference (nats, lower is better; the reference is 0)"
-    refs = {(r.config.model_id, (r.quality.get("reference") or {}).get("variant_id")) for r in rows}
-    is_ref = {id(r): (r.config.model_id, r.config.variant_id) in refs for r in ok}
-    pts = [r for r in ok if flatten(r)["kld_mean"] is not None or is_ref[id(r)]]
-    if not pts:
-        metric, label = "task_error", "task error rate (1 - accuracy, lower is better)"
-        pts = [r for r in ok if flatten(r)["task_accuracy"] is not None]
-    if not pts:
+    metric, groups = quality_groups(rows)
+    if not groups:
         return Plot(pid, title, "", why_not="no row has both decode tok/s and a quality measurement "
                     "(run with --quality or --task)")
+    label = ("KLD from the reference (nats, lower is better; the reference is 0)" if metric == "kld_mean"
+             else "task error rate (1 - accuracy, lower is better)")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for r in pts:
-        groups[f"{r.config.model_id} on {tier_label(r)}"].append(r)
-    on_front = 0
-    for gi, (name, rs) in enumerate(sorted(groups.items())):
+    on_front = n_points = 0
+    for gi, (name, pts) in enumerate(groups.items()):
         color = PALETTE[gi % len(PALETTE)]
-        xy = [(flatten(r)["decode_tps_mean"],
-               (flatten(r)["kld_mean"] or 0.0) if metric == "kld_mean" else 1 - flatten(r)["task_accuracy"]) for r in rs]
-        ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=28, color=color, alpha=0.75, label=name, zorder=3)
+        xy = [(x, y) for _, x, y in pts]
+        n_points += len(xy)
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=28, color=color, label=name, zorder=3)
         front = pareto_front(xy)
         on_front += len(front)
-        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="post", color=color, lw=1.2, ls="--", zorder=2)
+        # the boundary of what the front dominates: up at each point, then across to the next
+        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="pre", color=color, lw=1.2, ls="--", zorder=2)
         ax.scatter([xy[i][0] for i in front], [xy[i][1] for i in front], s=80, facecolors="none", edgecolors=color,
                    linewidths=1.5, zorder=4)
-        for r, (x, y) in zip(rs, xy):
-            ref = " (reference)" if is_ref.get(id(r)) and metric == "kld_mean" else ""
+        for r, x, y in pts:
+            ref = " (reference)" if metric == "kld_mean" and y == 0 and flatten(r)["kld_mean"] is None else ""
             ax.annotate(f"{r.config.variant_id}/{r.config.backend}{ref}", (x, y), textcoords="offset points",
                         xytext=(4, 3), fontsize=7, color="#333")
     ax.set_xlabel("decode tok/s (mean over repetitions, higher is better)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    caption = (f"{len(pts)} cells; circled points joined by a dashed line are the Pareto front of each model on "
-               f"each tier ({on_front} cells): no other variant there is both faster and closer to the reference.")
+    caption = (f"{n_points} cells (the newest row of each); circled points joined by a dashed line are the Pareto "
+               f"front of each model on each tier against each reference ({on_front} cells): no other variant "
+               "there is both faster and closer to the reference.")
     return Plot(pid, title, caption, svg=_svg(fig))
 
 

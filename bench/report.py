@@ -69,18 +69,17 @@ class Report:
                 f"{len(hosts)} host(s) ({', '.join(hosts)}), measured {when[0]} to {when[-1]}")
 
     def pareto(self) -> list[str]:
-        from bench.plots import pareto_front
+        """The same fronts as the speed-quality plot (bench.plots.quality_groups)."""
+        from bench.plots import pareto_front, quality_groups
 
+        metric, groups = quality_groups(self.rows)
+        loss = "KLD" if metric == "kld_mean" else "task error"
         out = []
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for r in self.rows:
-            f = flatten(r)
-            if r.status == "ok" and f["decode_tps_mean"] and f["kld_mean"] is not None:
-                groups.setdefault(f"{f['model']} on {f['tier']}", []).append(f)
-        for name, fs in sorted(groups.items()):
-            front = pareto_front([(f["decode_tps_mean"], f["kld_mean"]) for f in fs])
-            out.append(f"{name}: " + ", ".join(f"{fs[i]['variant']}/{fs[i]['backend']} ({fs[i]['decode_tps_mean']:.1f} tok/s, "
-                                               f"KLD {fs[i]['kld_mean']:.4f})" for i in front))
+        for name, pts in groups.items():
+            front = pareto_front([(x, y) for _, x, y in pts])
+            out.append(f"{name}: " + ", ".join(
+                f"{pts[i][0].config.variant_id}/{pts[i][0].config.backend} ({pts[i][1]:.1f} tok/s, {loss} {pts[i][2]:.4f})"
+                for i in front))
         return out
 
 
@@ -106,7 +105,7 @@ def markdown(report: Report) -> str:
                   f"**{r.status}**: {_md_escape(r.reason or '')}" for r in failed]
     front = report.pareto()
     if front:
-        lines += ["", "## Pareto front: decode speed vs KLD", ""] + [f"- {x}" for x in front]
+        lines += ["", "## Pareto front: decode speed vs quality loss", ""] + [f"- {x}" for x in front]
     projected = [r for r in report.ordered() if flatten(r)["projected_decode_tps"]]
     if projected:
         lines += ["", "## Projections (not measurements)", "",

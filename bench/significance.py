@@ -4,7 +4,10 @@ Mann-Whitney U (rank-sum) test, two-sided, exact for small samples:
     U = #{(i, j): y_j > x_i} + 0.5 #{(i, j): y_j = x_i}
     p = min(1, 2 min(P(U' <= U), P(U' >= U))), U' drawn from the null distribution
         (all C(m+n, m) orderings equally likely), counted exactly by dynamic programming when
-        m * n <= EXACT_LIMIT, else the normal approximation with continuity correction.
+        m * n <= EXACT_LIMIT and no value is tied; with ties, exact by enumerating every split of
+        the pooled mid-ranks while C(m+n, n) <= PERMUTATION_LIMIT; otherwise the
+        normal approximation with continuity correction and the tie-corrected variance
+        sigma^2 = m n / 12 ((N + 1) - sum(t^3 - t) / (N (N - 1))), t the sizes of tied groups.
 
 Ratio with a confidence interval (Hodges-Lehmann, the interval that inverts the same test):
     D = sorted{ln y_j - ln x_i}, m n values
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 EXACT_LIMIT = 10_000
+PERMUTATION_LIMIT = 200_000  # splits enumerated for the exact test with ties
 
 
 @lru_cache(maxsize=64)
@@ -50,20 +54,50 @@ def null_cdf(m: int, n: int, u: float) -> float:
     return sum(counts[: int(math.floor(u)) + 1]) / total if u >= 0 else 0.0
 
 
+def null_sf(m: int, n: int, u: float) -> float:
+    """P(U' >= u) under the null, exact (summed counts, not 1 - cdf)."""
+    counts = _u_counts(m, n)
+    return sum(counts[max(0, math.ceil(u)):]) / math.comb(m + n, m)
+
+
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """(U, two-sided p) for samples x (baseline) and y (new); U counts pairs where y is larger."""
     m, n = len(x), len(y)
     if m == 0 or n == 0:
         raise ValueError("Mann-Whitney U needs at least one sample on each side")
     u = sum(1.0 if b > a else 0.5 if b == a else 0.0 for a in x for b in y)
-    if m * n <= EXACT_LIMIT:
-        lower = null_cdf(m, n, u)
-        upper = 1.0 - null_cdf(m, n, math.ceil(u) - 1)  # P(U' >= u)
-        return u, min(1.0, 2 * min(lower, upper))
-    mu = m * n / 2
-    sigma = math.sqrt(m * n * (m + n + 1) / 12)
-    z = (abs(u - mu) - 0.5) / sigma
+    values = [*x, *y]
+    ties = [values.count(v) for v in set(values)]
+    if m * n <= EXACT_LIMIT and all(t == 1 for t in ties):
+        return u, min(1.0, 2 * min(null_cdf(m, n, u), null_sf(m, n, u)))
+    if math.comb(m + n, n) <= PERMUTATION_LIMIT:
+        return u, _tied_permutation_p(x, y, u)
+    big_n = m + n
+    tie_term = sum(t**3 - t for t in ties) / (big_n * (big_n - 1)) if big_n > 1 else 0.0
+    sigma = math.sqrt(m * n / 12 * ((big_n + 1) - tie_term))
+    if sigma == 0:  # every value equal
+        return u, 1.0
+    z = (abs(u - m * n / 2) - 0.5) / sigma
     return u, min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
+
+
+def _tied_permutation_p(x: Sequence[float], y: Sequence[float], u: float) -> float:
+    """Exact two-sided p with ties: U over every split of the pooled mid-ranks (U = R_y - n(n+1)/2)."""
+    from itertools import combinations
+
+    pooled = sorted([*x, *y])
+    first = {}
+    for i, v in enumerate(pooled):
+        first.setdefault(v, i)
+    midrank = {v: first[v] + 1 + (pooled.count(v) - 1) / 2 for v in first}
+    ranks = [midrank[v] for v in pooled]
+    n = len(y)
+    offset = n * (n + 1) / 2
+    us = [sum(c) - offset for c in combinations(ranks, n)]
+    eps = 1e-9
+    lower = sum(v <= u + eps for v in us) / len(us)
+    upper = sum(v >= u - eps for v in us) / len(us)
+    return min(1.0, 2 * min(lower, upper))
 
 
 def smallest_p(m: int, n: int) -> float:

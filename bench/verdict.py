@@ -2,8 +2,9 @@
 claims file (which tiers count as inexpensive; what "runs" means), per model x tier.
 
 A criterion is ``pass``, ``fail`` or ``unmeasured`` (never guessed). A row passes when every
-criterion the claims file sets passes; a model passes a tier when at least one of its measured
-configurations (variant x backend) there passes. The cheapest passing tier is by $/hour.
+criterion the claims file sets passes; a configuration (variant x backend x settings) passes a
+tier when every workload measured for it there passes (newest row per cell); a model passes a
+tier when at least one configuration does. The cheapest passing tier is by $/hour.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.flat import flatten, hourly_usd, tier_label
+from bench.flat import flatten, hourly_usd, latest_per_cell, tier_label
 from bench.schema import Row
 from bench.yamlfile import parse_yaml_file
 
@@ -79,7 +80,7 @@ class TierVerdict:
     usd_per_hour: float | None
     inexpensive: bool
     best: RowVerdict
-    configurations: int  # rows considered on this tier
+    configurations: int  # variant x backend x settings measured on this tier
 
     @property
     def outcome(self) -> Outcome:
@@ -196,18 +197,26 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
         acc = flatten(r)["task_accuracy"]
         if acc is not None and r.config.variant_id in refs.get(r.config.model_id, set()):
             ref_accuracy[_task_key(r)] = acc
-    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for r in rows:
-        groups[(r.config.model_id, tier_label(r))].append(r)
+    # A configuration (variant x backend x settings) passes a tier only if every workload measured
+    # for it there passes (the newest row of each cell); the tier passes if one configuration does.
+    groups: dict[tuple[str, str], dict[tuple, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for r in latest_per_cell(list(rows)):
+        c = r.config
+        groups[(c.model_id, tier_label(r))][(c.variant_id, c.backend, repr(sorted(c.backend_options.items())))].append(r)
     order = {"pass": 0, "unmeasured": 1, "fail": 2}
+
+    def rank(v: RowVerdict) -> tuple:
+        return (order[v.outcome], sum(c.outcome == "fail" for c in v.checks), -(flatten(v.row)["decode_tps_mean"] or 0))
+
     tiers = []
-    for (model, tier), rs in sorted(groups.items()):
-        verdicts = [check_row(r, claims.criteria, refs, ref_accuracy) for r in rs]
-        best = min(verdicts, key=lambda v: (order[v.outcome], sum(c.outcome == "fail" for c in v.checks),
-                                            -(flatten(v.row)["decode_tps_mean"] or 0)))
+    for (model, tier), configs in sorted(groups.items()):
+        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy) for r in rs), key=rank)
+                    for rs in configs.values()]  # each configuration's worst workload decides it
+        best = min(deciding, key=rank)
         usd = hourly_usd(best.row)
         tiers.append(TierVerdict(model, _country(best.row, countries), tier, usd,
-                                 is_inexpensive(tier, best.row.config.profile_id, usd, claims.inexpensive), best, len(rs)))
+                                 is_inexpensive(tier, best.row.config.profile_id, usd, claims.inexpensive), best,
+                                 len(configs)))
     cheapest: dict[str, TierVerdict | None] = {}
     for tv in tiers:
         cheapest.setdefault(tv.model, None)
@@ -264,7 +273,7 @@ def markdown(v: Verdict, sources: str) -> str:
             r = tv.best.row
             usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}"
             lines.append(f"| {tv.model} | {tv.tier} | {usd} | {'yes' if tv.inexpensive else 'no'} | "
-                         f"{r.config.variant_id} / {r.config.backend} (best of {tv.configurations}) | "
+                         f"{r.config.variant_id} / {r.config.backend} (best of {tv.configurations} configuration(s)) | "
                          + " | ".join(_cell(tv, c) for c in crit) + f" | **{MARK[tv.outcome]}** | {tv.basis} |")
         lines.append("")
     lines += ["## Cheapest passing tier", ""] + [f"- {_claim_line(v, m)}" for m in v.cheapest] + [""]

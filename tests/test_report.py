@@ -30,8 +30,8 @@ def test_markdown_lists_every_row_failures_and_the_pareto_front(report_dir, meas
     table = [ln for ln in md.splitlines() if ln.startswith("| smollm2-135m |")]
     assert len(table) == len(rows) == 6
     assert "## Cells that did not complete" in md and md.count("**does_not_fit**") == 2
-    front = md.split("## Pareto front: decode speed vs KLD", 1)[1]
-    assert "smollm2-135m on laptop-4c-8g:" in front and "q8_0-derived/llama.cpp" in front
+    front = md.split("## Pareto front: decode speed vs quality loss", 1)[1]
+    assert "smollm2-135m on laptop-4c-8g (vs f16):" in front and "q8_0-derived/llama.cpp" in front
 
 
 def test_csv_and_sqlite_hold_the_same_rows_and_the_raw_samples(report_dir, measured_results):
@@ -114,7 +114,7 @@ def test_html_plots_render_in_a_real_browser(browser, report_dir, tmp_path):
             counts["ink"] += sum(p) < 600
             counts["color"] += p == EXPECTED_COLOR[name]
         assert counts["ink"] > 0.01 * img.width * img.height, (name, counts)  # axes, labels, marks
-        assert counts["color"] > 100, (name, counts)  # the data itself was drawn
+        assert counts["color"] > 40, (name, counts)  # the data itself was drawn (a marker is ~25 px)
     table = browser.find_element(By.TAG_NAME, "table")
     assert len(table.find_elements(By.CSS_SELECTOR, "tbody tr")) == 6
 

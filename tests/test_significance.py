@@ -29,6 +29,35 @@ def test_complete_separation_gives_the_smallest_p():
 def test_identical_samples_are_not_significant():
     u, p = mann_whitney_u([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert u == 4.5 and p == pytest.approx(1.0)
+    assert mann_whitney_u([2.0, 2.0], [2.0, 2.0]) == (2.0, 1.0)
+
+
+def _permutation_p(x, y):
+    """Brute force: every split of the pooled values, U with ties as 1/2, two-sided."""
+    from itertools import combinations
+
+    pooled, m = [*x, *y], len(x)
+
+    def u_of(a, b):
+        return sum(1.0 if q > p else 0.5 if q == p else 0.0 for p in a for q in b)
+
+    u0 = u_of(x, y)
+    us = [u_of([pooled[i] for i in idx], [pooled[j] for j in range(len(pooled)) if j not in idx])
+          for idx in combinations(range(len(pooled)), m)]
+    lo = sum(v <= u0 for v in us) / len(us)
+    hi = sum(v >= u0 for v in us) / len(us)
+    return min(1.0, 2 * min(lo, hi))
+
+
+def test_without_ties_the_p_value_is_the_permutation_p_value():
+    x, y = [3.1, 1.2, 5.5, 2.0], [4.4, 6.1, 2.5, 7.0, 8.2]
+    assert mann_whitney_u(x, y)[1] == pytest.approx(_permutation_p(x, y))
+
+
+def test_ties_get_the_exact_permutation_p_value_not_the_no_ties_table():
+    # the no-ties table would give 0.032 here; the permutation test with ties gives 0.063
+    for x, y in (([1, 1, 2, 1, 1], [2, 2, 3, 2]), ([1, 2], [3, 3, 2])):
+        assert mann_whitney_u(x, y)[1] == pytest.approx(_permutation_p(x, y))
 
 
 def test_normal_approximation_for_large_samples():

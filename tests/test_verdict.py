@@ -59,7 +59,7 @@ def test_unmeasured_criteria_are_never_a_pass(measured_results, tmp_path):
     assert proc.returncode == 0, proc.stderr
     laptop = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
     # only the F16 reference can pass (it is its own reference); no row measured task accuracy
-    assert "f16 / llama.cpp (best of 2)" in laptop and "**pass**" in laptop
+    assert "f16 / llama.cpp (best of 2 configuration(s))" in laptop and "**pass**" in laptop
 
 
 def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results, tmp_path):
@@ -70,3 +70,25 @@ def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results
     assert_clean_error(run_bench("verdict", str(measured_results), "--claims", str(bad)), f"{bad}:6:", "decode_tps_min")
     bad.write_text("schema_version: 1\nname: [unclosed\n")
     assert_clean_error(run_bench("verdict", str(measured_results), "--claims", str(bad)), f"{bad}:", "malformed YAML")
+
+
+def test_every_measured_workload_of_a_configuration_must_pass(tmp_path, embedded_model):
+    """One configuration measured at two prompt lengths, with a TTFT bound between the two TTFTs
+    measured in the same run: the long prompt fails it, so the configuration and the tier fail."""
+    import json
+    import math
+
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "-p", "laptop-4c-8g", "--prompt-tokens", "128,1024", "--gen-tokens", "8", "-r", "3",
+                     "--no-progress", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    ttft = {r["config"]["prompt_tokens"]: r["summary"]["ttft_s"]["mean"] for r in map(json.loads, out.read_text().splitlines())}
+    assert ttft[1024] > ttft[128]
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(f"schema_version: 1\nname: t\ninexpensive: {{tiers: [laptop-4c-8g]}}\ncriteria:\n"
+                      f"  ttft_s_max: {math.sqrt(ttft[128] * ttft[1024]):.6f}\n  fits: true\n")
+    proc = run_bench("verdict", str(out), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"))
+    assert proc.returncode == 0, proc.stderr
+    row = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
+    assert "**FAIL**" in row and any(c.startswith("FAIL: ") and "at p=1024" in c for c in row)
+    assert "q4_1 / llama.cpp (best of 1 configuration(s))" in row
