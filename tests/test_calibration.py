@@ -1,0 +1,19 @@
+"""Host calibration honours the thread count it is asked for (BLAS included), so --normalize and
+the roofline compare a thread-capped cell with figures measured under the same cap."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to compare 1 and 2 threads")
+def test_matmul_rate_follows_the_thread_count(tmp_path, monkeypatch):
+    from bench.calibration import calibrate
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    one, two = calibrate(1, force=True), calibrate(2, force=True)
+    assert one["threads"] == 1 and two["threads"] == 2
+    assert one["matmul_flop_per_s"] < 0.8 * two["matmul_flop_per_s"]  # same run, one thread of two
+    assert sorted(p.name.split("-t")[-1] for p in (tmp_path / "calibration").iterdir()) == ["1-v2.json", "2-v2.json"]
