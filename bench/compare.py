@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.schema import CellConfig, Row
-from bench.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z
+from bench.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
 
 # Fields of a cell that may differ between the two runs and still be compared (they are shown).
 LOOSE_FIELDS = ("threads", "repetitions", "warmup", "seed", "timeout_s")
@@ -283,9 +283,9 @@ def _quality_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparis
             mc = MetricComparison("kld_mean", "KLD mean", kb["mean"], kn["mean"])
             diff = kn["mean"] - kb["mean"]
             z = two_proportion_z(kb["mean"], kb.get("se") or 0.0, kn["mean"], kn.get("se") or 0.0)
-            if diff > th.max_kld_increase and z > _z_crit(th.alpha):
+            if diff > th.max_kld_increase and z > z_critical(th.alpha):
                 mc.verdict, mc.note = "worse", f"+{diff:.4f} nats (z = {z:.1f})"
-            elif -diff > th.max_kld_increase and -z > _z_crit(th.alpha):
+            elif -diff > th.max_kld_increase and -z > z_critical(th.alpha):
                 mc.verdict = "better"
             out.append(mc)
         pb, pn = qb.get("perplexity"), qn.get("perplexity")
@@ -304,18 +304,12 @@ def _quality_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparis
         mc = MetricComparison("task_accuracy", f"accuracy ({tn.get('name', 'task')})", tb["accuracy"], tn["accuracy"])
         drop = tb["accuracy"] - tn["accuracy"]
         z = two_proportion_z(tb["accuracy"], tb.get("accuracy_se") or 0.0, tn["accuracy"], tn.get("accuracy_se") or 0.0)
-        if drop > th.max_accuracy_drop and -z > _z_crit(th.alpha):
+        if drop > th.max_accuracy_drop and -z > z_critical(th.alpha):
             mc.verdict, mc.note = "worse", f"-{drop:.1%} (z = {z:.1f})"
-        elif -drop > th.max_accuracy_drop and z > _z_crit(th.alpha):
+        elif -drop > th.max_accuracy_drop and z > z_critical(th.alpha):
             mc.verdict = "better"
         out.append(mc)
     return out
-
-
-def _z_crit(alpha: float) -> float:
-    from bench.significance import _z
-
-    return _z(alpha)
 
 
 # -- presentation -----------------------------------------------------------------------------

@@ -44,6 +44,11 @@ def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
     return list(out.values())
 
 
+def reference_variants(rows: list[Row] | tuple[Row, ...]) -> set[tuple[str, str]]:
+    """(model, variant) pairs that some row's quality was measured against."""
+    return {(r.config.model_id, v) for r in rows if (v := _dig(r.quality, "reference", "variant_id"))}
+
+
 def reference_of(r: Row, references: set[tuple[str, str]]) -> str | None:
     """The variant a row's quality is measured against; a reference variant is its own."""
     ref = _dig(r.quality, "reference", "variant_id")

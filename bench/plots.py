@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.flat import flatten, latest_per_cell, reference_of, tier_label
+from bench.flat import flatten, latest_per_cell, reference_of, reference_variants, tier_label
 from bench.schema import Row
 
 GiB = 2**30
@@ -65,7 +65,7 @@ def quality_groups(rows: Sequence[Row]) -> tuple[str, dict[str, list[tuple[Row, 
     different references are not comparable); the newest row of each cell; a reference at KLD 0.
     Where no row has a KLD, task error (1 - accuracy) per model and tier."""
     ok = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and flatten(r)["decode_tps_mean"]]
-    refs = {(r.config.model_id, v) for r in rows if (v := (r.quality.get("reference") or {}).get("variant_id"))}
+    refs = reference_variants(list(rows))
     groups: dict[str, list[tuple[Row, float, float]]] = defaultdict(list)
     for r in ok:
         f, ref = flatten(r), reference_of(r, refs)

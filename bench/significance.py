@@ -135,7 +135,7 @@ def ratio_estimate(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) 
             k += 1
         coverage = 1 - 2 * null_cdf(m, n, k - 1)
     else:
-        z = 1.959963984540054 if alpha == 0.05 else _z(alpha)
+        z = z_critical(alpha)
         k = max(1, int(math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12))))
         coverage = 1 - alpha
     return RatioEstimate(ratio=math.exp(_median(diffs)), low=math.exp(diffs[k - 1]),
@@ -143,7 +143,7 @@ def ratio_estimate(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) 
                          n_baseline=m, n_new=n)
 
 
-def _z(alpha: float) -> float:
+def z_critical(alpha: float) -> float:
     """Two-sided normal critical value by bisection on erfc (no scipy needed)."""
     lo, hi = 0.0, 10.0
     for _ in range(100):

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.flat import flatten, hourly_usd, latest_per_cell, tier_label
+from bench.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
 from bench.schema import Row
 from bench.yamlfile import parse_yaml_file
 
@@ -102,21 +102,12 @@ class Verdict:
     cheapest: dict[str, TierVerdict | None] = field(default_factory=dict)  # model -> cheapest passing tier
 
 
-def _reference_variants(rows: Sequence[Row]) -> dict[str, set[str]]:
-    refs: dict[str, set[str]] = defaultdict(set)
-    for r in rows:
-        ref = (r.quality.get("reference") or {}).get("variant_id")
-        if ref:
-            refs[r.config.model_id].add(ref)
-    return refs
-
-
 def _task_key(r: Row) -> tuple:
     t = r.config.task or {}
     return (r.config.model_id, t.get("name"), t.get("limit"), t.get("shots"), t.get("max_new_tokens"))
 
 
-def check_row(r: Row, c: Criteria, refs: dict[str, set[str]], ref_accuracy: dict[tuple, float]) -> RowVerdict:
+def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float]) -> RowVerdict:
     f = flatten(r)
     ok = r.status == "ok"
     why = f"{r.status}: {r.reason}" if not ok else ""
@@ -148,7 +139,7 @@ def check_row(r: Row, c: Criteria, refs: dict[str, set[str]], ref_accuracy: dict
     # fails, a measured pass passes, nothing measured is `unmeasured`.
     quality: list[Check] = []
     if c.kld_max is not None:
-        if r.config.variant_id in refs.get(r.config.model_id, set()):
+        if (r.config.model_id, r.config.variant_id) in refs:
             quality.append(Check("KLD", "pass", "is the reference"))
         elif f["kld_mean"] is None:
             quality.append(Check("KLD", "unmeasured", r.quality.get("reason") or r.quality.get("note") or
@@ -158,7 +149,7 @@ def check_row(r: Row, c: Criteria, refs: dict[str, set[str]], ref_accuracy: dict
                                 f"{f['kld_mean']:.4f} (<= {c.kld_max:g})"))
     if c.accuracy_retained_min is not None:
         acc, ref = f["task_accuracy"], ref_accuracy.get(_task_key(r))
-        if r.config.variant_id in refs.get(r.config.model_id, set()):
+        if (r.config.model_id, r.config.variant_id) in refs:
             quality.append(Check("accuracy retained", "pass", "is the reference"))
         elif acc is None:
             quality.append(Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)"))
@@ -191,11 +182,11 @@ def is_inexpensive(tier: str, profile_id: str, usd: float | None, inexpensive: I
 
 def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None) -> Verdict:
     countries = catalog_countries or {}
-    refs = _reference_variants(rows)
+    refs = reference_variants(list(rows))
     ref_accuracy: dict[tuple, float] = {}
     for r in rows:
         acc = flatten(r)["task_accuracy"]
-        if acc is not None and r.config.variant_id in refs.get(r.config.model_id, set()):
+        if acc is not None and (r.config.model_id, r.config.variant_id) in refs:
             ref_accuracy[_task_key(r)] = acc
     # A configuration (variant x backend x settings) passes a tier only if every workload measured
     # for it there passes (the newest row of each cell); the tier passes if one configuration does.

@@ -25,22 +25,25 @@ def runs(tmp_path_factory, embedded_model):
     return d
 
 
-def test_same_code_is_same(runs, tmp_path):
+def _gate(runs, new: str, tmp_path, expected_exit: int) -> tuple[str, str]:
+    """`bench compare base NEW` with the Markdown summary: (stderr, summary), exit status checked;
+    on a wrong exit the message shows what compare printed."""
     summary = tmp_path / "summary.md"
-    proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / "same.jsonl"), *GATE, "--markdown", str(summary))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "0 regression(s)" in proc.stderr
-    md = summary.read_text()
+    proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / f"{new}.jsonl"), *GATE, "--markdown", str(summary))
+    assert proc.returncode == expected_exit, proc.stdout + proc.stderr + (summary.read_text() if summary.exists() else "")
+    return proc.stderr, summary.read_text()
+
+
+def test_same_code_is_same(runs, tmp_path):
+    stderr, md = _gate(runs, "same", tmp_path, 0)
+    assert "0 regression(s)" in stderr
     assert md.startswith("## bench compare") and "**OK**" in md
     assert "| smollm2-135m:q4_1 llama.cpp auto p=96 n=24 | same |" in md
 
 
 def test_throttled_run_is_slower_and_fails_the_gate(runs, tmp_path):
-    summary = tmp_path / "summary.md"
-    proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / "throttled.jsonl"), *GATE, "--markdown", str(summary))
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "1 regression(s)" in proc.stderr
-    md = summary.read_text()
+    stderr, md = _gate(runs, "throttled", tmp_path, 1)
+    assert "1 regression(s)" in stderr
     assert "**REGRESSION**" in md and "| **slower** |" in md and "threads: 2 -> 1" in md
     prefill = next(ln for ln in md.splitlines() if "| prefill tok/s |" in ln)
     ratio = float(prefill.split("|")[6].split()[0])
