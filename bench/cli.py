@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
     ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
 
+    doc = sub.add_parser("doctor", help="can the suite measure on this machine? the CPU, the llama.cpp build and "
+                         "its smoke test, the backends, and the command that fixes each problem")
+    doc.add_argument("--json", action="store_true", help="the diagnosis as JSON")
+    doc.add_argument("--no-smoke", action="store_true", help="skip the smoke test (load, prefill, decode in a child)")
+
     pr = sub.add_parser("profiles", help="hardware profiles")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="the profiles, and what `auto` detects here")
@@ -438,7 +443,16 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "profiles": cmd_profiles, "report": cmd_report,
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bench.doctor import main_lines
+
+    lines, status = main_lines(args.json, smoke=not args.no_smoke)
+    for line in lines:
+        print(line)
+    return status
+
+
+COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "models": cmd_models, "profiles": cmd_profiles, "report": cmd_report,
             "compare": cmd_compare, "verdict": cmd_verdict}
 
 

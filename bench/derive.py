@@ -14,11 +14,13 @@ and recorded; a ladder never claims a type it did not get.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import ctypes
 import json
-import sys
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,19 +63,31 @@ def dequantize_to_f16(src: Path, dst: Path) -> None:
 
 
 def llama_quantize(ftype_name: str) -> Callable[[Path, Path], None]:
+    """llama.cpp's quantizer, run in a child process: a build that cannot run on this machine
+    dies there, not in the caller (``bench doctor`` explains; see bench.native)."""
     def run(src: Path, dst: Path) -> None:
-        import llama_cpp
-
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
-        params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-        params.allow_requantize = True  # a quantized parent is allowed; an F16 one is better
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-        if rc != 0:
-            raise BenchError(f"llama.cpp could not quantize {src.name} to {ftype_name} (status {rc}; "
+        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "bench.derive", "quantize",
+                               ftype_name, str(src), str(dst)])
+        if proc.returncode < 0:
+            sig = signal.Signals(-proc.returncode).name
+            raise BenchError(f"llama.cpp's quantizer died with {sig} while making {ftype_name} from {src.name}: "
+                             "the llama.cpp build likely uses an instruction this machine cannot run; "
+                             "run `bench doctor`")
+        if proc.returncode != 0:
+            raise BenchError(f"llama.cpp could not quantize {src.name} to {ftype_name} (exit {proc.returncode}; "
                              f"its log is beside the output)")
 
     return run
+
+
+def _quantize_in_this_process(ftype_name: str, src: Path, dst: Path) -> int:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
+    params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    params.allow_requantize = True  # a quantized parent is allowed; an F16 one is better
+    return llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
 
 
 def gguf_to_hf_folder(src: Path, dst: Path) -> None:
@@ -161,3 +175,9 @@ def derive_file(parent: Path, parent_sha256: str, recipe_name: str, root: Path) 
             name, f"llama_model_quantize, llama-cpp-python {metadata.version('llama-cpp-python')}"),
     }, indent=1))
     return dst, True
+
+
+if __name__ == "__main__":  # python -m bench.derive quantize FTYPE SRC DST (the child of llama_quantize)
+    if len(sys.argv) != 5 or sys.argv[1] != "quantize":
+        sys.exit("usage: python -m bench.derive quantize FTYPE SRC DST")
+    sys.exit(1 if _quantize_in_this_process(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])) else 0)

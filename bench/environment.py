@@ -11,6 +11,7 @@ from typing import Any
 from bench import __version__
 from bench.datafiles import REPO_ROOT
 from bench.hardware import HostInfo
+from bench.native.buildinfo import build_facts
 
 TRACKED_PACKAGES = ("llama-cpp-python", "torch", "transformers", "bitsandbytes", "optimum",
                     "optimum-onnx", "onnxruntime", "accelerate", "gguf", "numpy", "psutil")
@@ -44,4 +45,6 @@ def capture_environment(host: HostInfo) -> dict[str, Any]:
         "packages": package_versions(),
         "bench_version": __version__,
         "bench_commit": suite_commit(),
+        # flags, why they were chosen, and llama.cpp's own system info (read in a child process)
+        "llama_cpp_build": build_facts(),
     }

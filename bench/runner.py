@@ -26,7 +26,7 @@ from bench.metrics import (DEFINITIONS, Timeline, counter_rates, decode_tps, e2e
 from bench.schema import CellConfig, Row
 from bench.store import ResolvedModel
 from bench.tiers import bytes_read_per_token, roofline_share, usd_per_million_tokens
-from bench.worker import PROGRESS_PREFIX
+from bench.worker import PHASE_PREFIX, PROGRESS_PREFIX
 
 ProgressFn = Callable[[int, int], None]
 
@@ -87,12 +87,36 @@ def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _classify_exit(returncode: int, stderr_tail: str) -> tuple[str, str]:
+CRASH_SIGNALS = ("SIGILL", "SIGSEGV", "SIGBUS", "SIGFPE")
+
+
+def explain_crash(signal_name: str, phase: str, backend: str, build: dict[str, Any] | None) -> str:
+    """Why a worker died from a signal, in one line, with the likely cause and its fix.
+
+    A native library that dies with SIGILL/SIGSEGV while loading or at its first tokens is most
+    often running an instruction the machine cannot execute: a llama.cpp build compiled for what
+    the CPU advertises (AMX on a VM where it faults), or for another CPU."""
+    head = f"worker crashed with {signal_name} ({phase})"
+    early = phase in ("starting", "loading", "first tokens")
+    if signal_name not in CRASH_SIGNALS or not early:
+        return head
+    if backend == "llama.cpp":
+        flags = " ".join((build or {}).get("cmake_args") or []) or "flags not recorded"
+        return (f"{head}: the llama.cpp build ({(build or {}).get('build', 'unknown')}: {flags}) likely uses an "
+                "instruction this machine cannot run; `bench doctor` shows which, "
+                "`python -m bench.install --rebuild` builds one that runs")
+    return (f"{head}: a native library of backend {backend} likely uses an instruction this machine cannot "
+            "run, or the model file is damaged; `bench doctor` checks the installation")
+
+
+def _classify_exit(returncode: int, stderr_tail: str, phase: str = "starting", backend: str = "",
+                   build: dict[str, Any] | None = None) -> tuple[str, str]:
     if returncode < 0:
         sig = signal.Signals(-returncode)
         if sig == signal.SIGKILL:
             return _classify_sigkill()
-        return "failed", f"worker crashed with {sig.name}" + (f": {stderr_tail}" if stderr_tail else "")
+        reason = explain_crash(sig.name, phase, backend, build)
+        return "failed", reason + (f" | {stderr_tail}" if stderr_tail else "")
     return "failed", f"worker exited with status {returncode}" + (f": {stderr_tail}" if stderr_tail else "")
 
 
@@ -105,19 +129,40 @@ def _classify_sigkill() -> tuple[str, str]:
     return "failed", "worker killed by SIGKILL (by another process, or the kernel OOM killer)"
 
 
+class _ChildWatch:
+    """What the worker last said it was doing: its phase and its progress."""
+
+    def __init__(self) -> None:
+        self.phase = "starting"
+
+    def read(self, proc: subprocess.Popen[str], on_progress: ProgressFn | None) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(PHASE_PREFIX):
+                self.phase = line[len(PHASE_PREFIX):].strip()
+            elif line.startswith(PROGRESS_PREFIX):
+                done, total = (int(x) for x in line.split()[1:3])
+                self.phase = "first tokens" if done == 0 else f"after {done} of {total} requests"
+                if on_progress:
+                    on_progress(done, total)
+
+
 def run_worker(spec: dict[str, Any], threads: int, timeout_s: float,
-               on_progress: ProgressFn | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
-    """Run ``bench.worker`` on ``spec`` in a child process: (status, reason, result or None)."""
+               on_progress: ProgressFn | None = None,
+               build: dict[str, Any] | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
+    """Run ``bench.worker`` on ``spec`` in a child process: (status, reason, result or None).
+    ``build`` (the llama.cpp build's facts) lets a crash name the build and its fix."""
     with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
         spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
         spec_path.write_text(json.dumps(spec))
         with err_path.open("w") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+            proc = subprocess.Popen(  # faulthandler: a crash leaves the Python frame it happened in
+                [sys.executable, "-X", "faulthandler", "-m", "bench.worker", str(spec_path), str(out_path)],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(threads),
                 start_new_session=True,  # Ctrl-C reaches the parent, which decides what to stop
             )
-            reader = threading.Thread(target=_read_progress, args=(proc, on_progress), daemon=True)
+            watch = _ChildWatch()
+            reader = threading.Thread(target=watch.read, args=(proc, on_progress), daemon=True)
             reader.start()
             try:
                 returncode = proc.wait(timeout=timeout_s)
@@ -130,7 +175,7 @@ def run_worker(spec: dict[str, Any], threads: int, timeout_s: float,
             finally:
                 reader.join(timeout=5)
         if not out_path.exists():
-            status, reason = _classify_exit(returncode, _tail(err_path))
+            status, reason = _classify_exit(returncode, _tail(err_path), watch.phase, spec.get("backend", ""), build)
             return status, reason, None
         result = json.loads(out_path.read_text())
     return result["status"], result.get("reason"), result
@@ -154,7 +199,8 @@ def run_cell(plan: CellPlan, run_id: str, environment: dict[str, Any], calibrati
         if status != "ok":
             row.status, row.reason = status, f"preparing the model for {c.backend}: {reason}"  # type: ignore[assignment]
             return row
-    status, reason, result = run_worker(_worker_spec(plan), c.threads, c.timeout_s, on_progress)
+    status, reason, result = run_worker(_worker_spec(plan), c.threads, c.timeout_s, on_progress,
+                                        build=environment.get("llama_cpp_build"))
     if result is None:
         row.status, row.reason = status, reason  # type: ignore[assignment]
         return row
@@ -302,14 +348,6 @@ def efficiency(plan: CellPlan, summary: dict[str, Any], calibration: dict[str, A
     return out
 
 
-def _read_progress(proc: subprocess.Popen[str], on_progress: ProgressFn | None) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if on_progress and line.startswith(PROGRESS_PREFIX):
-            done, total = line.split()[1:3]
-            on_progress(int(done), int(total))
-
-
 def _kill(proc: subprocess.Popen[str]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -319,8 +357,14 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 def _tail(path: Path, lines: int = 3) -> str:
+    """The end of the worker's stderr; after a fatal signal, faulthandler's header and the
+    innermost Python frame of the crashing thread instead (the call it died in)."""
     try:
         text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
+    fatal = [i for i, ln in enumerate(text) if ln.startswith("Fatal Python error")]
+    if fatal:
+        frames = [ln for ln in text[fatal[-1]:] if ln.startswith("File ")]
+        return " | ".join([text[fatal[-1]], *frames[:1]])[-500:]
     return " | ".join(text[-lines:])[-500:]

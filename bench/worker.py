@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 PROGRESS_PREFIX = "@@progress"
+PHASE_PREFIX = "@@phase"
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -37,6 +38,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _progress(done: int, total: int) -> None:
     print(f"{PROGRESS_PREFIX} {done} {total}", flush=True)
+
+
+def _phase(name: str) -> None:
+    """Tell the parent what the child is doing, so a crash can be placed (loading, first tokens...)."""
+    print(f"{PHASE_PREFIX} {name}", flush=True)
 
 
 def apply_caps(caps: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +84,7 @@ def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
     with MemoryTracker(limit_bytes=limit, on_exceed=on_exceed) as mem, contextlib.ExitStack() as stack:
         if vram:
             stack.enter_context(vram)
+        _phase("loading")
         backend = load_backend_class(spec["backend"])()
         backend.prepare(Path(spec["model_path"]), settings)  # cached by the prepare pass: not load time
         with Stopwatch() as load:
@@ -110,6 +117,7 @@ def run_score(spec: dict[str, Any]) -> dict[str, Any]:
 
     apply_caps(spec.get("caps", {}))
     with MemoryTracker() as mem:
+        _phase("loading")
         backend = load_backend_class(spec["backend"])()
         backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
                                                             n_ctx=spec["n_ctx"], seed=0,
@@ -121,6 +129,7 @@ def run_score(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             tokens = backend.tokenize(Path(spec["corpus_path"]).read_text(encoding="utf-8").replace("\r\n", "\n"))
         write = ReferenceCache(Path(spec["write_reference"])) if spec.get("write_reference") else None
+        _phase("first tokens")
         result = run_scoring(backend, tokens, spec["n_ctx"], spec["chunks"], reference, write)
         backend.close()
     result["memory"] = mem.report()
@@ -139,6 +148,7 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
 
     apply_caps(spec.get("caps", {}))
+    _phase("loading")
     backend = load_backend_class(spec["backend"])()
     backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
                                                         n_ctx=spec["n_ctx"], seed=0,
@@ -175,6 +185,7 @@ def run_prepare(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.backends import load_backend_class
     from bench.backends.base import LoadSettings
 
+    _phase("loading")
     backend = load_backend_class(spec["backend"])()
     backend.prepare(Path(spec["model_path"]), LoadSettings(**spec["settings"]))
     return {"status": "ok"}

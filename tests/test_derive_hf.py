@@ -8,9 +8,21 @@ import pytest
 torch = pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
 transformers = pytest.importorskip("transformers")
 
-from bench.backends import load_backend_class  # noqa: E402
-from bench.backends.base import LoadSettings  # noqa: E402
 from bench.store import ModelStore  # noqa: E402
+from conftest import child_json  # noqa: E402
+
+LLAMA_GREEDY = r"""
+import json, sys
+from pathlib import Path
+from bench.backends import load_backend_class
+from bench.backends.base import LoadSettings
+
+lc = load_backend_class("llama.cpp")()
+lc.load(Path(sys.argv[1]), LoadSettings(threads=2, device="cpu", n_ctx=128, seed=0))
+prompt = lc.prompt(32)
+print(json.dumps({"prompt": prompt, "ids": lc.generate(prompt, 6, stop_at_eos=False).token_ids}))
+lc.close()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +41,8 @@ def test_folder_is_safetensors_only(hf_folder):
 def test_transformers_and_llama_cpp_agree_on_greedy_tokens(hf_folder, catalog):
     model = catalog.model("smollm2-135m")
     f16 = ModelStore().resolve(model, model.variant("f16"))
-    lc = load_backend_class("llama.cpp")()
-    lc.load(f16.path, LoadSettings(threads=2, device="cpu", n_ctx=128, seed=0))
-    prompt = lc.prompt(32)
-    ours = lc.generate(prompt, 6, stop_at_eos=False).token_ids
-    lc.close()
+    got = child_json(LLAMA_GREEDY, str(f16.path))  # llama.cpp in a child, never in pytest's process
+    prompt, ours = got["prompt"], got["ids"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_folder.path, dtype=torch.float32)
     with torch.inference_mode():
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)

@@ -1,42 +1,70 @@
-"""The llama.cpp backend in-process: exact prompt lengths, greedy determinism, honest timestamps."""
+"""The llama.cpp backend: exact prompt lengths, greedy determinism, honest timestamps.
+
+The backend runs in a child interpreter (``child_json``), never in pytest's own process: a build
+that cannot run here dies there with a signal and the test fails with the doctor's message."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.backends import BACKENDS, load_backend_class
-from bench.backends.base import LoadSettings
+from bench.backends import BACKENDS
 from bench.hardware import detect_gpus
+from conftest import child_json
+
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from bench.backends import load_backend_class
+from bench.backends.base import LoadSettings
+
+b = load_backend_class("llama.cpp")()
+b.load(Path(sys.argv[1]), LoadSettings(threads=2, device="cpu", n_ctx=512, seed=0))
+out = {"name": type(b).name, "bos": b.llm.token_bos(), "prompts": {}}
+for n in (1, 2, 7, 64, 300):
+    out["prompts"][n] = b.prompt(n)
+prompt = b.prompt(32)
+a, c = b.generate(prompt, 10, stop_at_eos=False), b.generate(prompt, 10, stop_at_eos=False)
+out["a"] = {"ids": a.token_ids, "times": a.token_times, "prefill_end": a.prefill_end, "eos": a.stopped_at_eos,
+            "text": a.text}
+out["b_ids"] = c.token_ids
+chat = "<|im_start|>user\nSay hello in one word.<|im_end|>\n<|im_start|>assistant\n"
+p = b.llm.tokenize(chat.encode(), add_bos=False, special=True)
+stopped = b.generate(p, 200, stop_at_eos=True)
+full = b.generate(p, len(stopped.token_ids) + 5, stop_at_eos=False)
+out["stopped"] = {"ids": stopped.token_ids, "times": stopped.token_times, "eos": stopped.stopped_at_eos}
+out["full_ids"] = full.token_ids
+b.close()
+print(json.dumps(out))
+"""
 
 
 @pytest.fixture(scope="module")
-def backend(embedded_gguf):
-    b = load_backend_class("llama.cpp")()
-    b.load(embedded_gguf, LoadSettings(threads=2, device="cpu", n_ctx=512, seed=0))
-    yield b
-    b.close()
+def facts(embedded_gguf):
+    return child_json(CHILD, str(embedded_gguf))
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 300])
-def test_prompt_has_exactly_n_tokens(backend, n):
-    tokens = backend.prompt(n)
+def test_prompt_has_exactly_n_tokens(facts, n):
+    tokens = facts["prompts"][str(n)]
     assert len(tokens) == n
-    assert tokens[0] == backend.llm.token_bos()
+    assert tokens[0] == facts["bos"]
 
 
-def test_generation_is_greedy_and_timestamped(backend):
-    prompt = backend.prompt(32)
-    a = backend.generate(prompt, 10, stop_at_eos=False)
-    b = backend.generate(prompt, 10, stop_at_eos=False)
-    assert a.token_ids == b.token_ids  # the KV cache is cleared between requests: same result
-    assert len(a.token_ids) == 10 and not a.stopped_at_eos
-    assert a.prefill_end is not None and 0 < a.prefill_end < a.token_times[0]
-    assert a.text  # detokenized as the caller would receive it
+def test_generation_is_greedy_and_timestamped(facts):
+    a = facts["a"]
+    assert a["ids"] == facts["b_ids"]  # the KV cache is cleared between requests: same result
+    assert len(a["ids"]) == 10 and not a["eos"]
+    assert a["prefill_end"] is not None and 0 < a["prefill_end"] < a["times"][0]
+    assert a["text"]  # detokenized as the caller would receive it
 
 
 def test_registry_resolves_lazily():
     assert "llama.cpp" in BACKENDS
-    assert load_backend_class("llama.cpp").name == "llama.cpp"
+    assert BACKENDS["llama.cpp"].target.endswith(":LlamaCppBackend")
+
+
+def test_backend_class_is_the_registered_one(facts):
+    assert facts["name"] == "llama.cpp"
 
 
 @pytest.mark.gpu
@@ -54,12 +82,9 @@ def test_gpu_offload_runs_on_cuda(tmp_path, embedded_gguf):
     assert row["memory"].get("peak_vram_nvml_process_bytes", 0) > 0 or "vram_nvml_unavailable" in row["memory"]
 
 
-def test_stop_at_eos_reports_the_count_it_got(backend):
-    chat = "<|im_start|>user\nSay hello in one word.<|im_end|>\n<|im_start|>assistant\n"
-    prompt = backend.llm.tokenize(chat.encode(), add_bos=False, special=True)
-    stopped = backend.generate(prompt, 200, stop_at_eos=True)
-    assert stopped.stopped_at_eos and 1 <= len(stopped.token_ids) < 200
-    assert len(stopped.token_times) == len(stopped.token_ids)
-    full = backend.generate(prompt, len(stopped.token_ids) + 5, stop_at_eos=False)
-    assert len(full.token_ids) == len(stopped.token_ids) + 5  # by default generation goes on past EOS
-    assert full.token_ids[: len(stopped.token_ids)] == stopped.token_ids
+def test_stop_at_eos_reports_the_count_it_got(facts):
+    stopped, full = facts["stopped"], facts["full_ids"]
+    assert stopped["eos"] and 1 <= len(stopped["ids"]) < 200
+    assert len(stopped["times"]) == len(stopped["ids"])
+    assert len(full) == len(stopped["ids"]) + 5  # by default generation goes on past EOS
+    assert full[: len(stopped["ids"])] == stopped["ids"]

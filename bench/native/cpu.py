@@ -1,0 +1,193 @@
+"""What this CPU advertises, and what it can really execute.
+
+A VM can advertise an instruction set (CPUID, ``/proc/cpuinfo``) that faults when used: an Intel
+Xeon guest listing ``amx_tile amx_int8`` whose tile instructions die with SIGILL is one we met.
+So each extension llama.cpp's CPU backend can use is *probed*: a tiny C program executes one
+instruction of it in a child process, and a child killed by a signal means the extension is
+unusable here, whatever the CPU says. Probes are compiled once per CPU and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Extension -> (the /proc/cpuinfo flags that advertise it, gcc target attribute, C body run by the probe).
+# The bodies use volatile data so the compiler cannot fold the instruction away.
+_PROBES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "sse4_2": (("sse4_2",), "sse4.2", "return _mm_crc32_u32(0u, (unsigned)v) != 0 ? 0 : 1;"),
+    "avx": (("avx",), "avx", "__m256 a = _mm256_set1_ps((float)v); a = _mm256_add_ps(a, a); "
+                             "return (int)_mm256_cvtss_f32(a) == 2 * v ? 0 : 1;"),
+    "avx2": (("avx2",), "avx2", "__m256i a = _mm256_set1_epi32(v); a = _mm256_add_epi32(a, a); "
+                                "return _mm256_extract_epi32(a, 0) == 2 * v ? 0 : 1;"),
+    "fma": (("fma",), "fma", "__m256 a = _mm256_set1_ps((float)v); a = _mm256_fmadd_ps(a, a, a); "
+                             "return (int)_mm256_cvtss_f32(a) == v * v + v ? 0 : 1;"),
+    "f16c": (("f16c",), "f16c", "__m128 a = _mm_set1_ps((float)v); __m128i h = _mm_cvtps_ph(a, 0); "
+                                "return (int)_mm_cvtss_f32(_mm_cvtph_ps(h)) == v ? 0 : 1;"),
+    "bmi2": (("bmi2",), "bmi2", "return (int)_pdep_u32((unsigned)v, 0xFFu) == v ? 0 : 1;"),
+    "avx_vnni": (("avx_vnni",), "avxvnni",
+                 "__m256i a = _mm256_set1_epi32(v); a = _mm256_dpbusd_avx_epi32(a, a, a); "
+                 "return _mm256_extract_epi32(a, 0) != 0 ? 0 : 1;"),
+    "avx512": (("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+               "avx512f,avx512cd,avx512vl,avx512dq,avx512bw",
+               "__m512i a = _mm512_set1_epi32(v); a = _mm512_add_epi32(a, a); "
+               "__m512i b = _mm512_set1_epi16((short)v); b = _mm512_adds_epi16(b, b); "
+               "return _mm512_reduce_add_epi32(a) == 32 * v && _mm512_cmpeq_epi16_mask(b, b) ? 0 : 1;"),
+    "avx512_vbmi": (("avx512vbmi",), "avx512f,avx512vbmi",
+                    "__m512i a = _mm512_set1_epi8((char)v); a = _mm512_permutexvar_epi8(a, a); "
+                    "return _mm512_reduce_add_epi32(a) != 12345 ? 0 : 1;"),
+    "avx512_vnni": (("avx512_vnni",), "avx512f,avx512vnni",
+                    "__m512i a = _mm512_set1_epi32(v); a = _mm512_dpbusd_epi32(a, a, a); "
+                    "return _mm512_reduce_add_epi32(a) != 0 ? 0 : 1;"),
+    "avx512_bf16": (("avx512_bf16",), "avx512f,avx512bf16",
+                    "__m512 a = _mm512_set1_ps((float)v); __m256bh h = _mm512_cvtneps_pbh(a); "
+                    "__m512 r = _mm512_dpbf16_ps(a, (__m512bh)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)h), (__m256i)h, 1), "
+                    "(__m512bh)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)h), (__m256i)h, 1)); "
+                    "return _mm512_reduce_add_ps(r) != 0 ? 0 : 1;"),
+    "avx512_fp16": (("avx512_fp16",), "avx512f,avx512fp16",
+                    "__m512h a = _mm512_set1_ph((_Float16)v); a = _mm512_add_ph(a, a); "
+                    "return (int)_mm512_reduce_add_ph(a) != 0 ? 0 : 1;"),
+    "amx": (("amx_tile", "amx_int8"), "amx-tile,amx-int8", "return amx_probe(v, 0);"),
+    "amx_bf16": (("amx_bf16",), "amx-tile,amx-bf16", "return amx_probe(v, 1);"),
+}
+
+_AMX_HELPER = r"""
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <string.h>
+typedef struct { unsigned char palette, start_row, reserved[14]; unsigned short colsb[16]; unsigned char rows[16]; }
+    __attribute__((packed)) tilecfg;
+__attribute__((target("amx-tile,amx-int8,amx-bf16"))) static int amx_probe(int v, int bf16) {
+    /* Linux hands out the tile state only on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18). */
+    if (syscall(SYS_arch_prctl, 0x1023, 18)) return 3;
+    static tilecfg cfg; static signed char a[16 * 64], b[16 * 64]; static int c[16 * 16];
+    memset(&cfg, 0, sizeof cfg); cfg.palette = 1;
+    for (int i = 0; i < 3; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
+    for (int i = 0; i < 16 * 64; i++) { a[i] = (signed char)v; b[i] = 2; }
+    _tile_loadconfig(&cfg); _tile_zero(0); _tile_loadd(1, a, 64); _tile_loadd(2, b, 64);
+    if (bf16) _tile_dpbf16ps(0, 1, 2); else _tile_dpbssd(0, 1, 2);
+    _tile_stored(0, c, 64); _tile_release();
+    return bf16 || c[0] == 128 * v ? 0 : 4;
+}
+"""
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU as the kernel describes it. ``key`` names this kind of CPU (model and every flag):
+    a build is only ever reused on a CPU with the same key."""
+
+    machine: str
+    vendor: str
+    model_name: str
+    flags: tuple[str, ...] = field(default_factory=tuple)
+    logical_cpus: int = 1
+
+    @property
+    def key(self) -> str:
+        text = "|".join([self.machine, self.vendor, self.model_name, *sorted(self.flags)])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def advertised(self) -> list[str]:
+        """The probed extensions whose every flag the CPU advertises."""
+        return [name for name, (flags, _, _) in _PROBES.items() if all(f in self.flags for f in flags)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "flags": list(self.flags), "key": self.key}
+
+
+def read_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """This machine's CPU from ``/proc/cpuinfo`` (Linux), else what ``platform`` knows."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if sep and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block describes them all
+    except OSError:
+        pass
+    flags = tuple(sorted(set((fields.get("flags") or fields.get("Features") or "").split())))
+    return CpuInfo(machine=platform.machine(), vendor=fields.get("vendor_id") or fields.get("CPU implementer") or "",
+                   model_name=fields.get("model name") or platform.processor() or "", flags=flags,
+                   logical_cpus=os.cpu_count() or 1)
+
+
+@dataclass
+class ProbeResult:
+    extension: str
+    usable: bool
+    detail: str  # "ok", "killed by SIGILL", "exit 3: ...", "not compiled: ..."
+
+
+def _probe_source(names: list[str]) -> str:
+    parts = ["#include <immintrin.h>", "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+             _AMX_HELPER if any(n.startswith("amx") for n in names) else ""]
+    for name in names:
+        _, target, body = _PROBES[name]
+        parts.append(f'__attribute__((target("{target}"))) static int probe_{name}(volatile int v) {{ {body} }}')
+    cases = "\n".join(f'    if (!strcmp(argv[1], "{n}")) return probe_{n}(atoi("1"));' for n in names)
+    parts.append(f"int main(int argc, char **argv) {{\n    if (argc < 2) return 2;\n{cases}\n    return 2;\n}}")
+    return "\n".join(parts)
+
+
+def probe_extensions(cpu: CpuInfo, cache: Path | None = None, compiler: str | None = None) -> list[ProbeResult]:
+    """Execute one instruction of each advertised extension in a child process of its own.
+
+    Results are cached in ``cache`` (a JSON file) per CPU key. Without a C compiler nothing can be
+    probed, and every advertised extension is reported as unprobed (treated as usable)."""
+    names = cpu.advertised()
+    if cache is not None and cache.exists():
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("cpu_key") == cpu.key and sorted(data["results"]) == sorted(names):
+                return [ProbeResult(n, **data["results"][n]) for n in names]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if cpu.machine not in ("x86_64", "AMD64", "i686") or not names:
+        return []
+    cc = compiler or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return [ProbeResult(n, True, "unprobed: no C compiler") for n in names]
+    results: list[ProbeResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-isa-") as tmp:
+        # One program per extension, so an old compiler that lacks one intrinsic costs only that probe.
+        for name in names:
+            src, exe = Path(tmp, f"{name}.c"), Path(tmp, name)
+            src.write_text(_probe_source([name]))
+            comp = subprocess.run([cc, "-O1", "-o", str(exe), str(src)], capture_output=True, text=True)
+            if comp.returncode != 0:
+                first = next((ln for ln in comp.stderr.splitlines() if "error" in ln), comp.stderr.strip()[:200])
+                results.append(ProbeResult(name, True, f"unprobed: the compiler rejected the probe ({first.strip()})"))
+                continue
+            try:
+                run = subprocess.run([str(exe), name], capture_output=True, text=True, timeout=30)
+                rc = run.returncode
+            except subprocess.TimeoutExpired:
+                results.append(ProbeResult(name, False, "probe hung for 30 s"))
+                continue
+            if rc < 0:
+                results.append(ProbeResult(name, False, f"killed by {signal.Signals(-rc).name}"))
+            elif rc == 0:
+                results.append(ProbeResult(name, True, "ok"))
+            elif name.startswith("amx") and rc == 3:
+                results.append(ProbeResult(name, False, "the kernel refused the AMX tile state (arch_prctl)"))
+            else:
+                results.append(ProbeResult(name, False, f"probe computed a wrong result (exit {rc})"))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp_file = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp_file.write_text(json.dumps({"cpu_key": cpu.key, "results": {
+            r.extension: {"usable": r.usable, "detail": r.detail} for r in results}}, indent=1))
+        os.replace(tmp_file, cache)
+    return results
