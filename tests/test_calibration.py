@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to compare 1 and 2 threads")
 def test_matmul_rate_follows_the_thread_count(tmp_path, monkeypatch):
-    from bench.calibration import calibrate
+    from bench.hardware.calibration import calibrate
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     # interleaved rounds, best of each: a CPU lost for a while on this shared VM hits both sides

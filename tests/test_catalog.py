@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.catalog import Catalog, load_catalog
 from bench.errors import BenchError
+from bench.models.catalog import Catalog, load_catalog
 
 REQUIRED = [
     "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "qwen2.5-7b-instruct", "qwen3-0.6b", "qwen3-1.7b",

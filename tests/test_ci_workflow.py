@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-import pytest
 import yaml
-
 from conftest import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "bench.yml"

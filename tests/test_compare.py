@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_clean_error, read_jsonl, run_bench
 
 LENGTHS = ("--prompt-tokens", "96", "--gen-tokens", "24", "-r", "5", "--no-progress")

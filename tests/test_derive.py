@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import read_jsonl, run_bench
 
-from bench.catalog import Catalog
 from bench.errors import BenchError
-from bench.store import ModelStore
+from bench.models.catalog import Catalog
+from bench.models.store import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ def test_derive_chains_must_end_in_a_real_source():
 
 
 def test_unknown_recipe_is_refused():
-    from bench.derive import recipe
+    from bench.models.derive import recipe
 
     with pytest.raises(BenchError, match="unknown derive recipe"):
         recipe("Q1_X")

@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
 transformers = pytest.importorskip("transformers")
 
-from bench.store import ModelStore  # noqa: E402
 from conftest import child_json  # noqa: E402
+
+from bench.models.store import ModelStore  # noqa: E402
 
 LLAMA_GREEDY = r"""
 import json, sys

@@ -1,11 +1,10 @@
 """Hardware profiles: every shipped profile validates; cost arithmetic; host detection; bad files."""
 
 import pytest
-
 from conftest import REPO
 
 from bench.errors import BenchError
-from bench.hardware import HOURS_PER_YEAR, Price, auto_profile, detect_host, get_profile, load_profiles
+from bench.hardware.profiles import HOURS_PER_YEAR, Price, auto_profile, detect_host, get_profile, load_profiles
 
 
 def test_every_shipped_profile_validates_and_spans_the_tiers():

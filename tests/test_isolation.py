@@ -3,7 +3,6 @@ and an interrupted run keeps every row it completed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,8 +10,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
-
 from conftest import REPO, read_jsonl, run_bench
 
 
@@ -38,7 +35,7 @@ def _rows(path: Path) -> list[dict]:
 def _worker_of(proc: subprocess.Popen[str]) -> psutil.Process | None:
     for child in psutil.Process(proc.pid).children(recursive=True):
         try:
-            if "bench.worker" in " ".join(child.cmdline()):
+            if "bench.measuring.worker" in " ".join(child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             pass

@@ -6,10 +6,10 @@ that cannot run here dies there with a signal and the test fails with the doctor
 from __future__ import annotations
 
 import pytest
+from conftest import child_json
 
 from bench.backends import BACKENDS
-from bench.hardware import detect_gpus
-from conftest import child_json
+from bench.hardware.profiles import detect_gpus
 
 CHILD = r"""
 import json, sys

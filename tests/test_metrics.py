@@ -1,4 +1,4 @@
-"""Metric formulas of shared/METRICS.md on hand-made timelines with known answers."""
+"""Metric formulas of docs/METRICS.md on hand-made timelines with known answers."""
 
 import math
 import random
@@ -6,8 +6,18 @@ import random
 import numpy as np
 import pytest
 
-from bench.metrics import (Timeline, decode_tps, e2e, itl, itl_percentiles, percentile, prefill_tps, stats,
-                           summarize, tpot, ttft)
+from bench.measuring.metrics import (
+    Timeline,
+    decode_tps,
+    e2e,
+    itl,
+    percentile,
+    prefill_tps,
+    stats,
+    summarize,
+    tpot,
+    ttft,
+)
 
 
 def test_formulas_on_a_known_timeline():
@@ -56,7 +66,7 @@ def test_summary_pools_itl_over_requests():
 
 
 def test_backend_counter_rates():
-    from bench.metrics import counter_rates
+    from bench.measuring.metrics import counter_rates
 
     r = counter_rates({"prefill_compute_s": 0.5, "prefill_compute_tokens": 100,
                        "decode_compute_s": 0.25, "decode_compute_tokens": 10})

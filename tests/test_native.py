@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 
+from conftest import run_bench
+
+from bench.measuring.runner import _classify_exit, explain_crash
 from bench.native import llama_build as lb
 from bench.native.buildinfo import compiled_features
 from bench.native.cpu import CpuInfo, ProbeResult, probe_extensions, read_cpu
-from bench.runner import _classify_exit, explain_crash
-from conftest import run_bench
 
 SPR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq",
              "avx512bw", "avx512_vnni", "avx512_bf16", "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16")

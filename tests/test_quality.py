@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import assert_clean_error, read_jsonl, run_bench
 
-from bench.quality import PositionStats, log_softmax, score_block, summarize_quality
+from bench.quality.scoring import PositionStats, log_softmax, score_block, summarize_quality
 
 LADDER = ["f16", "q8_0-derived", "q4_k_m-derived", "q2_k-derived"]
 
@@ -104,7 +103,7 @@ def test_empty_corpus_is_refused(tmp_path, embedded_model):
 
 def test_different_vocabulary_is_refused(tmp_path):
     from bench.errors import BenchError
-    from bench.quality import ReferenceCache, run_scoring
+    from bench.quality.scoring import ReferenceCache, run_scoring
 
     cache = ReferenceCache(tmp_path / "ref")
     cache.meta_path.write_text('{"vocab_size": 1000, "tokens": [1, 2, 3]}')

@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 
 import pytest
-
 from conftest import assert_clean_error, read_jsonl, run_bench
 
 
@@ -88,7 +87,7 @@ def browser():
     d.quit()
 
 
-# Colors each plot must show when drawn (matplotlib's palette in bench.plots).
+# Colors each plot must show when drawn (matplotlib's palette in bench.analysis.plots).
 BLUE = (31, 119, 180)
 EXPECTED_COLOR = {"speed-quality": BLUE, "tiers": BLUE, "memory": BLUE, "itl": BLUE}
 

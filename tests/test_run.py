@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO, assert_clean_error, read_jsonl, run_bench
 
 P, N, R = 24, 12, 3
@@ -27,7 +26,7 @@ def test_row_is_complete_and_ok(run_row, embedded_model):
     assert (c["model_id"], c["variant_id"], c["backend"], c["profile_id"]) == ("smollm2-135m", "q4_1", "llama.cpp", "auto")
     assert (c["prompt_tokens"], c["gen_tokens"], c["repetitions"], c["warmup"]) == (P, N, R, 1)
     assert row["model"]["sha256"] == embedded_model.sha256
-    assert row["definitions"].startswith("shared/METRICS.md")
+    assert row["definitions"].startswith("docs/METRICS.md")
     assert "smollm2-135m" in proc.stdout  # the summary table
 
 
@@ -122,7 +121,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, embedded_model, args
 
 
 def test_gpu_profile_without_gpu_is_refused(tmp_path, embedded_model):
-    from bench.hardware import detect_gpus
+    from bench.hardware.profiles import detect_gpus
 
     if detect_gpus():
         pytest.skip("this host has a GPU")
@@ -158,7 +157,7 @@ def test_peak_rss_is_not_inherited_from_a_big_parent():
     import subprocess
     import sys
 
-    child = ("import json; from bench.trackers import MemoryTracker\n"
+    child = ("import json; from bench.measuring.trackers import MemoryTracker\n"
              "with MemoryTracker() as m: pass\n"
              "print(json.dumps(m.report()))")
     parent = ("import subprocess, sys\n"

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.results import append_row, read_rows
-from bench.schema import RESULT_SCHEMA_VERSION, CellConfig, Row
+from bench.results.files import append_row, read_rows
+from bench.results.schema import RESULT_SCHEMA_VERSION, CellConfig, Row
 
 
 def _row(status="ok") -> Row:

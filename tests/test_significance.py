@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.significance import mann_whitney_u, null_cdf, ratio_estimate, smallest_p
+from bench.analysis.significance import mann_whitney_u, null_cdf, ratio_estimate, smallest_p
 
 
 def test_null_distribution_is_exact():

@@ -1,16 +1,14 @@
 """Model store with real files: fetch once, verify checksums, refuse damaged GGUFs, explain the hub."""
 
 import shutil
-from pathlib import Path
 
 import pytest
-
 from conftest import assert_clean_error, run_bench
 
-from bench.catalog import Catalog
 from bench.errors import BenchError
-from bench.gguf_info import read_gguf_info
-from bench.store import ModelStore, sha256_file
+from bench.models.catalog import Catalog
+from bench.models.gguf_info import read_gguf_info
+from bench.models.store import ModelStore, sha256_file
 
 
 def _catalog(source: dict) -> Catalog:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import assert_clean_error, read_jsonl, run_bench
 
-from bench.tasks import extract_answer, is_correct, load_items, summarize_task, task_file
+from bench.quality.tasks import extract_answer, is_correct, load_items, summarize_task, task_file
 
 
 def test_gsm8k_ships_verified_and_parses():

@@ -6,11 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import read_jsonl, run_bench
 
-from bench.tiers import (GiB, bytes_read_per_token, gpu_layers_for_budget, predict_memory, roofline_share,
-                         usd_per_million_tokens)
+from bench.hardware.tiers import (
+    GiB,
+    bytes_read_per_token,
+    gpu_layers_for_budget,
+    predict_memory,
+    roofline_share,
+    usd_per_million_tokens,
+)
 
 TIER = """\
 schema_version: 1

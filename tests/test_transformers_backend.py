@@ -11,7 +11,7 @@ from conftest import assert_clean_error, read_jsonl, run_bench  # noqa: E402
 
 from bench.backends import BackendSpec, check_available  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
-from bench.hardware import detect_gpus  # noqa: E402
+from bench.hardware.profiles import detect_gpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO, assert_clean_error, run_bench
 
 CLAIMS = """\

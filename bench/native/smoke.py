@@ -68,9 +68,9 @@ def run_smoke(python: str = sys.executable, model: Path | None = None, threads: 
 
 
 def _embedded_model() -> Path:
-    from bench.catalog import load_catalog
     from bench.datafiles import find_data_path
-    from bench.store import ModelStore
+    from bench.models.catalog import load_catalog
+    from bench.models.store import ModelStore
 
     catalog_path = find_data_path("models.yaml", None, "BENCH_CATALOG")
     catalog = load_catalog(catalog_path)

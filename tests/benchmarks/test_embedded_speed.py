@@ -19,8 +19,8 @@ import pytest
 
 from bench.backends import backend_spec, check_available, load_backend_class
 from bench.backends.base import LoadSettings
-from bench.metrics import Timeline, summarize
-from bench.trackers import MemoryTracker
+from bench.measuring.metrics import Timeline, summarize
+from bench.measuring.trackers import MemoryTracker
 
 PROMPT, GEN, ROUNDS = 128, 32, 5
 THREADS = min(4, len(os.sched_getaffinity(0)))
@@ -30,7 +30,7 @@ CASES = [("llama.cpp", "q4_1"), ("transformers", "hf-f32")]
 
 @pytest.fixture(scope="module")
 def store():
-    from bench.store import ModelStore
+    from bench.models.store import ModelStore
 
     return ModelStore()
 
@@ -65,7 +65,7 @@ def test_request_speed(benchmark, catalog, store, backend_name: str, variant: st
         "backend": backend_name, "variant": variant, "threads": THREADS, "prompt_tokens": PROMPT, "gen_tokens": GEN,
         "decode_tps": summary["decode_tps"]["mean"], "prefill_tps": summary["prefill_tps"]["mean"],
         "ttft_s": summary["ttft_s"]["mean"], "itl_p50_s": summary["itl_s"]["p50"], "itl_p99_s": summary["itl_s"]["p99"],
-        "peak_rss_bytes": mem.report()["peak_rss_bytes"], "definitions": "shared/METRICS.md",
+        "peak_rss_bytes": mem.report()["peak_rss_bytes"], "definitions": "docs/METRICS.md",
     })
     # the suite's e2e and pytest-benchmark's timing of the same requests describe the same work
     e2e = summary["e2e_s"]["mean"]

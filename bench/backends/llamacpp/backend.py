@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.backends.base import Backend, GenerationTrace, LoadSettings
 from bench.errors import BenchError
-from bench.prompts import build_prompt
+from bench.measuring.prompts import build_prompt
 
 
 class LlamaCppBackend(Backend):

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.backends.base import Backend, GenerationTrace, LoadSettings
 from bench.errors import BenchError
-from bench.prompts import build_prompt
+from bench.measuring.prompts import build_prompt
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

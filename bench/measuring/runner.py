@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import backend_spec
-from bench.hardware import Profile
-from bench.metrics import (DEFINITIONS, Timeline, counter_rates, decode_tps, e2e, prefill_tps, stats, summarize, tpot,
-                           ttft)
-from bench.schema import CellConfig, Row
-from bench.store import ResolvedModel
-from bench.tiers import bytes_read_per_token, roofline_share, usd_per_million_tokens
-from bench.worker import PHASE_PREFIX, PROGRESS_PREFIX
+from bench.hardware.profiles import Profile
+from bench.hardware.tiers import bytes_read_per_token, roofline_share, usd_per_million_tokens
+from bench.measuring.metrics import (
+    DEFINITIONS,
+    Timeline,
+    counter_rates,
+    decode_tps,
+    e2e,
+    prefill_tps,
+    stats,
+    summarize,
+    tpot,
+    ttft,
+)
+from bench.measuring.worker import PHASE_PREFIX, PROGRESS_PREFIX
+from bench.models.store import ResolvedModel
+from bench.results.schema import CellConfig, Row
 
 ProgressFn = Callable[[int, int], None]
 
@@ -150,14 +160,14 @@ class _ChildWatch:
 def run_worker(spec: dict[str, Any], threads: int, timeout_s: float,
                on_progress: ProgressFn | None = None,
                build: dict[str, Any] | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
-    """Run ``bench.worker`` on ``spec`` in a child process: (status, reason, result or None).
+    """Run ``bench.measuring.worker`` on ``spec`` in a child process: (status, reason, result or None).
     ``build`` (the llama.cpp build's facts) lets a crash name the build and its fix."""
     with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
         spec_path, out_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
         spec_path.write_text(json.dumps(spec))
         with err_path.open("w") as err:
             proc = subprocess.Popen(  # faulthandler: a crash leaves the Python frame it happened in
-                [sys.executable, "-X", "faulthandler", "-m", "bench.worker", str(spec_path), str(out_path)],
+                [sys.executable, "-X", "faulthandler", "-m", "bench.measuring.worker", str(spec_path), str(out_path)],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(threads),
                 start_new_session=True,  # Ctrl-C reaches the parent, which decides what to stop
             )
@@ -250,9 +260,9 @@ def run_quality(plan: CellPlan) -> dict[str, Any]:
     (reference file, corpus, window) and is cached."""
     import hashlib
 
-    from bench.corpus import load_corpus
     from bench.datafiles import cache_dir
-    from bench.quality import ReferenceCache
+    from bench.quality.corpus import load_corpus
+    from bench.quality.scoring import ReferenceCache
 
     c, q = plan.config, plan.config.quality or {}
     corpus = load_corpus(q["corpus"])
@@ -285,7 +295,7 @@ def run_quality(plan: CellPlan) -> dict[str, Any]:
 def run_task_pass(plan: CellPlan) -> dict[str, Any]:
     """Task accuracy in a child process of its own, with time, energy and cost per correct answer
     (reasoning distills write long answers: per correct answer is the honest comparison)."""
-    from bench.tasks import summarize_task, task_file
+    from bench.quality.tasks import summarize_task, task_file
 
     c, t = plan.config, plan.config.task or {}
     path = task_file(t["name"])
@@ -302,7 +312,7 @@ def run_task_pass(plan: CellPlan) -> dict[str, Any]:
 
 
 def tier_outcome(plan: CellPlan, memory: dict[str, Any]) -> dict[str, Any]:
-    """Measured peak against the tier's budget (fits, per shared/METRICS.md) and the prediction."""
+    """Measured peak against the tier's budget (fits, per docs/METRICS.md) and the prediction."""
     out: dict[str, Any] = {}
     peak = memory.get("peak_rss_bytes")
     budget = plan.tier.get("ram_budget_bytes")

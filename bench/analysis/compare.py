@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.analysis.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
 from bench.errors import BenchError
-from bench.schema import CellConfig, Row
-from bench.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
+from bench.results.schema import CellConfig, Row
 
 # Fields of a cell that may differ between the two runs and still be compared (they are shown).
 LOOSE_FIELDS = ("threads", "repetitions", "warmup", "seed", "timeout_s")

@@ -1,4 +1,4 @@
-"""Speed metrics as pure functions over raw per-request timestamps (``shared/METRICS.md``).
+"""Speed metrics as pure functions over raw per-request timestamps (``docs/METRICS.md``).
 
 For one request: t0 = the request is handed to the backend; t_i = the i-th generated token is
 available to the caller (i = 1..n); p = prompt tokens; t_pf = end of the prefill pass (None where
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 DEFINITIONS = (
-    "shared/METRICS.md: TTFT=t1-t0; prefill tok/s=p/(prefill pass); decode tok/s=(n-1)/(tn-t1); "
+    "docs/METRICS.md: TTFT=t1-t0; prefill tok/s=p/(prefill pass); decode tok/s=(n-1)/(tn-t1); "
     "TPOT=(tn-t1)/(n-1); ITL=t(i+1)-t(i) pooled, linear-interpolated percentiles; e2e=tn-t0; "
     "std is the sample standard deviation (n-1)"
 )

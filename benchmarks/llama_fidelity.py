@@ -2,7 +2,7 @@
 direct llama-cpp-python loop and with llama.cpp's own ``llama-bench`` on the same GGUF, threads
 and lengths, interleaved in rounds in one session (so drift on a shared host hits all three).
 
-    python -m bench.overhead [--model PATH] [-p 128] [-n 64] [-t 2] [-r 5] [--rounds 3]
+    python benchmarks/llama_fidelity.py [--model PATH] [-p 128] [-n 64] [-t 2] [-r 5] [--rounds 3]
                              [--llama-bench /path/to/llama-bench]
 
 Matching llama-bench: prefill is its ``pp`` test (p tokens from an empty context); decode is its
@@ -27,7 +27,7 @@ def direct_child(model: str, p: int, n: int, threads: int, reps: int) -> dict:
     """The few lines a user would write: Llama(...), then Llama.generate, timed per token."""
     from llama_cpp import Llama
 
-    from bench.prompts import build_prompt
+    from bench.measuring.prompts import build_prompt
 
     llm = Llama(model_path=model, n_ctx=p + n, n_threads=threads, n_threads_batch=threads, verbose=False)
     prompt = build_prompt(p, lambda s: llm.tokenize(s.encode(), add_bos=False), [llm.token_bos()])
@@ -47,7 +47,7 @@ def direct_child(model: str, p: int, n: int, threads: int, reps: int) -> dict:
 
 
 def run_direct(model: str, p: int, n: int, t: int, r: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.overhead", "--direct-child", json.dumps([model, p, n, t, r])],
+    out = subprocess.run([sys.executable, __file__, "--direct-child", json.dumps([model, p, n, t, r])],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _embedded_model() -> str:
-    from bench.catalog import load_catalog
     from bench.datafiles import find_data_path
-    from bench.store import ModelStore
+    from bench.models.catalog import load_catalog
+    from bench.models.store import ModelStore
 
     catalog = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG"))
     model = catalog.model(catalog.default_model)

@@ -9,8 +9,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.flat import flatten, latest_per_cell, reference_of, reference_variants, tier_label
-from bench.schema import Row
+from bench.analysis.flat import flatten, latest_per_cell, reference_of, reference_variants, tier_label
+from bench.results.schema import Row
 
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -147,7 +147,7 @@ def speed_and_cost_by_tier(rows: Sequence[Row]) -> Plot:
     fig.legend(*a1.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=min(3, len(series)),
                bbox_to_anchor=(0.5, 1.0), frameon=False)
     caption = ("Measured on each tier's caps (threads, RAM) on the host named in the table; $/1M tokens = "
-               "the tier's $/hour / (decode tok/s x 3600) x 1e6 (shared/METRICS.md). "
+               "the tier's $/hour / (decode tok/s x 3600) x 1e6 (docs/METRICS.md). "
                f"{priced} of {len(tiers) * len(series)} bars have a price.")
     return Plot(pid, title, caption, svg=_svg(fig))
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.schema import Row
+from bench.results.schema import Row
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def tier_label(r: Row) -> str:
 
 def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
     """One row per cell and tier (the newest): re-runs and merged files do not count twice."""
-    from bench.compare import match_key
+    from bench.analysis.compare import match_key
 
     out: dict[tuple, Row] = {}
     for r in sorted(rows, key=lambda r: r.created_at):
@@ -58,7 +58,7 @@ def reference_of(r: Row, references: set[tuple[str, str]]) -> str | None:
 
 
 def hourly_usd(r: Row) -> float | None:
-    from bench.hardware import Price
+    from bench.hardware.profiles import Price
 
     price = (r.profile or {}).get("price")
     if not price:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bench.catalog import HfSource, Model, PypiSource, Source, Variant
 from bench.datafiles import cache_dir
 from bench.errors import BenchError
+from bench.models.catalog import HfSource, Model, PypiSource, Source, Variant
 
 # safetensors and tokenizer files only: pickle weights (*.bin, *.pt) are never fetched.
 HF_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
@@ -80,7 +80,7 @@ class ModelStore:
         sha = self._verify(local, src.sha256, f"{model.id}:{variant.id}") if local.is_file() else None
         gguf = None
         if variant.format == "gguf":
-            from bench.gguf_info import read_gguf_info
+            from bench.models.gguf_info import read_gguf_info
 
             gguf = read_gguf_info(local).to_dict()
         return ResolvedModel(
@@ -97,7 +97,7 @@ class ModelStore:
 
     def resolve_path(self, path: Path) -> ResolvedModel:
         """A GGUF given directly on the command line (``bench run --model ./x.gguf``)."""
-        from bench.gguf_info import read_gguf_info
+        from bench.models.gguf_info import read_gguf_info
 
         path = path.expanduser()
         if not path.is_file():
@@ -123,7 +123,7 @@ class ModelStore:
 
     def derive_from(self, parent: ResolvedModel, recipe_name: str) -> ResolvedModel:
         """Apply a derive recipe to any resolved GGUF (``bench models derive``)."""
-        from bench.derive import derive_file
+        from bench.models.derive import derive_file
 
         if parent.format != "gguf" or parent.sha256 is None:
             raise BenchError(f"{parent.model_id}:{parent.variant_id}: only a GGUF file can be derived from")

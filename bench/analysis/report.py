@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.flat import COLUMNS, flatten, tier_label
-from bench.schema import Row
+from bench.analysis.flat import COLUMNS, flatten, tier_label
+from bench.results.schema import Row
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
 DISPLAY: tuple[tuple[str, str, str], ...] = (
@@ -69,8 +69,8 @@ class Report:
                 f"{len(hosts)} host(s) ({', '.join(hosts)}), measured {when[0]} to {when[-1]}")
 
     def pareto(self) -> list[str]:
-        """The same fronts as the speed-quality plot (bench.plots.quality_groups)."""
-        from bench.plots import pareto_front, quality_groups
+        """The same fronts as the speed-quality plot (bench.analysis.plots.quality_groups)."""
+        from bench.analysis.plots import pareto_front, quality_groups
 
         metric, groups = quality_groups(self.rows)
         loss = "KLD" if metric == "kld_mean" else "task error"
@@ -89,7 +89,7 @@ def _md_escape(text: str) -> str:
 
 def markdown(report: Report) -> str:
     lines = ["# Benchmark report", "", f"Generated {report.generated_at}: {report.provenance()}.", "",
-             "Metric definitions: shared/METRICS.md (TTFT = t1 - t0; decode tok/s = (n - 1) / (tn - t1); "
+             "Metric definitions: docs/METRICS.md (TTFT = t1 - t0; decode tok/s = (n - 1) / (tn - t1); "
              "ITL percentiles pooled over repetitions). The plots are in the HTML report.", ""]
     if report.warnings:
         lines += [f"## Warnings ({len(report.warnings)})", ""] + [f"- {_md_escape(w)}" for w in report.warnings] + [""]
@@ -127,7 +127,7 @@ figure{margin:1rem 0 2rem 0}figure svg{max-width:100%;height:auto}figcaption{fon
 
 
 def html_page(report: Report) -> str:
-    from bench.plots import PLOTS
+    from bench.analysis.plots import PLOTS
 
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -135,7 +135,7 @@ def html_page(report: Report) -> str:
              "<title>Benchmark report</title>", f"<style>{HTML_STYLE}</style></head><body>",
              "<h1>Benchmark report</h1>",
              f'<p class="small">Generated {e(report.generated_at)}: {e(report.provenance())}. Sources: '
-             f"{e(', '.join(report.sources))}. Metric definitions: shared/METRICS.md.</p>"]
+             f"{e(', '.join(report.sources))}. Metric definitions: docs/METRICS.md.</p>"]
     if report.warnings:
         parts.append('<div class="warn"><b>Warnings</b><ul>' + "".join(f"<li>{e(w)}</li>" for w in report.warnings)
                      + "</ul></div>")

@@ -11,13 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import backend_spec, check_available
-from bench.catalog import Catalog, load_catalog
 from bench.errors import BenchError
-from bench.hardware import HostInfo, Profile, get_profile
-from bench.runner import CellPlan
-from bench.schema import CellConfig
-from bench.store import ModelStore, ResolvedModel
-from bench.tiers import GiB, cpu_repacked_types, fit_verdict, gpu_layers_for_budget, predict_memory, ram_budget_bytes
+from bench.hardware.profiles import HostInfo, Profile, get_profile
+from bench.hardware.tiers import (
+    GiB,
+    cpu_repacked_types,
+    fit_verdict,
+    gpu_layers_for_budget,
+    predict_memory,
+    ram_budget_bytes,
+)
+from bench.measuring.runner import CellPlan
+from bench.models.catalog import Catalog, load_catalog
+from bench.models.store import ModelStore, ResolvedModel
+from bench.results.schema import CellConfig
 
 
 @dataclass
@@ -56,7 +63,7 @@ def validate(req: RunRequest) -> None:
     _positive("--threads", req.threads)
     _positive("--timeout", [req.timeout_s])
     if req.repetitions < 3:
-        raise BenchError(f"--repetitions must be at least 3 (shared/METRICS.md), got {req.repetitions}")
+        raise BenchError(f"--repetitions must be at least 3 (docs/METRICS.md), got {req.repetitions}")
     if req.warmup < 0:
         raise BenchError(f"--warmup must be 0 or more, got {req.warmup}")
     if req.n_ctx is not None:
@@ -65,12 +72,12 @@ def validate(req: RunRequest) -> None:
         if req.quality["n_ctx"] < 8:
             raise BenchError(f"--quality-ctx must be at least 8 tokens, got {req.quality['n_ctx']}")
         _positive("--quality-chunks", [req.quality["chunks"]])
-        from bench.corpus import load_corpus
+        from bench.quality.corpus import load_corpus
 
         load_corpus(req.quality["corpus"])  # a missing or unreadable corpus is bad input: say so now
     if req.task is not None:
         _positive("--task-limit", [req.task["limit"]])
-        from bench.tasks import load_items, task_file
+        from bench.quality.tasks import load_items, task_file
 
         load_items(task_file(req.task["name"]))  # an unparsable task file is bad input: say so now
 

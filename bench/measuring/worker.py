@@ -1,6 +1,6 @@
 """The benchmark child process: one cell, measured in isolation.
 
-Run as ``python -m bench.worker SPEC.json RESULT.json``. It loads the backend, runs the warm-up
+Run as ``python -m bench.measuring.worker SPEC.json RESULT.json``. It loads the backend, runs the warm-up
 and counted repetitions, and writes raw timelines and memory figures to RESULT.json (atomically).
 Progress goes to stdout as ``@@progress DONE TOTAL`` lines. A Python-level failure is written as
 a result with a reason; a crash or kill leaves no result file and the parent classifies it.
@@ -68,8 +68,8 @@ def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
 
     from bench.backends import load_backend_class
     from bench.backends.base import LoadSettings
-    from bench.energy import open_meter
-    from bench.trackers import MemoryTracker, Stopwatch, VramTracker
+    from bench.measuring.energy import open_meter
+    from bench.measuring.trackers import MemoryTracker, Stopwatch, VramTracker
 
     caps = spec.get("caps", {})
     seen = apply_caps(caps)
@@ -112,8 +112,8 @@ def run_score(spec: dict[str, Any]) -> dict[str, Any]:
     """Quality pass: log-probabilities over a corpus, in a context of its own (never timed)."""
     from bench.backends import load_backend_class
     from bench.backends.base import LoadSettings
-    from bench.quality import ReferenceCache, run_scoring
-    from bench.trackers import MemoryTracker
+    from bench.measuring.trackers import MemoryTracker
+    from bench.quality.scoring import ReferenceCache, run_scoring
 
     apply_caps(spec.get("caps", {}))
     with MemoryTracker() as mem:
@@ -143,9 +143,9 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
 
     from bench.backends import load_backend_class
     from bench.backends.base import LoadSettings
-    from bench.energy import open_meter
     from bench.errors import BenchError
-    from bench.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
+    from bench.measuring.energy import open_meter
+    from bench.quality.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
 
     apply_caps(spec.get("caps", {}))
     _phase("loading")

@@ -1,4 +1,4 @@
-"""Quality against a reference variant of the same model (``shared/METRICS.md``).
+"""Quality against a reference variant of the same model (``docs/METRICS.md``).
 
 On one token sequence (the reference's tokenizer), per scored position j, with P the reference's
 and Q the variant's next-token distributions over the full vocabulary:
@@ -82,7 +82,7 @@ def score_block(logits: Any, targets: Any, logp: Any | None, ref_entropy_term: A
 
 
 def summarize_quality(s: PositionStats) -> dict[str, Any]:
-    from bench.metrics import percentile
+    from bench.measuring.metrics import percentile
 
     n = len(s.nll)
     mean_nll = sum(s.nll) / n

@@ -66,7 +66,7 @@ def llama_quantize(ftype_name: str) -> Callable[[Path, Path], None]:
     """llama.cpp's quantizer, run in a child process: a build that cannot run on this machine
     dies there, not in the caller (``bench doctor`` explains; see bench.native)."""
     def run(src: Path, dst: Path) -> None:
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "bench.derive", "quantize",
+        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "bench.models.derive", "quantize",
                                ftype_name, str(src), str(dst)])
         if proc.returncode < 0:
             sig = signal.Signals(-proc.returncode).name
@@ -177,7 +177,7 @@ def derive_file(parent: Path, parent_sha256: str, recipe_name: str, root: Path) 
     return dst, True
 
 
-if __name__ == "__main__":  # python -m bench.derive quantize FTYPE SRC DST (the child of llama_quantize)
+if __name__ == "__main__":  # python -m bench.models.derive quantize FTYPE SRC DST (the child of llama_quantize)
     if len(sys.argv) != 5 or sys.argv[1] != "quantize":
-        sys.exit("usage: python -m bench.derive quantize FTYPE SRC DST")
+        sys.exit("usage: python -m bench.models.derive quantize FTYPE SRC DST")
     sys.exit(1 if _quantize_in_this_process(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])) else 0)

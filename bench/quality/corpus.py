@@ -82,8 +82,8 @@ def load_corpus(spec: str) -> Corpus:
 
 
 def _fetch_hf_text(spec: str) -> tuple[Path, str]:
-    from bench.catalog import HfSource, Source
-    from bench.store import ModelStore
+    from bench.models.catalog import HfSource, Source
+    from bench.models.store import ModelStore
 
     body, _, revision = spec[3:].partition("@")
     parts = body.split("/")

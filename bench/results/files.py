@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.schema import Row
+from bench.results.schema import Row
 
 
 def default_results_path(results_dir: Path, when: dt.datetime | None = None, stem: str | None = None) -> Path:

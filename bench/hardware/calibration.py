@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.datafiles import cache_dir
@@ -84,7 +83,7 @@ def calibrate(threads: int | None = None, *, force: bool = False) -> dict[str, A
             pass
     t0 = time.perf_counter()
     env = {**os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-    proc = subprocess.run([sys.executable, "-m", "bench.calibration", str(threads)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "bench.hardware.calibration", str(threads)], env=env,
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"calibration child failed: {proc.stderr.strip()[-300:]}")
@@ -103,7 +102,7 @@ def calibrate(threads: int | None = None, *, force: bool = False) -> dict[str, A
     return result
 
 
-if __name__ == "__main__":  # the measuring child: python -m bench.calibration THREADS
+if __name__ == "__main__":  # the measuring child: python -m bench.hardware.calibration THREADS
     n_threads = int(sys.argv[1])
     print(json.dumps({"memory_bandwidth_bytes_per_s": measure_bandwidth(n_threads),
                       "matmul_flop_per_s": measure_matmul()}))

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import __version__
 from bench.datafiles import REPO_ROOT
-from bench.hardware import HostInfo
+from bench.hardware.profiles import HostInfo
 from bench.native.buildinfo import build_facts
 
 TRACKED_PACKAGES = ("llama-cpp-python", "torch", "transformers", "bitsandbytes", "optimum",

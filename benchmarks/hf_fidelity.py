@@ -1,8 +1,8 @@
 """Fidelity of the Hugging Face backends: the suite's decode tok/s against a minimal direct loop in
 each library (load, ``generate(min_new_tokens=n)``, time it), interleaved in rounds in one
-session on the embedded model's derived fp32 folder. (llama.cpp: see ``bench.overhead``.)
+session on the embedded model's derived fp32 folder. (llama.cpp: see ``benchmarks/llama_fidelity.py``.)
 
-    python -m bench.fidelity [--rounds 2] [--cases transformers,bf16,torch-int8,bnb8,bnb4,ort-fp32,ort-int8]
+    python benchmarks/hf_fidelity.py [--rounds 2] [--cases transformers,bf16,torch-int8,bnb8,bnb4,ort-fp32,ort-int8]
 
 Direct decode tok/s = 63 / (T(generate 64 tokens) - T(generate 1 token)), median of 3; the suite's
 is its mean decode tok/s over 3 repetitions of p=128, n=64. The table's ratio is the median over
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         case, folder = json.loads(args.direct_child)
         print(json.dumps(direct_child(case, folder, args.t)))
         return 0
-    from bench.catalog import load_catalog
     from bench.datafiles import find_data_path
-    from bench.store import ModelStore
+    from bench.models.catalog import load_catalog
+    from bench.models.store import ModelStore
 
     model = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG")).model("smollm2-135m")
     folder = str(ModelStore().resolve(model, model.variant("hf-f32")).path)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for c in cases:  # interleaved: suite and direct of a case run back to back
             results[c]["suite"].append(run_suite(c, args.t))
-            out = subprocess.run([sys.executable, "-m", "bench.fidelity", "-t", str(args.t), "--direct-child",
+            out = subprocess.run([sys.executable, __file__, "-t", str(args.t), "--direct-child",
                                   json.dumps([c, folder])], capture_output=True, text=True, check=True)
             results[c]["direct"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)

@@ -49,7 +49,7 @@ class PypiSource(_Strict):
 
 
 class DeriveSource(_Strict):
-    """Made offline from another variant of the same model by a recipe (see bench/derive.py)."""
+    """Made offline from another variant of the same model by a recipe (see bench/models/derive.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     from_variant: str = Field(alias="from")

@@ -1,0 +1,1 @@
+"""Hardware tiers: profiles and host detection, tier arithmetic (memory, fit, cost), calibration."""

@@ -1,0 +1,1 @@
+"""Quality: corpora, perplexity/KLD scoring against a reference, and tasks scored by exact match."""
