@@ -42,40 +42,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profiles-dir", help="hardware profiles folder (default: ./hardware_profiles or the repo's)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="benchmark models (default: the embedded model on this host)")
-    r.add_argument("--model", "-m", action="append", default=[], metavar="ID[:VARIANT]|PATH.gguf",
+    r = sub.add_parser("run", help="benchmark models (default: the embedded model on this host)",
+                       description="Each flag has a matrix-file key of the same name (see bench/request.py).")
+    r.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]|PATH.gguf",
                    help="catalog model (optionally with a variant) or a GGUF file; repeatable")
-    r.add_argument("--variant", "-v", action="append", default=[], help="variant id for catalog models; repeatable")
+    r.add_argument("--variant", "-v", action="append", default=None, help="variant id for catalog models; repeatable")
     r.add_argument("--backend", "-b", type=_str_list, action="extend", metavar="NAME[,NAME...]",
                    help="inference backend(s) (default: llama.cpp)")
     r.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
                    help="hardware profile(s): a tier to emulate, or auto = this host as it is (default)")
-    r.add_argument("--matrix", help="YAML matrix file (models x variants x backends x profiles x lengths); "
-                   "re-running it skips cells already ok in the results file")
+    r.add_argument("--matrix", help="YAML file with the same keys as these flags (a run request); re-running it "
+                   "skips cells already ok in the results file")
     r.add_argument("--force", action="store_true", help="with --matrix: run cells even if already ok")
-    r.add_argument("--prompt-tokens", type=_int_list, default=[128], metavar="N[,N...]", help="prompt length(s) in tokens (default 128)")
-    r.add_argument("--gen-tokens", type=_int_list, default=[64], metavar="N[,N...]", help="generated tokens (default 64)")
-    r.add_argument("--threads", "-t", type=_int_list, default=[], metavar="N[,N...]", help="thread count(s) (default: the profile's)")
-    r.add_argument("--repetitions", "-r", type=int, default=3, help="counted repetitions, at least 3 (default 3)")
-    r.add_argument("--warmup", type=int, default=1, help="uncounted warm-up requests (default 1)")
-    r.add_argument("--ctx", type=int, default=None, help="context size (default: prompt + generated tokens)")
-    r.add_argument("--n-gpu-layers", type=int, default=None,
+    r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]", help="prompt length(s) in tokens (default 128)")
+    r.add_argument("--gen-tokens", type=_int_list, metavar="N[,N...]", help="generated tokens (default 64)")
+    r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]", help="thread count(s) (default: the profile's)")
+    r.add_argument("--repetitions", "-r", type=int, help="counted repetitions, at least 3 (default 3)")
+    r.add_argument("--warmup", type=int, help="uncounted warm-up requests (default 1)")
+    r.add_argument("--ctx", type=int, help="context size (default: prompt + generated tokens)")
+    r.add_argument("--n-gpu-layers", type=int,
                    help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
-    r.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
+    r.add_argument("--backend-opt", action="append", default=None, metavar="KEY=VALUE",
                    help="backend setting, e.g. dtype=bf16 or compile=true for transformers; repeatable")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--stop-at-eos", action="store_true", help="stop a request at end-of-sequence (default: always generate N tokens)")
-    r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell before it is killed (default 1800)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--stop-at-eos", action="store_true", default=None,
+                   help="stop a request at end-of-sequence (default: always generate N tokens)")
+    r.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 1800)")
     r.add_argument("--quality", action="store_true",
                    help="also measure perplexity and divergence from the reference variant (docs/METRICS.md)")
-    r.add_argument("--corpus", default="alice29", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
-    r.add_argument("--quality-ctx", type=int, default=512, help="quality window in tokens (default 512)")
-    r.add_argument("--quality-chunks", type=int, default=8, help="quality windows scored (default 8)")
+    r.add_argument("--corpus", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
+    r.add_argument("--quality-ctx", type=int, help="quality window in tokens (default 512)")
+    r.add_argument("--quality-chunks", type=int, help="quality windows scored (default 8)")
     r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
     r.add_argument("--task", help="also measure task accuracy: gsm8k, or a JSON-lines file of {question, answer}")
-    r.add_argument("--task-limit", type=int, default=50, help="task items scored (default 50)")
-    r.add_argument("--task-shots", type=int, default=4, help="few-shot examples, never scored (default 4)")
-    r.add_argument("--task-max-tokens", type=int, default=256, help="answer length limit in tokens (default 256)")
+    r.add_argument("--task-limit", type=int, help="task items scored (default 50)")
+    r.add_argument("--task-shots", type=int, help="few-shot examples, never scored (default 4)")
+    r.add_argument("--task-max-tokens", type=int, help="answer length limit in tokens (default 256)")
+    r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default 2048)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -139,81 +142,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace) -> int:
-    import uuid
+def _request(args: argparse.Namespace) -> Any:
+    """The run request: from the matrix file, or from the flags (both validated the same way)."""
+    from bench.request import request_from_cli, request_from_yaml
 
+    if args.matrix:
+        return request_from_yaml(Path(args.matrix))
+    sub_fields = {"quality": {"corpus": args.corpus, "n_ctx": args.quality_ctx, "chunks": args.quality_chunks,
+                              "reference": args.reference},
+                  "task": {"name": args.task, "limit": args.task_limit, "shots": args.task_shots,
+                           "max_new_tokens": args.task_max_tokens, "n_ctx": args.task_ctx}}
+    values: dict[str, Any] = {
+        "models": args.model, "variants": args.variant, "backends": args.backend, "profiles": args.profile,
+        "backend_options": _options(args.backend_opt) if args.backend_opt else None,
+        "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "threads": args.threads,
+        "repetitions": args.repetitions, "warmup": args.warmup, "n_ctx": args.ctx, "n_gpu_layers": args.n_gpu_layers,
+        "seed": args.seed, "stop_at_eos": args.stop_at_eos, "timeout_s": args.timeout,
+        "quality": {k: v for k, v in sub_fields["quality"].items() if v is not None} if args.quality else None,
+        "task": {k: v for k, v in sub_fields["task"].items() if v is not None} if args.task else None,
+    }
+    return request_from_cli(values)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from bench.datafiles import find_data_path
     from bench.display import console, results_table
-    from bench.hardware.calibration import calibrate
-    from bench.hardware.profiles import detect_host
-    from bench.measuring.environment import capture_environment
-    from bench.measuring.plan import RunRequest, build_plans
-    from bench.measuring.runner import run_cell
-    from bench.models.catalog import load_catalog
-    from bench.models.store import ModelStore
-    from bench.results.files import append_row, default_results_path, read_rows
+    from bench.orchestrate import plan_request, run_plans
+    from bench.results.files import default_results_path
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
-    if args.matrix:
-        from bench.matrix import load_matrix
-
-        req = load_matrix(Path(args.matrix)).request(catalog_path, profiles_dir)
-    else:
-        req = RunRequest(
-            models=args.model or [load_catalog(catalog_path).default_model], catalog_path=catalog_path,
-            profiles_dir=profiles_dir, variants=args.variant, backends=args.backend or ["llama.cpp"],
-            profiles=args.profile or ["auto"], prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-            threads=args.threads, repetitions=args.repetitions, warmup=args.warmup, n_ctx=args.ctx,
-            n_gpu_layers=args.n_gpu_layers, seed=args.seed, stop_at_eos=args.stop_at_eos, timeout_s=args.timeout,
-            quality={"corpus": args.corpus, "n_ctx": args.quality_ctx, "chunks": args.quality_chunks}
-            if args.quality else None, reference=args.reference, backend_options=_options(args.backend_opt),
-            task={"name": args.task, "limit": args.task_limit, "shots": args.task_shots,
-                  "max_new_tokens": args.task_max_tokens, "n_ctx": 2048} if args.task else None,
-        )
-    host = detect_host()
-    plans = build_plans(req, ModelStore(), host)
+    req = _request(args)
+    plans = plan_request(req, catalog_path, profiles_dir)
     if args.output:
         out_path = Path(args.output)
-    elif args.matrix:
-        out_path = default_results_path(Path("results"), stem=Path(args.matrix).stem)
     else:
-        out_path = default_results_path(Path("results"))
-    skipped = 0
-    if args.matrix and not args.force and out_path.exists():
-        done = {r.cell_key for r in read_rows(out_path)[0] if r.status == "ok"}
-        skipped = sum(p.config.key() in done for p in plans)
-        plans = [p for p in plans if p.config.key() not in done]
-    environment = capture_environment(host)
-    run_id = uuid.uuid4().hex[:12]
+        out_path = default_results_path(Path("results"), stem=Path(args.matrix).stem if args.matrix else None)
     err = console(stderr=True)
-    if skipped:
-        err.print(f"{skipped} cell(s) already ok in {out_path}: skipped (--force runs them again)")
-    rows = []
-    calibrations: dict[int, dict] = {}
     stop = _GracefulStop(err)
     with stop, _progress(err, disabled=args.no_progress) as progress:
-        for i, plan in enumerate(plans, 1):
-            if stop.requested:
-                break
-            c = plan.config
-            task = progress.add_task(f"[{i}/{len(plans)}] {c.model_id}:{c.variant_id} {c.backend} "
-                                     f"t={c.threads} p={c.prompt_tokens} n={c.gen_tokens}", total=None)
-            if c.threads not in calibrations and not plan.precheck:
-                calibrations[c.threads] = calibrate(c.threads)
-            row = run_cell(plan, run_id, environment, calibrations.get(c.threads),
-                           on_progress=lambda done, total, task=task: progress.update(task, completed=done, total=total))
-            append_row(out_path, row)
-            rows.append(row)
-            progress.update(task, completed=1, total=1, description=progress.tasks[task].description + f" [{row.status}]")
-    console().print(results_table(rows))
-    err.print(f"{len(rows)} row(s) written to {out_path}")
-    if stop.requested and len(rows) < len(plans):
-        err.print(f"interrupted: {len(plans) - len(rows)} cell(s) not run")
+        outcome = run_plans(plans, out_path, skip_done=bool(args.matrix) and not args.force,
+                            events=_ProgressEvents(progress, err), should_stop=lambda: stop.requested)
+    console().print(results_table(outcome.rows))
+    err.print(f"{len(outcome.rows)} row(s) written to {out_path}")
+    if outcome.interrupted:
+        err.print(f"interrupted: {len(outcome.planned) - len(outcome.rows)} cell(s) not run")
         return EXIT_INTERRUPTED
-    ok = all(r.status == "ok" and r.quality.get("status", "ok") == "ok" and r.task.get("status", "ok") == "ok"
-             for r in rows)
-    return EXIT_OK if ok else EXIT_CELL_FAILED
+    return EXIT_OK if outcome.all_ok else EXIT_CELL_FAILED
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -337,6 +312,31 @@ class _progress:
 
     def __exit__(self, *exc: object) -> None:
         self.p.__exit__(*exc)
+
+
+class _ProgressEvents:
+    """A run's progress as rich progress bars: one line per cell, its repetitions as the bar."""
+
+    def __init__(self, progress: Any, console: Any) -> None:
+        self.progress, self.console, self.task = progress, console, None
+
+    def planned(self, cells: list[Any], skipped: int, output: Path) -> None:
+        if skipped:
+            self.console.print(f"{skipped} cell(s) already ok in {output}: skipped (--force runs them again)")
+
+    def cell_started(self, index: int, total: int, plan: Any) -> None:
+        c = plan.config
+        self.task = self.progress.add_task(f"[{index}/{total}] {c.model_id}:{c.variant_id} {c.backend} "
+                                           f"t={c.threads} p={c.prompt_tokens} n={c.gen_tokens}", total=None)
+
+    def cell_progress(self, done: int, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def cell_finished(self, index: int, total: int, row: Any) -> None:
+        if self.task is not None:
+            desc = self.progress.tasks[self.task].description
+            self.progress.update(self.task, completed=1, total=1, description=f"{desc} [{row.status}]")
 
 
 class _GracefulStop:

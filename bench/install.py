@@ -90,7 +90,7 @@ def install(extras: str | None, rebuild: bool, smoke: bool) -> int:
         attempts.append({"build": config.name, "outcome": "ok" if result is None or result.ok else result.detail})
         if result is not None and result.crashed:
             crashed[config.key] = result.detail
-            lb._write_json(state_path, {"crashed": crashed})
+            lb.write_json(state_path, {"crashed": crashed})
             nxt = lb.next_build(ladder, crashed)
             _say(f"llama.cpp's {config.name} build crashed in the smoke test ({result.detail}): "
                  + (f"rebuilding {nxt.why}" if nxt else "no other build is left to try"))

@@ -6,11 +6,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import BenchError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """The base of every schema read from YAML (catalog, profiles, claims, run requests): an
+    unknown key is an error rather than silently ignored, and a loaded value cannot change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:

@@ -10,7 +10,7 @@ import sys
 
 from conftest import run_bench
 
-from bench.measuring.runner import _classify_exit, explain_crash
+from bench.measuring.launcher import _classify_exit, explain_crash
 from bench.native import llama_build as lb
 from bench.native.buildinfo import compiled_features
 from bench.native.cpu import CpuInfo, ProbeResult, probe_extensions, read_cpu
@@ -96,7 +96,7 @@ def test_a_crash_while_loading_names_the_build_and_the_fix():
 
 
 def test_install_record_goes_stale_when_the_libraries_change(tmp_path):
-    lb._write_json(lb.record_path(str(tmp_path)), {"build": {"name": "native"}, "lib_hashes": {"x.so": "abc"}})
+    lb.write_json(lb.record_path(str(tmp_path)), {"build": {"name": "native"}, "lib_hashes": {"x.so": "abc"}})
     record = lb.read_record(str(tmp_path))
     assert record is not None and record["stale"] is True
     assert lb.read_record(str(tmp_path / "none")) is None

@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 import html
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.flat import COLUMNS, flatten, tier_label
+from bench.fileio import atomic_path, atomic_write_text
 from bench.results.schema import Row
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
@@ -167,28 +167,20 @@ def html_page(report: Report) -> str:
 
 
 # -- writers ----------------------------------------------------------------------------------
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_markdown(report: Report, path: Path) -> None:
-    _atomic_text(path, markdown(report))
+    atomic_write_text(path, markdown(report))
 
 
 def write_html(report: Report, path: Path) -> None:
-    _atomic_text(path, html_page(report))
+    atomic_write_text(path, html_page(report))
 
 
 def write_csv(report: Report, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=[c.name for c in COLUMNS])
         w.writeheader()
         for r in report.ordered():
             w.writerow(flatten(r))
-    os.replace(tmp, path)
 
 
 SAMPLE_COLUMNS = ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "generated_tokens", "energy_j_per_token")
@@ -197,34 +189,32 @@ SAMPLE_COLUMNS = ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "gen
 def write_sqlite(report: Report, path: Path) -> None:
     """Tables ``rows`` (one flat record per row, plus the full row as JSON), ``samples`` (one per
     counted repetition, with raw token timestamps) and ``columns`` (what each column means)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    types = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
-    con = sqlite3.connect(tmp)
-    try:
-        con.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, "
-                    + ", ".join(f'"{c.name}" {types[c.kind]}' for c in COLUMNS) + ", row_json TEXT NOT NULL)")
-        con.execute("CREATE TABLE samples (row_id INTEGER REFERENCES rows(id), repetition INTEGER, "
-                    + ", ".join(f"{k} REAL" for k in SAMPLE_COLUMNS) + ", token_times_json TEXT)")
-        con.execute("CREATE TABLE columns (name TEXT PRIMARY KEY, kind TEXT, doc TEXT)")
-        con.executemany("INSERT INTO columns VALUES (?, ?, ?)", [(c.name, c.kind, c.doc) for c in COLUMNS])
-        names = ", ".join(f'"{c.name}"' for c in COLUMNS)
-        insert_row = f"INSERT INTO rows ({names}, row_json) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-        for r in report.ordered():
-            f = flatten(r)
-            cur = con.execute(insert_row, [f[c.name] for c in COLUMNS] + [r.to_json()])
-            con.executemany(f"INSERT INTO samples VALUES (?, ?, {', '.join('?' * len(SAMPLE_COLUMNS))}, ?)",
-                            [(cur.lastrowid, i, *(s.get(k) for k in SAMPLE_COLUMNS), json.dumps(s.get("token_times")))
-                             for i, s in enumerate(r.samples)])
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        types = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, "
+                        + ", ".join(f'"{c.name}" {types[c.kind]}' for c in COLUMNS) + ", row_json TEXT NOT NULL)")
+            con.execute("CREATE TABLE samples (row_id INTEGER REFERENCES rows(id), repetition INTEGER, "
+                        + ", ".join(f"{k} REAL" for k in SAMPLE_COLUMNS) + ", token_times_json TEXT)")
+            con.execute("CREATE TABLE columns (name TEXT PRIMARY KEY, kind TEXT, doc TEXT)")
+            con.executemany("INSERT INTO columns VALUES (?, ?, ?)", [(c.name, c.kind, c.doc) for c in COLUMNS])
+            names = ", ".join(f'"{c.name}"' for c in COLUMNS)
+            insert_row = f"INSERT INTO rows ({names}, row_json) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+            for r in report.ordered():
+                f = flatten(r)
+                cur = con.execute(insert_row, [f[c.name] for c in COLUMNS] + [r.to_json()])
+                con.executemany(f"INSERT INTO samples VALUES (?, ?, {', '.join('?' * len(SAMPLE_COLUMNS))}, ?)",
+                                [(cur.lastrowid, i, *(s.get(k) for k in SAMPLE_COLUMNS), json.dumps(s.get("token_times")))
+                                 for i, s in enumerate(r.samples)])
+            con.commit()
+        finally:
+            con.close()
 
 
 def write_jsonl(report: Report, path: Path) -> None:
     """The merged rows, each once, as a results file other commands read."""
-    _atomic_text(path, "".join(r.to_json() + "\n" for r in sorted(report.rows, key=lambda r: r.created_at)))
+    atomic_write_text(path, "".join(r.to_json() + "\n" for r in sorted(report.rows, key=lambda r: r.created_at)))
 
 
 @dataclass(frozen=True)

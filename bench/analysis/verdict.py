@@ -15,23 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from bench.analysis.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
 from bench.results.schema import Row
-from bench.yamlfile import parse_yaml_file
+from bench.yamlfile import StrictModel, parse_yaml_file
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Inexpensive(_Strict):
+class Inexpensive(StrictModel):
     tiers: list[str] | None = None  # profile ids; None: any tier under the price ceiling
     max_usd_per_hour: float | None = Field(default=None, gt=0)
 
 
-class Criteria(_Strict):
+class Criteria(StrictModel):
     decode_tps_min: float | None = Field(default=None, gt=0)
     ttft_s_max: float | None = Field(default=None, gt=0)
     ttft_min_prompt_tokens: int = Field(default=0, ge=0)  # shorter prompts say little about TTFT
@@ -40,7 +36,7 @@ class Criteria(_Strict):
     accuracy_retained_min: float | None = Field(default=None, gt=0, le=1)
 
 
-class Claims(_Strict):
+class Claims(StrictModel):
     schema_version: Literal[1]
     name: str
     inexpensive: Inexpensive

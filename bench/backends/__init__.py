@@ -20,9 +20,20 @@ class BackendSpec:
     extra: str | None  # the pip extra that provides them (None: a core dependency)
     formats: tuple[str, ...]  # model formats it can load
     description: str
+    options: tuple[str, ...] = ()  # the --backend-opt keys it understands (others are refused)
     prepares: bool = False  # needs a one-time conversion (run in its own process, before timing)
     # (package, highest version that works exclusive, why): combinations known to be broken
     version_caps: tuple[tuple[str, str, str], ...] = ()
+    # How a quality reference is scored for cells of this backend: the reference variant at full
+    # precision, whatever precision the cell itself asks for (so KLD measures what the cell's
+    # quantization or dtype loses). The tier's own settings (CARRIED_OPTIONS) carry over.
+    reference_backend: str = "transformers"
+    reference_options: tuple[tuple[str, str], ...] = (("dtype", "fp32"),)
+
+
+# Options that describe the tier rather than the model's numerics: every pass of a cell keeps them,
+# the reference pass included (a VRAM cap set by the planner for a GPU tier).
+CARRIED_OPTIONS = ("vram_fraction",)
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -35,6 +46,8 @@ BACKENDS: dict[str, BackendSpec] = {
             extra=None,
             formats=("gguf",),
             description="llama.cpp through llama-cpp-python (CPU, or CUDA offload with n_gpu_layers)",
+            reference_backend="llama.cpp",
+            reference_options=(),
         ),
         BackendSpec(
             name="transformers",
@@ -43,6 +56,7 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="hf",
             formats=("hf",),
             description="Hugging Face transformers on torch: fp32, bf16 or fp16 on cpu or cuda",
+            options=("dtype", "compile", "vram_fraction"),
         ),
         BackendSpec(
             name="bitsandbytes",
@@ -51,6 +65,7 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="bnb",
             formats=("hf",),
             description="transformers with bitsandbytes 8-bit or 4-bit (nf4/fp4) weights",
+            options=("bits", "quant_type", "compute_dtype", "dtype", "vram_fraction"),
         ),
         BackendSpec(
             name="torch-int8",
@@ -59,6 +74,7 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="hf",
             formats=("hf",),
             description="transformers with torch dynamic int8 Linear layers (CPU)",
+            options=("vram_fraction",),
         ),
         BackendSpec(
             name="onnxruntime",
@@ -67,6 +83,7 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="onnx",
             formats=("hf",),
             description="ONNX Runtime via optimum-onnx: exported once, fp32 or dynamic int8, CPU or CUDA provider",
+            options=("precision", "provider", "vram_fraction"),
             prepares=True,
             version_caps=(("transformers", "4.58", "optimum-onnx 0.1.0 requires transformers<4.58"),),
         ),
@@ -79,6 +96,14 @@ def backend_spec(name: str) -> BackendSpec:
         return BACKENDS[name]
     except KeyError:
         raise BenchError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
+
+
+def check_options(spec: BackendSpec, options: dict[str, object]) -> None:
+    """Refuse an option the backend does not read: a typo must not pass as a measured setting."""
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        known = ", ".join(spec.options) or "none"
+        raise BenchError(f"backend {spec.name} has no option {unknown[0]!r} (its options: {known})")
 
 
 def check_available(spec: BackendSpec) -> None:

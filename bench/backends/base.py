@@ -17,6 +17,7 @@ class LoadSettings:
     seed: int
     n_gpu_layers: int = 0  # llama.cpp: layers offloaded to the GPU (-1 = all)
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific settings
+    scoring: bool = False  # a quality pass (whole windows per call), not a timed generation
 
 
 @dataclass

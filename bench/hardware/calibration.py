@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from bench.datafiles import cache_dir
+from bench.fileio import atomic_write_json
 
 COPY_BYTES = 256 * 2**20
 MATMUL_N = 1024
@@ -95,10 +96,7 @@ def calibrate(threads: int | None = None, *, force: bool = False) -> dict[str, A
                   "limited to the thread count; best of 5",
     }
     result["seconds"] = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+    atomic_write_json(path, result)
     return result
 
 

@@ -1,16 +1,19 @@
-"""Turns command-line or matrix choices into benchmark cells: resolves models, profiles and
-settings, and decides per cell how the tier is emulated and whether it can fit at all."""
+"""Turns a run request into benchmark cells: resolves models, profiles and settings, decides per
+cell how the tier is emulated and whether it can fit at all, and builds the one load
+configuration every pass of the cell starts from."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backends import backend_spec, check_available
+from bench.backends import CARRIED_OPTIONS, backend_spec, check_available, check_options
 from bench.errors import BenchError
 from bench.hardware.profiles import HostInfo, Profile, get_profile
 from bench.hardware.tiers import (
@@ -21,77 +24,111 @@ from bench.hardware.tiers import (
     predict_memory,
     ram_budget_bytes,
 )
-from bench.measuring.runner import CellPlan
+from bench.measuring.job import Job, LoadConfig, PreparePass, ScorePass, SpeedPass, TaskPass
 from bench.models.catalog import Catalog, load_catalog
 from bench.models.store import ModelStore, ResolvedModel
+from bench.request import RunRequest
 from bench.results.schema import CellConfig
 
 
-@dataclass
-class RunRequest:
-    models: list[str]  # catalog ids (``id`` or ``id:variant``) or GGUF paths
-    catalog_path: Path
-    profiles_dir: Path
-    variants: list[str] = field(default_factory=list)
-    backends: list[str] = field(default_factory=lambda: ["llama.cpp"])
-    profiles: list[str] = field(default_factory=lambda: ["auto"])
-    prompt_tokens: list[int] = field(default_factory=lambda: [128])
-    gen_tokens: list[int] = field(default_factory=lambda: [64])
-    threads: list[int] = field(default_factory=list)  # empty: each profile's
-    repetitions: int = 3
-    warmup: int = 1
-    n_ctx: int | None = None
-    n_gpu_layers: int | None = None  # None: all that fit the tier's VRAM
-    seed: int = 0
-    stop_at_eos: bool = False
-    timeout_s: float = 1800.0
-    quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks}; None: speed only
-    reference: str | None = None  # variant id overriding the catalog's reference
-    task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx}; None: no task
-    backend_options: dict[str, Any] = field(default_factory=dict)
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell, ready to run: its config (the row's identity), the files, the tier's caps."""
+
+    config: CellConfig
+    model: ResolvedModel
+    profile: Profile
+    caps: dict[str, Any] = field(default_factory=dict)  # CPUs and RAM limit the worker applies
+    tier: dict[str, Any] = field(default_factory=dict)  # emulation facts and the memory prediction
+    precheck: tuple[str, str] | None = None  # (status, reason) decided without loading
+    reference: ResolvedModel | None = None  # the variant quality is measured against
+    quality_note: str | None = None  # why there is no reference, where there is none
+
+    # -- the one load configuration, and the jobs made from it --------------------------------
+    def load(self) -> LoadConfig:
+        c = self.config
+        return LoadConfig(backend=c.backend, model_path=str(self.model.path), threads=c.threads, device=c.device,
+                          n_ctx=c.n_ctx, seed=c.seed, n_gpu_layers=c.n_gpu_layers,
+                          options=dict(c.backend_options), caps=dict(self.caps))
+
+    def reference_load(self) -> LoadConfig:
+        """The reference variant scored at full precision by its plain backend, with the tier's
+        own settings (threads, device, caps, carried options) kept from the cell."""
+        assert self.reference is not None
+        spec = backend_spec(self.config.backend)
+        carried = {k: v for k, v in self.config.backend_options.items() if k in CARRIED_OPTIONS}
+        return dataclasses.replace(self.load().for_pass(model_path=str(self.reference.path), n_ctx=self.quality_ctx),
+                                   backend=spec.reference_backend,
+                                   options={**dict(spec.reference_options), **carried})
+
+    @property
+    def quality_ctx(self) -> int:
+        return int((self.config.quality or {})["n_ctx"])
+
+    def speed_job(self) -> Job:
+        c = self.config
+        return Job(self.load(), SpeedPass(c.prompt_tokens, c.gen_tokens, c.repetitions, c.warmup, c.stop_at_eos))
+
+    def prepare_job(self) -> Job:
+        return Job(self.load(), PreparePass())
+
+    def score_job(self, corpus_path: Path, reference_cache: Path | None) -> Job:
+        q = self.config.quality or {}
+        return Job(self.load().for_pass(n_ctx=self.quality_ctx),
+                   ScorePass(chunks=q["chunks"], corpus_path=str(corpus_path),
+                             reference=str(reference_cache) if reference_cache else None))
+
+    def reference_job(self, corpus_path: Path, write: Path) -> Job:
+        q = self.config.quality or {}
+        return Job(self.reference_load(), ScorePass(chunks=q["chunks"], corpus_path=str(corpus_path),
+                                                    write_reference=str(write)))
+
+    def reference_cache_key(self, corpus_sha256: str) -> str:
+        """One reference pass per (reference file, corpus, window, chunks, how it was loaded):
+        references loaded differently never share a cache."""
+        assert self.reference is not None
+        q = self.config.quality or {}
+        how = self.reference_load().describe()
+        how.pop("threads")  # the thread count does not change the numbers
+        text = json.dumps([self.reference.sha256 or str(self.reference.path), corpus_sha256, q["n_ctx"],
+                           q["chunks"], how], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def task_job(self, task_file: Path) -> Job:
+        t = self.config.task or {}
+        return Job(self.load().for_pass(n_ctx=t["n_ctx"]),
+                   TaskPass(task_file=str(task_file), limit=t["limit"], shots=t["shots"],
+                            max_new_tokens=t["max_new_tokens"]))
 
 
-def _positive(name: str, values: list[int] | list[float]) -> None:
-    for v in values:
-        if v <= 0:
-            raise BenchError(f"{name} must be positive, got {v}")
-
-
-def validate(req: RunRequest) -> None:
-    _positive("--prompt-tokens", req.prompt_tokens)
-    _positive("--gen-tokens", req.gen_tokens)
-    _positive("--threads", req.threads)
-    _positive("--timeout", [req.timeout_s])
-    if req.repetitions < 3:
-        raise BenchError(f"--repetitions must be at least 3 (docs/METRICS.md), got {req.repetitions}")
-    if req.warmup < 0:
-        raise BenchError(f"--warmup must be 0 or more, got {req.warmup}")
-    if req.n_ctx is not None:
-        _positive("--ctx", [req.n_ctx])
+def check_resources(req: RunRequest) -> None:
+    """What the request names must exist: say so now, as one line, before anything runs."""
     if req.quality is not None:
-        if req.quality["n_ctx"] < 8:
-            raise BenchError(f"--quality-ctx must be at least 8 tokens, got {req.quality['n_ctx']}")
-        _positive("--quality-chunks", [req.quality["chunks"]])
         from bench.quality.corpus import load_corpus
 
-        load_corpus(req.quality["corpus"])  # a missing or unreadable corpus is bad input: say so now
+        load_corpus(req.quality.corpus)
     if req.task is not None:
-        _positive("--task-limit", [req.task["limit"]])
         from bench.quality.tasks import load_items, task_file
 
-        load_items(task_file(req.task["name"]))  # an unparsable task file is bad input: say so now
+        load_items(task_file(req.task.name))
+    for b in req.backends:
+        spec = backend_spec(b)
+        check_options(spec, req.backend_options)
+        check_available(spec)
 
 
 def is_path(spec: str) -> bool:
     return spec.endswith(".gguf") or "/" in spec or Path(spec).is_file()
 
 
-def resolve_models(req: RunRequest, backend: str,
-                   store: ModelStore) -> list[tuple[ResolvedModel, ResolvedModel | None, str | None]]:
+Resolved = tuple[ResolvedModel, ResolvedModel | None, str | None]
+
+
+def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_path: Path) -> list[Resolved]:
     """(variant, its quality reference or None, why there is none) for each model asked for."""
     spec = backend_spec(backend)
     catalog: Catalog | None = None
-    out: list[tuple[ResolvedModel, ResolvedModel | None, str | None]] = []
+    out: list[Resolved] = []
     for item in req.models:
         if is_path(item):
             if "gguf" not in spec.formats:
@@ -99,12 +136,11 @@ def resolve_models(req: RunRequest, backend: str,
             out.append((store.resolve_path(Path(item)), None, "a file given by path has no catalog reference"))
             continue
         if catalog is None:
-            catalog = load_catalog(req.catalog_path)
-            store.base_dir = req.catalog_path.parent.resolve()
+            catalog = load_catalog(catalog_path)
+            store.base_dir = catalog_path.parent.resolve()
         model_id, _, variant_id = item.partition(":")
         model = catalog.model(model_id)
-        wanted = [variant_id] if variant_id else (req.variants or [None])
-        for vid in wanted:
+        for vid in [variant_id] if variant_id else (req.variants or [None]):
             variant = model.variant(vid)
             if variant.format not in spec.formats:
                 raise BenchError(f"{model.id}:{variant.id} is {variant.format}; backend {spec.name} loads "
@@ -113,14 +149,15 @@ def resolve_models(req: RunRequest, backend: str,
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
                 "license": model.license, "family": model.family})
             ref, note = None, None
-            ref_id = req.reference or variant.reference
+            ref_id = (req.quality.reference if req.quality else None) or variant.reference
             if req.quality is not None and ref_id:
                 ref_variant = model.variant(ref_id)
-                if ref_variant.format in spec.formats:
+                ref_spec = backend_spec(spec.reference_backend)
+                if ref_variant.format in ref_spec.formats:
                     ref = store.resolve(model, ref_variant)
                 else:
-                    note = (f"reference {model.id}:{ref_id} is {ref_variant.format}; backend {spec.name} scores "
-                            f"{', '.join(spec.formats)} only: perplexity only")
+                    note = (f"reference {model.id}:{ref_id} is {ref_variant.format}; backend {spec.name}'s reference "
+                            f"is scored by {ref_spec.name}, which loads {', '.join(ref_spec.formats)}: perplexity only")
             elif req.quality is not None:
                 note = f"{model.id}:{variant.id} names no reference variant: perplexity only"
             out.append((resolved, ref, note))
@@ -137,7 +174,8 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
         facts["thread_cap"] = "enforced: CPU affinity and the backend's thread count"
     else:
         run_threads, cpus = len(host_cpus), host_cpus
-        facts["thread_cap"] = f"not enforceable: the tier has {threads} threads, this host {len(host_cpus)}; ran with {len(host_cpus)}"
+        facts["thread_cap"] = (f"not enforceable: the tier has {threads} threads, this host {len(host_cpus)}; "
+                               f"ran with {len(host_cpus)}")
     facts["threads_used"] = run_threads
     budget = ram_budget_bytes(profile.capacity.ram_gb, profile.capacity.reserve_ram_gb)
     facts["ram_budget_bytes"] = budget
@@ -155,12 +193,12 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
     return run_threads, caps, facts
 
 
-def build_plans(req: RunRequest, store: ModelStore, host: HostInfo) -> list[CellPlan]:
-    validate(req)
-    for b in req.backends:
-        check_available(backend_spec(b))
-    profiles = [get_profile(p, req.profiles_dir, host) for p in req.profiles]
-    models_by_backend = {b: resolve_models(req, b, store) for b in req.backends}
+def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path: Path,
+                profiles_dir: Path) -> list[CellPlan]:
+    """Every cell of the request, in order: backends x profiles x models x lengths x threads."""
+    check_resources(req)
+    profiles = [get_profile(p, profiles_dir, host) for p in req.profiles]
+    models_by_backend = {b: resolve_models(req, b, store, catalog_path) for b in req.backends}
     plans = []
     for backend, profile in itertools.product(req.backends, profiles):
         threads_list = req.threads or [profile.capacity.threads]
@@ -169,6 +207,24 @@ def build_plans(req: RunRequest, store: ModelStore, host: HostInfo) -> list[Cell
             plan = _plan_cell(req, backend, profile, model, p, n, t, host)
             plans.append(dataclasses.replace(plan, reference=ref, quality_note=note))
     return plans
+
+
+def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: int, host: HostInfo,
+                  tier: dict[str, Any], options: dict[str, Any]) -> int:
+    """A cuda tier's VRAM budget: the torch allocator's cap and llama.cpp's layers that fit."""
+    vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
+    tier["vram_budget_bytes"] = vram_budget
+    host_vram = host.gpus[0]["vram_bytes"] if host.gpus else 0
+    if host_vram and vram_budget < host_vram:  # torch-based backends cap their allocator to the tier
+        options["vram_fraction"] = vram_budget / host_vram
+        tier["vram_cap"] = f"torch.cuda.set_per_process_memory_fraction({vram_budget / host_vram:.3f})"
+    if req.n_gpu_layers is not None:
+        return req.n_gpu_layers
+    if not g:
+        return -1
+    fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget)
+    tier["gpu_layers_that_fit"] = fit_layers
+    return -1 if fit_layers > (g.get("block_count") or 0) else fit_layers
 
 
 def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedModel, p: int, n: int, t: int,
@@ -182,7 +238,6 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
                          f"length {g['context_length']}")
     run_threads, caps, tier = tier_emulation(profile, t, host)
     precheck = None
-    n_gpu_layers = 0
     if g:
         repacked = cpu_repacked_types() if profile.device == "cpu" else frozenset()
         prediction = predict_memory(g, model.size_bytes, n_ctx, p, repacked_types=repacked)
@@ -193,26 +248,13 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             if too_big:
                 precheck = ("does_not_fit", why)
     options = dict(req.backend_options)
-    if profile.device == "cuda":
-        vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
-        tier["vram_budget_bytes"] = vram_budget
-        host_vram = host.gpus[0]["vram_bytes"] if host.gpus else 0
-        if host_vram and vram_budget < host_vram:  # torch-based backends cap their allocator to the tier
-            options["vram_fraction"] = vram_budget / host_vram
-            tier["vram_cap"] = f"torch.cuda.set_per_process_memory_fraction({vram_budget / host_vram:.3f})"
-        if req.n_gpu_layers is not None:
-            n_gpu_layers = req.n_gpu_layers
-        elif g:
-            fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget)
-            n_gpu_layers = -1 if fit_layers > (g.get("block_count") or 0) else fit_layers
-            tier["gpu_layers_that_fit"] = fit_layers
-        else:
-            n_gpu_layers = -1
+    n_gpu_layers = _gpu_settings(req, profile, g, n_ctx, host, tier, options) if profile.device == "cuda" else 0
     config = CellConfig(
         model_id=model.model_id, variant_id=model.variant_id, backend=backend, profile_id=profile.id,
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
-        seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s, quality=req.quality,
-        task=req.task, backend_options=options,
+        seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
+        quality=req.quality.cell_dict() if req.quality else None,
+        task=req.task.cell_dict() if req.task else None, backend_options=options,
     )
     return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

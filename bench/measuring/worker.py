@@ -1,7 +1,9 @@
 """The benchmark child process: one cell, measured in isolation.
 
-Run as ``python -m bench.measuring.worker SPEC.json RESULT.json``. It loads the backend, runs the warm-up
-and counted repetitions, and writes raw timelines and memory figures to RESULT.json (atomically).
+Run as ``python -m bench.measuring.worker JOB.json RESULT.json`` (a ``bench.measuring.job.Job``). It
+loads the backend the one way the job's load configuration says, runs the pass (the timed run,
+a quality or task pass, or a one-time preparation) and writes raw timelines, memory figures and
+results to RESULT.json (atomically).
 Progress goes to stdout as ``@@progress DONE TOTAL`` lines. A Python-level failure is written as
 a result with a reason; a crash or kill leaves no result file and the parent classifies it.
 """
@@ -9,14 +11,17 @@ a result with a reason; a crash or kill leaves no result file and the parent cla
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from bench.fileio import atomic_write_json
+from bench.measuring.job import Job, ScorePass, SpeedPass, TaskPass
 
 PROGRESS_PREFIX = "@@progress"
 PHASE_PREFIX = "@@phase"
@@ -28,12 +33,6 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
         if os.getppid() != parent_pid:
             os._exit(3)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _progress(done: int, total: int) -> None:
@@ -57,156 +56,151 @@ def apply_caps(caps: dict[str, Any]) -> dict[str, Any]:
 
 def _on_ram_exceeded(out_path: Path, limit: int, rss: int) -> None:
     """The RSS watchdog's verdict: record ``oom`` and stop at once, as the kernel's killer would."""
-    _write_json(out_path, {"status": "oom", "reason": (
+    atomic_write_json(out_path, {"status": "oom", "reason": (
         f"resident memory {rss / 2**20:.0f} MiB exceeded the tier's RAM cap {limit / 2**20:.0f} MiB "
         "(rss-watchdog)"), "memory": {"peak_rss_bytes": rss, "ram_limit_bytes": limit}})
     os._exit(137)
 
 
-def run(spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
-    from dataclasses import asdict
-
+@contextlib.contextmanager
+def loaded(job: Job, out_path: Path, *, scoring: bool = False, timed: bool = False) -> Iterator[dict[str, Any]]:
+    """The backend, loaded the way the job's one load configuration says, under the tier's caps,
+    with memory (and VRAM) tracked for the whole pass. Yields a dict the pass fills; on exit it
+    holds the memory report and, with ``timed``, the load time."""
     from bench.backends import load_backend_class
-    from bench.backends.base import LoadSettings
-    from bench.measuring.energy import open_meter
     from bench.measuring.trackers import MemoryTracker, Stopwatch, VramTracker
 
-    caps = spec.get("caps", {})
-    seen = apply_caps(caps)
-    settings = LoadSettings(**spec["settings"])
-    total = spec["warmup"] + spec["repetitions"]
-    result: dict[str, Any] = {"status": "ok", "reason": None, "caps_seen": seen}
-    meter, energy_source = open_meter(settings.device)
-    result["energy_source"] = energy_source
-    limit = caps.get("ram_limit_bytes")
+    load = job.load
+    state: dict[str, Any] = {"caps_seen": apply_caps(load.caps)}
+    settings = load.settings(scoring=scoring)
+    limit = load.caps.get("ram_limit_bytes")
     on_exceed = (lambda rss: _on_ram_exceeded(out_path, limit, rss)) if limit else None
-    vram = VramTracker() if settings.device == "cuda" else None
+    vram = VramTracker() if load.device == "cuda" else None
     with MemoryTracker(limit_bytes=limit, on_exceed=on_exceed) as mem, contextlib.ExitStack() as stack:
         if vram:
             stack.enter_context(vram)
         _phase("loading")
-        backend = load_backend_class(spec["backend"])()
-        backend.prepare(Path(spec["model_path"]), settings)  # cached by the prepare pass: not load time
-        with Stopwatch() as load:
-            backend.load(Path(spec["model_path"]), settings)
-        result["load_time_s"] = load.seconds
-        prompt = backend.prompt(spec["prompt_tokens"])
+        backend = load_backend_class(load.backend)()
+        backend.prepare(Path(load.model_path), settings)  # cached by the prepare pass: not load time
+        with Stopwatch() as watch:
+            backend.load(Path(load.model_path), settings)
+        if timed:
+            state["load_time_s"] = watch.seconds
+        state["backend"] = backend
+        yield state
+        state["environment"] = backend.environment()
+        backend.close()
+        del state["backend"]
+    state["memory"] = {**mem.report(), **(vram.report() if vram else {})}
+
+
+def run_speed(job: Job, out_path: Path) -> dict[str, Any]:
+    """The timed pass: one uncounted warm-up (or more), then the counted repetitions."""
+    from dataclasses import asdict
+
+    from bench.measuring.energy import open_meter
+
+    work: SpeedPass = job.work  # type: ignore[assignment]
+    meter, energy_source = open_meter(job.load.device)
+    total = work.warmup + work.repetitions
+    with loaded(job, out_path, timed=True) as state:
+        backend = state["backend"]
+        prompt = backend.prompt(work.prompt_tokens)
         traces = []
         _progress(0, total)
         for i in range(total):
             before = meter.read_joules() if meter else None
-            trace = asdict(backend.generate(prompt, spec["gen_tokens"], spec["stop_at_eos"]))
+            trace = asdict(backend.generate(prompt, work.gen_tokens, work.stop_at_eos))
             if meter and before is not None:
                 trace["energy_j"] = meter.read_joules() - before
             traces.append(trace)
             _progress(i + 1, total)
-        result["warmup_samples"] = traces[: spec["warmup"]]
-        result["samples"] = traces[spec["warmup"]:]
-        result["environment"] = backend.environment()
-        backend.close()
-    result["memory"] = {**mem.report(), **(vram.report() if vram else {})}
-    return result
+    return {"status": "ok", "reason": None, "energy_source": energy_source, **state,
+            "warmup_samples": traces[: work.warmup], "samples": traces[work.warmup:]}
 
 
-def run_score(spec: dict[str, Any]) -> dict[str, Any]:
+def run_score(job: Job, out_path: Path) -> dict[str, Any]:
     """Quality pass: log-probabilities over a corpus, in a context of its own (never timed)."""
-    from bench.backends import load_backend_class
-    from bench.backends.base import LoadSettings
-    from bench.measuring.trackers import MemoryTracker
     from bench.quality.scoring import ReferenceCache, run_scoring
 
-    apply_caps(spec.get("caps", {}))
-    with MemoryTracker() as mem:
-        _phase("loading")
-        backend = load_backend_class(spec["backend"])()
-        backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
-                                                            n_ctx=spec["n_ctx"], seed=0,
-                                                            n_gpu_layers=spec.get("n_gpu_layers", 0),
-                                                            options={"scoring": True}))
-        reference = ReferenceCache(Path(spec["reference"])) if spec.get("reference") else None
+    work: ScorePass = job.work  # type: ignore[assignment]
+    with loaded(job, out_path, scoring=True) as state:
+        backend = state["backend"]
+        reference = ReferenceCache(Path(work.reference)) if work.reference else None
         if reference is not None:
             tokens = reference.meta()["tokens"]  # the reference's tokenization, for both sides
         else:
-            tokens = backend.tokenize(Path(spec["corpus_path"]).read_text(encoding="utf-8").replace("\r\n", "\n"))
-        write = ReferenceCache(Path(spec["write_reference"])) if spec.get("write_reference") else None
+            tokens = backend.tokenize(Path(work.corpus_path).read_text(encoding="utf-8").replace("\r\n", "\n"))
+        write = ReferenceCache(Path(work.write_reference)) if work.write_reference else None
         _phase("first tokens")
-        result = run_scoring(backend, tokens, spec["n_ctx"], spec["chunks"], reference, write)
-        backend.close()
-    result["memory"] = mem.report()
-    result["status"] = "ok"
-    return result
+        result = run_scoring(backend, tokens, job.load.n_ctx, work.chunks, reference, write)
+    return {**result, "memory": state["memory"], "status": "ok"}
 
 
-def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+def run_task(job: Job, out_path: Path) -> dict[str, Any]:
     """Task accuracy: greedy answers to each item, scored by exact match, timed per item."""
-    import time
-
-    from bench.backends import load_backend_class
-    from bench.backends.base import LoadSettings
     from bench.errors import BenchError
     from bench.measuring.energy import open_meter
     from bench.quality.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
 
-    apply_caps(spec.get("caps", {}))
-    _phase("loading")
-    backend = load_backend_class(spec["backend"])()
-    backend.load(Path(spec["model_path"]), LoadSettings(threads=spec["threads"], device=spec["device"],
-                                                        n_ctx=spec["n_ctx"], seed=0,
-                                                        n_gpu_layers=spec.get("n_gpu_layers", 0)))
-    items = load_items(Path(spec["task_file"]))
-    shots, pool = items[: spec["shots"]], items[spec["shots"]:][: spec["limit"]]
+    work: TaskPass = job.work  # type: ignore[assignment]
+    items = load_items(Path(work.task_file))
+    shots, pool = items[: work.shots], items[work.shots:][: work.limit]
     if not pool:
-        raise BenchError(f"no task items left after {spec['shots']} few-shot examples")
-    meter, energy_source = open_meter(spec["device"])
+        raise BenchError(f"no task items left after {work.shots} few-shot examples")
+    meter, energy_source = open_meter(job.load.device)
     records = []
-    _progress(0, len(pool))
-    for i, item in enumerate(pool):
-        prompt = backend.tokenize(few_shot_prompt(shots, item))
-        if len(prompt) + spec["max_new_tokens"] > spec["n_ctx"]:
-            raise BenchError(f"item {i}: prompt of {len(prompt)} tokens + {spec['max_new_tokens']} new tokens "
-                             f"exceed the task context {spec['n_ctx']}")
-        before = meter.read_joules() if meter else None
-        t0 = time.perf_counter()
-        trace = backend.generate(prompt, spec["max_new_tokens"], stop_at_eos=True, stop=STOP)
-        seconds = time.perf_counter() - t0
-        predicted = extract_answer(trace.text)
-        records.append({"index": spec["shots"] + i, "predicted": predicted, "gold": item.gold,
-                        "correct": is_correct(predicted, item.gold), "prompt_tokens": len(prompt),
-                        "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
-                        "energy_j": meter.read_joules() - before if meter and before is not None else None})
-        _progress(i + 1, len(pool))
-    backend.close()
-    return {"status": "ok", "records": records, "energy_source": energy_source}
+    with loaded(job, out_path) as state:
+        backend = state["backend"]
+        _progress(0, len(pool))
+        for i, item in enumerate(pool):
+            prompt = backend.tokenize(few_shot_prompt(shots, item))
+            if len(prompt) + work.max_new_tokens > job.load.n_ctx:
+                raise BenchError(f"item {i}: prompt of {len(prompt)} tokens + {work.max_new_tokens} new tokens "
+                                 f"exceed the task context {job.load.n_ctx}")
+            before = meter.read_joules() if meter else None
+            t0 = time.perf_counter()
+            trace = backend.generate(prompt, work.max_new_tokens, stop_at_eos=True, stop=STOP)
+            seconds = time.perf_counter() - t0
+            predicted = extract_answer(trace.text)
+            records.append({"index": work.shots + i, "predicted": predicted, "gold": item.gold,
+                            "correct": is_correct(predicted, item.gold), "prompt_tokens": len(prompt),
+                            "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
+                            "energy_j": meter.read_joules() - before if meter and before is not None else None})
+            _progress(i + 1, len(pool))
+    return {"status": "ok", "records": records, "energy_source": energy_source, "memory": state["memory"]}
 
 
-def run_prepare(spec: dict[str, Any]) -> dict[str, Any]:
+def run_prepare(job: Job, out_path: Path) -> dict[str, Any]:
     """One-time conversions (an ONNX export, say) in a process of their own, so that neither their
     time nor their memory is counted as the benchmark's."""
     from bench.backends import load_backend_class
-    from bench.backends.base import LoadSettings
 
     _phase("loading")
-    backend = load_backend_class(spec["backend"])()
-    backend.prepare(Path(spec["model_path"]), LoadSettings(**spec["settings"]))
+    apply_caps(job.load.caps)
+    load_backend_class(job.load.backend)().prepare(Path(job.load.model_path), job.load.settings())
     return {"status": "ok"}
+
+
+PASSES: dict[str, Callable[[Job, Path], dict[str, Any]]] = {
+    "speed": run_speed, "score": run_score, "task": run_task, "prepare": run_prepare}
 
 
 def main(argv: list[str]) -> int:
     spec_path, out_path = Path(argv[0]), Path(argv[1])
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    spec = json.loads(spec_path.read_text())
+    job = Job.from_json(spec_path.read_text())
     try:
-        modes = {"score": run_score, "task": run_task, "prepare": run_prepare}
-        result = modes[spec["mode"]](spec) if spec.get("mode") in modes else run(spec, out_path)
+        result = PASSES[job.mode](job, out_path)
     except MemoryError as exc:
-        _write_json(out_path, {"status": "oom", "reason": f"MemoryError: {exc}"})
+        atomic_write_json(out_path, {"status": "oom", "reason": f"MemoryError: {exc}"})
         return 1
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        _write_json(out_path, {"status": "failed", "reason": f"{type(exc).__name__}: {reason}".rstrip(": "),
+        atomic_write_json(out_path, {"status": "failed", "reason": f"{type(exc).__name__}: {reason}".rstrip(": "),
                                "traceback": traceback.format_exc()})
         return 1
-    _write_json(out_path, result)
+    atomic_write_json(out_path, result)
     return 0
 
 

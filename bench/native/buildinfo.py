@@ -43,7 +43,7 @@ def system_info(python: str = sys.executable, timeout_s: float = 120) -> dict[st
         tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         return {"error": f"importing llama_cpp failed ({how})" + (f": {tail[-1]}" if tail else "")}
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    lb._write_json(cache, info)
+    lb.write_json(cache, info)
     return info
 
 

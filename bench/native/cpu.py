@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.fileio import atomic_write_json
+
 # Extension -> (the /proc/cpuinfo flags that advertise it, gcc target attribute, C body run by the probe).
 # The bodies use volatile data so the compiler cannot fold the instruction away.
 _PROBES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -185,9 +187,6 @@ def probe_extensions(cpu: CpuInfo, cache: Path | None = None, compiler: str | No
             else:
                 results.append(ProbeResult(name, False, f"probe computed a wrong result (exit {rc})"))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp_file.write_text(json.dumps({"cpu_key": cpu.key, "results": {
-            r.extension: {"usable": r.usable, "detail": r.detail} for r in results}}, indent=1))
-        os.replace(tmp_file, cache)
+        atomic_write_json(cache, {"cpu_key": cpu.key, "results": {
+            r.extension: {"usable": r.usable, "detail": r.detail} for r in results}}, indent=1)
     return results

@@ -37,7 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.fileio import atomic_write_json
 from bench.native.cpu import CpuInfo, ProbeResult
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_json(path, data, indent=1)
 
 PACKAGE = "llama-cpp-python"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +231,7 @@ def build_wheel(version: str, cpu: CpuInfo, config: BuildConfig, python: str = s
     info = {"package": PACKAGE, "version": version, "config": config.to_dict(), "cpu": cpu.to_dict(),
             "wheel": wheel.name, "wheel_sha256": sha256_file(wheel), "build_seconds": round(seconds, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compiler": _compiler_version()}
-    _write_json(folder / "build.json", info)
+    write_json(folder / "build.json", info)
     say(f"built {wheel.name} in {seconds / 60:.1f} min")
     return wheel
 
@@ -237,13 +242,6 @@ def _compiler_version() -> str | None:
         return None
     out = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()
     return out[0] if out else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 # -- what is installed -------------------------------------------------------------------------
@@ -264,7 +262,7 @@ def installed_lib_hashes() -> dict[str, str]:
 
 def write_record(record: dict[str, Any], prefix: str = sys.prefix) -> Path:
     path = record_path(prefix)
-    _write_json(path, {**record, "lib_hashes": installed_lib_hashes()})
+    write_json(path, {**record, "lib_hashes": installed_lib_hashes()})
     return path
 
 

@@ -31,7 +31,7 @@ class LlamaCppBackend(Backend):
             raise BenchError("this llama-cpp-python build has no GPU offload; "
                              "reinstall with CMAKE_ARGS='-DGGML_CUDA=on'")
         self.n_gpu_layers = offload
-        scoring = bool(settings.options.get("scoring"))
+        scoring = settings.scoring
         self.llm = Llama(
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
