@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--matrix", help="YAML file with the same keys as these flags (a run request); re-running it "
                    "skips cells already ok in the results file")
     r.add_argument("--force", action="store_true", help="with --matrix: run cells even if already ok")
-    r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]", help="prompt length(s) in tokens (default 128)")
+    r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]",
+                   help="prompt length(s) in tokens (default 128)")
     r.add_argument("--gen-tokens", type=_int_list, metavar="N[,N...]", help="generated tokens (default 64)")
-    r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]", help="thread count(s) (default: the profile's)")
+    r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]",
+                   help="thread count(s) (default: the profile's)")
     r.add_argument("--repetitions", "-r", type=int, help="counted repetitions, at least 3 (default 3)")
     r.add_argument("--warmup", type=int, help="uncounted warm-up requests (default 1)")
     r.add_argument("--ctx", type=int, help="context size (default: prompt + generated tokens)")
@@ -112,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmpp.add_argument("--min-effect", type=float, default=0.10,
                       help="smallest relative speed change that counts, besides significance (default 0.10)")
     cmpp.add_argument("--gate", type=_str_list, default=None, metavar="M[,M...]",
-                      help="speed metrics that decide faster/slower (default decode_tps,prefill_tps; also ttft_s, tpot_s)")
-    cmpp.add_argument("--max-memory-increase", type=float, default=0.10, help="relative peak RSS/VRAM growth allowed (default 0.10)")
+                      help="speed metrics that decide faster/slower "
+                           "(default decode_tps,prefill_tps; also ttft_s, tpot_s)")
+    cmpp.add_argument("--max-memory-increase", type=float, default=0.10,
+                      help="relative peak RSS/VRAM growth allowed (default 0.10)")
     cmpp.add_argument("--max-kld-increase", type=float, default=0.01, help="KLD growth allowed, nats (default 0.01)")
-    cmpp.add_argument("--max-ppl-increase", type=float, default=0.02, help="relative perplexity growth allowed (default 0.02)")
+    cmpp.add_argument("--max-ppl-increase", type=float, default=0.02,
+                      help="relative perplexity growth allowed (default 0.02)")
     cmpp.add_argument("--max-accuracy-drop", type=float, default=0.02, help="task accuracy drop allowed (default 0.02)")
     cmpp.add_argument("--normalize", action="store_true",
                       help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
@@ -125,10 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="refuse (exit 2) when hardware or library versions differ, instead of warning")
     cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 
-    ver = sub.add_parser("verdict", help="does each model run well on inexpensive hardware? results against a claims file")
-    ver.add_argument("results", nargs="+", metavar="RESULTS", help="results files or folders (several machines merge)")
+    ver = sub.add_parser("verdict", help="does each model run well on inexpensive hardware? "
+                         "results against a claims file")
+    ver.add_argument("results", nargs="*", metavar="RESULTS",
+                     help="results files or folders (several machines merge); with --run, added to its rows")
     ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
     ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
+    ver.add_argument("--run", action="store_true",
+                     help="measure first: every cell the claims need for the models, on the inexpensive tiers this "
+                          "host can emulate (resumable), then judge")
+    ver.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]",
+                     help="with --run: models to measure (default: every catalog model available offline)")
+    ver.add_argument("--output", "-o", help="with --run: results file (default results/verdict_HOST.jsonl)")
+    ver.add_argument("--no-progress", action="store_true", help="with --run: no progress bar")
 
     doc = sub.add_parser("doctor", help="can the suite measure on this machine? the CPU, the llama.cpp build and "
                          "its smoke test, the backends, and the command that fixes each problem")
@@ -196,6 +210,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from bench.datafiles import find_data_path
     from bench.display import console
+    from bench.fmt import fmt
     from bench.models.catalog import load_catalog
     from bench.models.store import ModelStore
 
@@ -210,7 +225,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in catalog.models:
             variants = ", ".join(f"{v.id}({v.format})" for v in m.variants)
             star = " *" if m.id == catalog.default_model else ""
-            t.add_row(m.id + star, m.developer, m.country or "?", _num(m.params_b), m.license or "?",
+            t.add_row(m.id + star, m.developer, m.country or "?", fmt(m.params_b), m.license or "?",
                       str(m.context_length or "?"), variants)
         console().print(t)
         console(stderr=True).print("* the default model of `bench run`")
@@ -236,6 +251,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     from bench.datafiles import find_data_path
     from bench.display import console
+    from bench.fmt import fmt
     from bench.hardware.profiles import auto_profile, detect_host, load_profiles
 
     directory = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
@@ -245,8 +261,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         t.add_column(col, overflow="fold")
     for p in profiles.values():
         hourly = p.price.hourly_usd() if p.price else None
-        t.add_row(p.id, p.name, p.device, str(p.capacity.threads), _num(p.capacity.ram_gb),
-                  _num(p.capacity.vram_gb), _num(hourly, ".3f"), p.price.basis if p.price else "-")
+        t.add_row(p.id, p.name, p.device, str(p.capacity.threads), fmt(p.capacity.ram_gb),
+                  fmt(p.capacity.vram_gb), fmt(hourly, ".3f"), p.price.basis if p.price else "-")
     console().print(t)
     return EXIT_OK
 
@@ -275,7 +291,8 @@ def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
         g = r.gguf or {}
         types = ", ".join(f"{k}x{v}" for k, v in sorted(g.get("tensor_types", {}).items(), key=lambda kv: -kv[1]))
         total = sum(g.get("tensor_bytes", {}).values()) or 1
-        share = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(g.get("tensor_bytes", {}).items(), key=lambda kv: -kv[1]))
+        by_bytes = sorted(g.get("tensor_bytes", {}).items(), key=lambda kv: -kv[1])
+        share = ", ".join(f"{k} {v / total:.0%}" for k, v in by_bytes)
         t.add_row(r.quantization or "?", str(r.path), f"{r.size_bytes / 2**20:.1f}", types, share)
     console().print(t)
     return EXIT_OK
@@ -292,10 +309,6 @@ def _options(pairs: list[str]) -> dict[str, str]:
             raise BenchError(f"--backend-opt expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
-
-
-def _num(v: float | None, spec: str = ".1f") -> str:
-    return "-" if v is None else format(v, spec)
 
 
 class _progress:
@@ -415,6 +428,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_CELL_FAILED if n else EXIT_OK
 
 
+def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err: Any) -> tuple[Path, dict]:
+    """Measure what the claims need (``bench verdict --run``); return the results file and the
+    tiers the verdict must cover."""
+    import time
+
+    from bench.datafiles import find_data_path
+    from bench.hardware.calibration import calibrate
+    from bench.orchestrate import done_cells, run_plans
+    from bench.results.files import default_results_path
+    from bench.verdict_run import estimate_seconds, plan_verdict
+
+    profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
+    out_path = Path(args.output) if args.output else default_results_path(Path("results"), stem="verdict")
+    plan = plan_verdict(claims, catalog_path, profiles_dir, args.model)
+    done = done_cells(out_path)
+    todo = [p for p in plan.cells if p.config.key() not in done]
+    cal = {t: calibrate(t) for t in sorted({p.config.threads for p in todo})}
+    total = sum(estimate_seconds(p, cal[p.config.threads]) for p in todo)
+    err.print(f"verdict plan: {len(plan.cells)} cell(s), {len(plan.cells) - len(todo)} already in {out_path}; "
+              f"{len(todo)} to run, rough estimate {total / 60:.0f} min on this host")
+    for p in todo:
+        c = p.config
+        passes = " + quality" * bool(c.quality) + f" + {c.task['name']}" * bool(c.task)
+        err.print(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
+                  f"n={c.gen_tokens}{passes}): ~{estimate_seconds(p, cal[c.threads]):.0f} s")
+    for line in plan.skipped_tiers:
+        err.print(f"  not measured here: {line}")
+    started = time.monotonic()
+    stop = _GracefulStop(err)
+    with stop, _progress(err, disabled=args.no_progress) as progress:
+        outcome = run_plans(plan.cells, out_path, skip_done=True, events=_ProgressEvents(progress, err),
+                            should_stop=lambda: stop.requested)
+    peaks = ", ".join(f"{r.config.model_id}:{r.config.variant_id}@{r.config.profile_id} "
+                      f"{(r.memory.peak_rss_bytes or 0) / 2**20:.0f} MiB" for r in outcome.rows)
+    err.print(f"ran {len(outcome.rows)} cell(s) in {(time.monotonic() - started) / 60:.1f} min"
+              + (f"; peak RSS {peaks}" if peaks else ""))
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return out_path, plan.expected
+
+
 def cmd_verdict(args: argparse.Namespace) -> int:
     from bench.analysis.verdict import claim_lines, judge, load_claims, markdown, rich_tables
     from bench.datafiles import find_data_path
@@ -424,20 +478,27 @@ def cmd_verdict(args: argparse.Namespace) -> int:
 
     err = console(stderr=True)
     claims = load_claims(find_data_path("claims.yaml", args.claims, "BENCH_CLAIMS"))
-    rows, _ = _load(args.results, err)
+    catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
+    sources, expected = list(args.results), None
+    if args.run:
+        out_path, expected = _verdict_run(args, claims, catalog_path, err)
+        sources.append(str(out_path))
+    elif not sources:
+        raise BenchError("bench verdict needs results files or folders, or --run to measure first")
+    rows, _ = _load(sources, err)
     countries: dict[str, str | None] = {}
     try:  # rows written before the catalog facts were recorded: look the country up
-        countries = {m.id: m.country for m in load_catalog(find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")).models}
+        countries = {m.id: m.country for m in load_catalog(catalog_path).models}
     except BenchError:
         pass
-    verdict = judge(rows, claims, countries)
+    verdict = judge(rows, claims, countries, expected)
     out = console()
     for t in rich_tables(verdict):
         out.print(t)
     for line in claim_lines(verdict):
         out.print(line, highlight=False, soft_wrap=True)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(verdict, f"{len(rows)} row(s) of {', '.join(args.results)}"),
+        Path(args.markdown).write_text(markdown(verdict, f"{len(rows)} row(s) of {', '.join(sources)}"),
                                        encoding="utf-8")
     return EXIT_OK
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.fmt import fmt
 from bench.results.schema import Row
+from bench.results.sections import Quality, Stats, Task
 
 
 def console(stderr: bool = False) -> Console:
@@ -18,51 +19,41 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
-def _fmt(v: float | None, spec: str = ".1f", scale: float = 1.0) -> str:
-    return "-" if v is None else format(v * scale, spec)
-
-
-def _mean_std(summary: dict[str, Any], key: str, spec: str = ".1f", scale: float = 1.0) -> str:
-    s = summary.get(key)
-    if not s:
+def _mean_std(stat: Stats | None, spec: str = ".1f", scale: float = 1.0) -> str:
+    if stat is None or stat.mean is None:
         return "-"
-    std = f" ± {_fmt(s['std'], spec, scale)}" if s.get("std") is not None else ""
-    return f"{_fmt(s['mean'], spec, scale)}{std}"
+    std = f" ± {fmt(stat.std, spec, scale)}" if stat.std is not None else ""
+    return f"{fmt(stat.mean, spec, scale)}{std}"
 
 
-def _quality_cells(q: dict[str, Any]) -> tuple[str, str, str]:
+def _quality_cells(q: Quality) -> tuple[str, str, str]:
     if not q:
         return "-", "-", "-"
-    if q.get("status") != "ok":
-        return f"[red]{q.get('status')}[/red]", "-", "-"
-    kld = q.get("kld") or {}
-    same = q.get("same_top_token")
-    return (_fmt(q.get("perplexity"), ".2f"), _fmt(kld.get("mean"), ".4f"),
-            "-" if same is None else f"{same:.1%}")
+    if not q.ok:
+        return f"[red]{q.status}[/red]", "-", "-"
+    return (fmt(q.perplexity, ".2f"), fmt(q.kld.mean if q.kld else None, ".4f"), fmt(q.same_top_token, "pct"))
 
 
-def _task_cell(t: dict[str, Any]) -> str:
+def _task_cell(t: Task) -> str:
     if not t:
         return "-"
-    if t.get("status") != "ok":
-        return f"[red]{t.get('status')}[/red]"
-    return f"{t['accuracy']:.1%} ± {t['accuracy_se']:.1%} (n={t['items']})"
+    if not t.ok:
+        return f"[red]{t.status}[/red]"
+    return f"{fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} (n={t.items})"
 
 
 def results_table(rows: Iterable[Row]) -> Table:
     t = Table(title="Benchmark results (mean ± sample std over counted repetitions)")
     for col in ("model", "variant", "backend", "profile", "thr", "p/n", "status", "load s", "TTFT ms",
-                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top", "task acc"):
+                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top",
+                "task acc"):
         t.add_column(col, overflow="fold")
     for r in rows:
         c, s = r.config, r.summary
-        itl = s.get("itl_s") or {}
-        itl_txt = f"{_fmt(itl.get('p50'), '.1f', 1e3)}/{_fmt(itl.get('p99'), '.1f', 1e3)}" if itl else "-"
+        itl_txt = f"{fmt(s.itl_s.p50, '.1f', 1e3)}/{fmt(s.itl_s.p99, '.1f', 1e3)}" if s.itl_s else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.reason or ''}"
-        peak = r.memory.get("peak_rss_bytes")
         t.add_row(c.model_id, c.variant_id, c.backend, c.profile_id, str(c.threads),
-                  f"{c.prompt_tokens}/{c.gen_tokens}", status, _fmt(r.load_time_s, ".2f"),
-                  _mean_std(s, "ttft_s", ".0f", 1e3), _mean_std(s, "prefill_tps"), _mean_std(s, "decode_tps"),
-                  itl_txt, _fmt(peak, ".0f", 1 / 2**20) if peak else "-", *_quality_cells(r.quality),
-                  _task_cell(r.task))
+                  f"{c.prompt_tokens}/{c.gen_tokens}", status, fmt(r.load_time_s, ".2f"),
+                  _mean_std(s.ttft_s, ".0f", 1e3), _mean_std(s.prefill_tps), _mean_std(s.decode_tps),
+                  itl_txt, fmt(r.memory.peak_rss_bytes, "mib"), *_quality_cells(r.quality), _task_cell(r.task))
     return t

@@ -108,7 +108,8 @@ def render(d: Diagnosis) -> list[str]:
     """The diagnosis as plain lines (the CLI prints them)."""
     cpu = d.cpu
     faulty = [p for p in d.probes if not p["usable"]]
-    lines = [f"CPU          {cpu['model_name'] or '?'} ({cpu['machine']}, {cpu['logical_cpus']} logical CPUs, key {cpu['key']})",
+    lines = [f"CPU          {cpu['model_name'] or '?'} ({cpu['machine']}, {cpu['logical_cpus']} logical CPUs, "
+             f"key {cpu['key']})",
              f"advertises   {' '.join(cpu['advertised']) or '(no probed extension)'}",
              "probed       " + ("; ".join(f"{p['extension']} FAULTS: {p['detail']}" for p in faulty) if faulty
                                 else f"every advertised extension runs ({len(d.probes)} probed)")]

@@ -78,7 +78,7 @@ class RunOutcome:
     def all_ok(self) -> bool:
         """Every cell ran and every pass it asked for succeeded."""
         return not self.interrupted and all(
-            r.status == "ok" and r.quality.get("status", "ok") == "ok" and r.task.get("status", "ok") == "ok"
+            r.status == "ok" and r.quality.status in (None, "ok") and r.task.status in (None, "ok")
             for r in self.rows)
 
 

@@ -122,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
     # Paired: each round's suite and direct runs are adjacent in time, so the median of the per-round
     # ratios is less exposed to the machine's slow drift than a ratio of medians.
-    print("| case | backend | options | suite decode tok/s | direct decode tok/s | suite/direct (median of paired rounds) | range |")
+    print("| case | backend | options | suite decode tok/s | direct decode tok/s "
+          "| suite/direct (median of paired rounds) | range |")
     print("|---|---|---|---|---|---|---|")
     for c in cases:
         s, d = statistics.median(results[c]["suite"]), statistics.median(results[c]["direct"])
-        ratios = [a / b for a, b in zip(results[c]["suite"], results[c]["direct"])]
+        ratios = [a / b for a, b in zip(results[c]["suite"], results[c]["direct"], strict=True)]
         backend, opts = CASES[c]
         print(f"| {c} | {backend} | {' '.join(opts) or '-'} | {s:.2f} | {d:.2f} | {statistics.median(ratios):.3f} | "
               f"{min(ratios):.3f}-{max(ratios):.3f} |")

@@ -36,7 +36,7 @@ def direct_child(model: str, p: int, n: int, threads: int, reps: int) -> dict:
         llm.reset()
         t0 = time.perf_counter()
         times = []
-        for tok in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        for _tok in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
             times.append(time.perf_counter())
             if len(times) == n:
                 break

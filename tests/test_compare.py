@@ -35,7 +35,8 @@ def _gate(runs, new: str, tmp_path, expected_exit: int) -> tuple[str, str]:
     on a wrong exit the message shows what compare printed."""
     summary = tmp_path / "summary.md"
     proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / f"{new}.jsonl"), *GATE, "--markdown", str(summary))
-    assert proc.returncode == expected_exit, proc.stdout + proc.stderr + (summary.read_text() if summary.exists() else "")
+    shown = proc.stdout + proc.stderr + (summary.read_text() if summary.exists() else "")
+    assert proc.returncode == expected_exit, shown
     return proc.stderr, summary.read_text()
 
 
@@ -105,7 +106,8 @@ def test_compare_bad_input(runs, tmp_path):
 def test_quality_and_memory_regressions_fail_the_gate(measured_results, tmp_path):
     """The Q8_0 rows (with their measured KLD) against copies whose KLD grew by 0.05 nats and whose
     peak RSS grew by half: speed is the same rows', so only the quality and memory gates can fire."""
-    rows = [r for r in read_jsonl(measured_results) if r["status"] == "ok" and r["config"]["variant_id"] == "q8_0-derived"]
+    rows = [r for r in read_jsonl(measured_results)
+            if r["status"] == "ok" and r["config"]["variant_id"] == "q8_0-derived"]
     base, new = tmp_path / "base.jsonl", tmp_path / "new.jsonl"
     base.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for r in rows:
@@ -134,7 +136,8 @@ def test_three_repetitions_are_inconclusive_and_fail_unless_allowed(measured_res
 
 
 def test_a_cell_that_lost_its_measurement_is_a_regression(measured_results, tmp_path):
-    rows = [r for r in read_jsonl(measured_results) if r["status"] == "ok" and r["config"]["variant_id"] == "q8_0-derived"]
+    rows = [r for r in read_jsonl(measured_results)
+            if r["status"] == "ok" and r["config"]["variant_id"] == "q8_0-derived"]
     base, new = tmp_path / "base.jsonl", tmp_path / "new.jsonl"
     base.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for r in rows:

@@ -15,7 +15,8 @@ from bench.models.store import ModelStore
 def ladder(catalog, embedded_model):
     store = ModelStore()
     model = catalog.model("smollm2-135m")
-    out = {vid: store.resolve(model, model.variant(vid)) for vid in ("f16", "q8_0-derived", "q4_0-derived", "q2_k-derived")}
+    wanted = ("f16", "q8_0-derived", "q4_0-derived", "q2_k-derived")
+    out = {vid: store.resolve(model, model.variant(vid)) for vid in wanted}
     before = len(store.fetched)
     again = store.resolve(model, model.variant("q8_0-derived"))
     return out, again, len(store.fetched) - before

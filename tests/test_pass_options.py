@@ -82,8 +82,8 @@ def test_transformers_fp32_against_its_own_fp32_reference_is_near_zero_and_bf16_
 
 def test_the_task_pass_runs_with_the_cells_options(tmp_path, embedded_model):
     items = tmp_path / "tiny.jsonl"
-    items.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}={2 * i} #### {2 * i}"})
-                             + "\n" for i in range(1, 5)))
+    items.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?",
+                                         "answer": f"{i}+{i}={2 * i} #### {2 * i}"}) + "\n" for i in range(1, 5)))
     out = tmp_path / "task.jsonl"
     proc = run_bench(*CELL, "--backend", "transformers", "--backend-opt", "dtype=bf16", "--task", str(items),
                      "--task-shots", "2", "--task-limit", "2", "--task-max-tokens", "16", "--task-ctx", "512",

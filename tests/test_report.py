@@ -79,7 +79,8 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,6000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1200,6000"):
         opts.add_argument(arg)
     opts.binary_location = binary
     d = webdriver.Chrome(service=Service(driver), options=opts)
@@ -135,7 +136,8 @@ def test_rows_from_two_machines_merge_into_one_report(tmp_path, measured_results
     assert proc.returncode == 0, proc.stderr
     merged = read_jsonl(out / "report.jsonl")
     assert len(merged) == 2 * len(rows)
-    assert {r["environment"]["host"]["hostname"] for r in merged} == {"laptop-b", rows[0]["environment"]["host"]["hostname"]}
+    here = rows[0]["environment"]["host"]["hostname"]
+    assert {r["environment"]["host"]["hostname"] for r in merged} == {"laptop-b", here}
     assert "auto@laptop-b" in (out / "report.md").read_text()
 
 

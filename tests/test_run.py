@@ -23,7 +23,8 @@ def test_row_is_complete_and_ok(run_row, embedded_model):
     row, proc = run_row
     assert row["status"] == "ok" and row["reason"] is None
     c = row["config"]
-    assert (c["model_id"], c["variant_id"], c["backend"], c["profile_id"]) == ("smollm2-135m", "q4_1", "llama.cpp", "auto")
+    cell = (c["model_id"], c["variant_id"], c["backend"], c["profile_id"])
+    assert cell == ("smollm2-135m", "q4_1", "llama.cpp", "auto")
     assert (c["prompt_tokens"], c["gen_tokens"], c["repetitions"], c["warmup"]) == (P, N, R, 1)
     assert row["model"]["sha256"] == embedded_model.sha256
     assert row["definitions"].startswith("docs/METRICS.md")
@@ -37,7 +38,7 @@ def test_raw_samples_are_kept_and_consistent(run_row):
         assert s["prompt_tokens"] == P
         assert s["generated_tokens"] == N == len(s["token_ids"]) == len(s["token_times"])
         times = s["token_times"]
-        assert all(b > a for a, b in zip(times, times[1:]))  # strictly increasing
+        assert all(b > a for a, b in zip(times, times[1:], strict=False))  # strictly increasing
         assert 0 < s["prefill_end"] <= times[0]  # the prefill pass ends before the first token
         assert s["ttft_s"] == times[0] and s["e2e_s"] == times[-1]
         assert s["decode_tps"] == pytest.approx((N - 1) / (times[-1] - times[0]))

@@ -32,7 +32,8 @@ def test_numbers_compare_by_value():
 
 
 def test_summary_statistics():
-    records = [{"correct": c, "seconds": 2.0, "generated_tokens": 10, "energy_j": None} for c in (True, False, True, True)]
+    records = [{"correct": c, "seconds": 2.0, "generated_tokens": 10, "energy_j": None}
+               for c in (True, False, True, True)]
     s = summarize_task(records, usd_per_hour=3.6)
     assert s["accuracy"] == 0.75 and s["accuracy_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
     assert s["seconds_per_correct"] == pytest.approx(8 / 3)

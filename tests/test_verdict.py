@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import REPO, assert_clean_error, run_bench
 
@@ -23,13 +25,15 @@ criteria:
 def verdict(tmp_path_factory, measured_results):
     d = tmp_path_factory.mktemp("verdict")
     (d / "claims.yaml").write_text(CLAIMS)
-    proc = run_bench("verdict", str(measured_results), "--claims", str(d / "claims.yaml"), "--markdown", str(d / "v.md"))
+    proc = run_bench("verdict", str(measured_results), "--claims", str(d / "claims.yaml"),
+                     "--markdown", str(d / "v.md"))
     assert proc.returncode == 0, proc.stderr
     return proc, (d / "v.md").read_text()
 
 
 def _line(md: str, tier: str) -> list[str]:
-    return [c.strip() for c in next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |")).split("|")]
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |"))
+    return [c.strip() for c in line.split("|")]
 
 
 def test_passes_one_tier_and_fails_another(verdict):
@@ -81,7 +85,8 @@ def test_every_measured_workload_of_a_configuration_must_pass(tmp_path, embedded
     proc = run_bench("run", "-p", "laptop-4c-8g", "--prompt-tokens", "128,1024", "--gen-tokens", "8", "-r", "3",
                      "--no-progress", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    ttft = {r["config"]["prompt_tokens"]: r["summary"]["ttft_s"]["mean"] for r in map(json.loads, out.read_text().splitlines())}
+    rows = map(json.loads, out.read_text().splitlines())
+    ttft = {r["config"]["prompt_tokens"]: r["summary"]["ttft_s"]["mean"] for r in rows}
     assert ttft[1024] > ttft[128]
     claims = tmp_path / "claims.yaml"
     claims.write_text(f"schema_version: 1\nname: t\ninexpensive: {{tiers: [laptop-4c-8g]}}\ncriteria:\n"
@@ -91,3 +96,56 @@ def test_every_measured_workload_of_a_configuration_must_pass(tmp_path, embedded
     row = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
     assert "**FAIL**" in row and any(c.startswith("FAIL: ") and "at p=1024" in c for c in row)
     assert "q4_1 / llama.cpp (best of 1 configuration(s))" in row
+
+
+RUN_CLAIMS = """\
+schema_version: 1
+name: Test claim, measured by the command
+inexpensive:
+  tiers: [laptop-4c-8g, cloud-t4]
+criteria:
+  decode_tps_min: 5.3
+  ttft_s_max: 5.0
+  ttft_min_prompt_tokens: 16
+  fits: true
+  kld_max: 0.1
+measure:
+  prompt_tokens: 16
+  gen_tokens: 8
+  repetitions: 3
+  quality: {n_ctx: 64, chunks: 1, reference: f16}
+"""
+
+
+def test_verdict_run_measures_what_the_claims_need_then_judges(tmp_path, embedded_model):
+    """One command from a model to a verdict: speed on each tier this host can emulate, quality once
+    on the host as it is (and read from there for every tier), a CUDA tier listed as not measured;
+    a second run finds every cell done and runs none."""
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(RUN_CLAIMS)
+    out, md = tmp_path / "verdict.jsonl", tmp_path / "v.md"
+    args = ("verdict", "--run", "-m", "smollm2-135m:q8_0-derived", "--claims", str(claims), "-o", str(out),
+            "--markdown", str(md), "--no-progress")
+    proc = run_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict plan: 2 cell(s), 0 already in" in proc.stderr and "rough estimate" in proc.stderr
+    assert "not measured here: cloud-t4" in proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_tier = {r["config"]["profile_id"]: r for r in rows}
+    assert set(by_tier) == {"auto", "laptop-4c-8g"}
+    assert by_tier["auto"]["quality"]["status"] == "ok" and not by_tier["laptop-4c-8g"]["quality"]
+    laptop, t4 = _line_of(md.read_text(), "laptop-4c-8g"), _line_of(md.read_text(), "cloud-t4")
+    assert "pass: " in laptop[-4] and "measured on auto@" in laptop[-4]  # quality read from the auto row
+    assert "not measured: a CUDA tier" in t4[-1] and "**unmeasured**" in t4[-2]
+    again = run_bench(*args)
+    assert again.returncode == 0 and "verdict plan: 2 cell(s), 2 already in" in again.stderr
+    assert len(out.read_text().splitlines()) == 2
+
+
+def _line_of(md: str, tier: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |"))
+    return [c.strip() for c in line.split("|")][1:-1]
+
+
+def test_verdict_needs_results_or_run():
+    assert_clean_error(run_bench("verdict"), "needs results files or folders, or --run")

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from bench.analysis.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
 from bench.errors import BenchError
+from bench.fmt import fmt
 from bench.results.schema import CellConfig, Row
 
 # Fields of a cell that may differ between the two runs and still be compared (they are shown).
@@ -51,6 +53,28 @@ class Thresholds:
     allow_inconclusive: bool = False  # too few samples to test a gated metric: pass instead of fail
 
 
+class MetricVerdict(str, Enum):
+    """How one metric moved from the baseline to the new run."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    SAME = "same"
+    INCONCLUSIVE = "inconclusive"  # too few samples to test
+    NA = "n/a"  # not measured in either run
+
+
+class CellVerdict(str, Enum):
+    """How a cell moved, on its gated speed metrics (memory and quality are listed beside it)."""
+
+    FASTER = "faster"
+    SLOWER = "slower"
+    SAME = "same"
+    INCONCLUSIVE = "inconclusive"
+    FAILED = "failed"  # ok in the baseline, not ok now
+    FIXED = "fixed"  # not ok in the baseline, ok now
+    NOT_COMPARABLE = "not comparable"  # not ok in either
+
+
 @dataclass
 class MetricComparison:
     metric: str
@@ -58,7 +82,7 @@ class MetricComparison:
     baseline: float | None
     new: float | None
     estimate: RatioEstimate | None = None
-    verdict: str = "same"  # better | worse | same | n/a
+    verdict: MetricVerdict = MetricVerdict.SAME
     note: str = ""
 
     @property
@@ -73,11 +97,21 @@ class CellComparison:
     label: str
     baseline: Row
     new: Row
-    verdict: str  # faster | slower | same | failed | fixed | not comparable
+    verdict: CellVerdict
     regression: bool
     metrics: list[MetricComparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     normalized: list[str] = field(default_factory=list)  # metrics scaled by calibration (--normalize)
+
+    @property
+    def worse_besides_speed(self) -> list[str]:
+        """Memory or quality metrics that got worse: each fails the cell whatever its speed did."""
+        return [mc.label for mc in self.metrics if mc.metric not in SPEED_METRICS and mc.verdict is MetricVerdict.WORSE]
+
+    @property
+    def verdict_text(self) -> str:
+        worse = self.worse_besides_speed
+        return self.verdict.value + (f", {', '.join(worse)} worse" if worse else "")
 
 
 @dataclass
@@ -94,40 +128,28 @@ class Comparison:
         return [c for c in self.cells if c.regression]
 
 
-# Options the planner derives from the host (a tier's VRAM as a fraction of this GPU's): they differ
-# between machines for the same cell, so they are not part of what must match.
-DERIVED_OPTIONS = ("vram_fraction",)
-
-
-def match_key(c: CellConfig) -> tuple:
-    """What must be equal for two cells to be compared (LOOSE_FIELDS may differ, and are shown)."""
-    options = {k: v for k, v in (c.backend_options or {}).items() if k not in DERIVED_OPTIONS}
-    return (c.model_id, c.variant_id, c.backend, c.profile_id, c.device, c.prompt_tokens, c.gen_tokens,
-            c.n_ctx, c.n_gpu_layers, c.stop_at_eos, tuple(sorted(options.items())), repr(c.quality), repr(c.task))
-
-
 def cell_label(c: CellConfig) -> str:
-    return f"{c.model_id}:{c.variant_id} {c.backend} {c.profile_id} p={c.prompt_tokens} n={c.gen_tokens}"
+    return c.label()
 
 
 def _latest_by_key(rows: Sequence[Row]) -> dict[tuple, Row]:
     out: dict[tuple, Row] = {}
     for r in sorted(rows, key=lambda r: r.created_at):
-        out[match_key(r.config)] = r  # the latest row of a cell wins
+        out[r.config.identity()] = r  # the latest row of a cell wins
     return out
 
 
 def environment_differences(base: Row, new: Row) -> list[str]:
     """Hardware and library differences that make a speed comparison suspect."""
     out = []
-    hb, hn = base.environment.get("host", {}), new.environment.get("host", {})
+    hb, hn = base.environment.host, new.environment.host
     for key in ("cpu_model", "logical_cores", "ram_bytes"):
-        if hb.get(key) != hn.get(key):
-            out.append(f"hardware {key}: {hb.get(key)!r} -> {hn.get(key)!r}")
-    gb, gn = [g.get("name") for g in hb.get("gpus") or []], [g.get("name") for g in hn.get("gpus") or []]
+        if getattr(hb, key) != getattr(hn, key):
+            out.append(f"hardware {key}: {getattr(hb, key)!r} -> {getattr(hn, key)!r}")
+    gb, gn = [g.get("name") for g in hb.gpus], [g.get("name") for g in hn.gpus]
     if gb != gn:
         out.append(f"hardware GPUs: {gb} -> {gn}")
-    pb, pn = base.environment.get("packages", {}), new.environment.get("packages", {})
+    pb, pn = base.environment.packages, new.environment.packages
     for pkg in sorted(set(pb) | set(pn)):
         if pb.get(pkg) != pn.get(pkg):
             out.append(f"library {pkg}: {pb.get(pkg)} -> {pn.get(pkg)}")
@@ -149,10 +171,8 @@ def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresh
     env_seen: set[str] = set()
     cells = []
     for k in common:
-        cell = compare_cell(b_by[k], n_by[k], th, normalize)
-        for d in environment_differences(b_by[k], n_by[k]):
-            env_seen.add(d)
-        cells.append(cell)
+        cells.append(compare_cell(b_by[k], n_by[k], th, normalize))
+        env_seen.update(environment_differences(b_by[k], n_by[k]))
     if env_seen:
         warnings.append("DIFFERENT HARDWARE OR LIBRARIES between the runs"
                         + (" (see which metrics were normalized)" if normalize else
@@ -176,76 +196,89 @@ def _scale(base: Row, new: Row, metric: SpeedMetric) -> tuple[float | None, str]
     cells on a GPU are left as measured)."""
     if "cuda" in (base.config.device, new.config.device):
         return None, f"{metric.key}: not normalized, the calibration measures the CPU and this cell ran on cuda"
-    cb = (base.environment.get("calibration") or {}).get(metric.calibration)
-    cn = (new.environment.get("calibration") or {}).get(metric.calibration)
+    cal_b, cal_n = base.environment.calibration, new.environment.calibration
+    cb = getattr(cal_b, metric.calibration) if cal_b else None
+    cn = getattr(cal_n, metric.calibration) if cal_n else None
     if not cb or not cn:
         return None, f"{metric.key}: not normalized, a row has no calibration ({metric.calibration})"
     factor = cb / cn if metric.higher_is_better else cn / cb
     return factor, f"{metric.key} x{factor:.3f} ({metric.calibration} {cn:.3g} here vs {cb:.3g} in the baseline)"
 
 
-def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellComparison:
-    label = cell_label(new.config)
+def _notes(base: Row, new: Row) -> list[str]:
     notes = [f"{f}: {getattr(base.config, f)} -> {getattr(new.config, f)}" for f in LOOSE_FIELDS
              if f != "timeout_s" and getattr(base.config, f) != getattr(new.config, f)]
-    hb, hn = base.environment.get("host", {}).get("hostname"), new.environment.get("host", {}).get("hostname")
-    if hb != hn:
-        notes.append(f"host: {hb} -> {hn}")
+    if base.host != new.host:
+        notes.append(f"host: {base.host} -> {new.host}")
+    return notes
+
+
+def _speed_metric(base: Row, new: Row, m: SpeedMetric, th: Thresholds, normalize: bool,
+                  notes: list[str]) -> tuple[MetricComparison, bool]:
+    """One speed metric's ratio, CI and verdict; and whether it was normalized."""
+    xs, ys = _samples(base, m.key), _samples(new, m.key)
+    mc = MetricComparison(m.key, m.label, _mean(xs), _mean(ys))
+    dropped = (len(base.samples) - len(xs), len(new.samples) - len(ys))
+    if any(dropped):
+        notes.append(f"{m.key}: {dropped[0]} baseline and {dropped[1]} new sample(s) had no value")
+    if not xs or not ys:
+        if xs and not ys:  # measured before, not now: never a silent pass
+            mc.verdict, mc.note = MetricVerdict.WORSE, "the baseline has samples, the new run none"
+        else:
+            mc.verdict, mc.note = MetricVerdict.NA, "no samples"
+        return mc, False
+    normalized = False
+    if normalize:
+        factor, how = _scale(base, new, m)
+        notes.append(how)
+        if factor:
+            ys = [y * factor for y in ys]
+            mc.new = _mean(ys)
+            normalized = True
+    est = ratio_estimate(xs, ys, th.alpha)
+    mc.estimate = est
+    moved = abs(math.log(est.ratio)) >= math.log1p(th.min_effect)
+    if est.p_value < th.alpha and moved:
+        mc.verdict = MetricVerdict.BETTER if (est.ratio > 1) == m.higher_is_better else MetricVerdict.WORSE
+    elif smallest_p(len(xs), len(ys)) >= th.alpha:
+        mc.verdict = MetricVerdict.INCONCLUSIVE
+        mc.note = (f"{len(xs)} vs {len(ys)} samples cannot reach p < {th.alpha} (smallest possible "
+                   f"p = {smallest_p(len(xs), len(ys)):.3f}); run with -r 5 or more")
+    return mc, normalized
+
+
+def _gated_verdict(metrics: list[MetricComparison], gate: tuple[str, ...]) -> CellVerdict:
+    speed = {mc.verdict for mc in metrics if mc.metric in gate}
+    if MetricVerdict.WORSE in speed:
+        return CellVerdict.SLOWER
+    if MetricVerdict.INCONCLUSIVE in speed:
+        return CellVerdict.INCONCLUSIVE  # too few samples to tell: not "same"
+    if MetricVerdict.BETTER in speed:
+        return CellVerdict.FASTER
+    return CellVerdict.SAME
+
+
+def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellComparison:
+    label = cell_label(new.config)
+    notes = _notes(base, new)
     if base.status != "ok" or new.status != "ok":
         if base.status == "ok":
-            return CellComparison(label, base, new, "failed", True, [], notes + [f"new run: {new.status}: {new.reason}"])
-        verdict = "fixed" if new.status == "ok" else "not comparable"
+            return CellComparison(label, base, new, CellVerdict.FAILED, True, [],
+                                  notes + [f"new run: {new.status}: {new.reason}"])
+        verdict = CellVerdict.FIXED if new.status == "ok" else CellVerdict.NOT_COMPARABLE
         return CellComparison(label, base, new, verdict, False, [], notes + [f"baseline: {base.status}: {base.reason}"])
     metrics: list[MetricComparison] = []
-    normalized: set[str] = set()
+    normalized: list[str] = []
     for m in SPEED_METRICS.values():
-        xs, ys = _samples(base, m.key), _samples(new, m.key)
-        mc = MetricComparison(m.key, m.label, _mean(xs), _mean(ys))
-        dropped = (len(base.samples) - len(xs), len(new.samples) - len(ys))
-        if any(dropped):
-            notes.append(f"{m.key}: {dropped[0]} baseline and {dropped[1]} new sample(s) had no value")
-        if not xs or not ys:
-            if xs and not ys:  # measured before, not now: never a silent pass
-                mc.verdict, mc.note = "worse", "the baseline has samples, the new run none"
-            else:
-                mc.verdict, mc.note = "n/a", "no samples"
-            metrics.append(mc)
-            continue
-        if normalize:
-            factor, how = _scale(base, new, m)
-            notes.append(how)
-            if factor:
-                ys = [y * factor for y in ys]
-                mc.new = _mean(ys)
-                normalized.add(m.key)
-        est = ratio_estimate(xs, ys, th.alpha)
-        mc.estimate = est
-        moved = abs(math.log(est.ratio)) >= math.log1p(th.min_effect)
-        if est.p_value < th.alpha and moved:
-            improved = (est.ratio > 1) == m.higher_is_better
-            mc.verdict = "better" if improved else "worse"
-        elif smallest_p(len(xs), len(ys)) >= th.alpha:
-            mc.verdict = "inconclusive"
-            mc.note = (f"{len(xs)} vs {len(ys)} samples cannot reach p < {th.alpha} (smallest possible "
-                       f"p = {smallest_p(len(xs), len(ys)):.3f}); run with -r 5 or more")
+        mc, scaled = _speed_metric(base, new, m, th, normalize, notes)
         metrics.append(mc)
-    metrics += _memory_metrics(base, new, th) + _quality_metrics(base, new, th)
-    speed = [mc for mc in metrics if mc.metric in th.gate]
-    if any(mc.verdict == "worse" for mc in speed):
-        verdict = "slower"
-    elif any(mc.verdict == "inconclusive" for mc in speed):
-        verdict = "inconclusive"  # too few samples to tell: not "same"
-    elif any(mc.verdict == "better" for mc in speed):
-        verdict = "faster"
-    else:
-        verdict = "same"
-    other_worse = [mc.label for mc in metrics if mc.metric not in SPEED_METRICS and mc.verdict == "worse"]
-    if other_worse:  # a memory or quality regression fails the cell whatever its speed did
-        verdict = f"{verdict}, {', '.join(other_worse)} worse"
-    regression = (verdict == "slower" or bool(other_worse)
-                  or (verdict == "inconclusive" and not th.allow_inconclusive))
-    cell = CellComparison(label, base, new, verdict, regression, metrics, notes)
-    cell.normalized = sorted(normalized)
+        if scaled:
+            normalized.append(m.key)
+    metrics += _memory_metrics(base, new, th) + _quality_metrics(base, new, th) + _task_metrics(base, new, th)
+    verdict = _gated_verdict(metrics, th.gate)
+    cell = CellComparison(label, base, new, verdict, False, metrics, notes, sorted(normalized))
+    cell.regression = (verdict is CellVerdict.SLOWER or bool(cell.worse_besides_speed)
+                       or (verdict is CellVerdict.INCONCLUSIVE and not th.allow_inconclusive))
     return cell
 
 
@@ -256,69 +289,76 @@ def _mean(xs: Sequence[float]) -> float | None:
 def _memory_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparison]:
     out = []
     for key, label in (("peak_rss_bytes", "peak RSS bytes"), ("peak_vram_reserved_bytes", "peak VRAM bytes")):
-        b, n = base.memory.get(key), new.memory.get(key)
+        b, n = getattr(base.memory, key), getattr(new.memory, key)
         if b and not n:
-            out.append(MetricComparison(key, label, b, None, verdict="worse", note="not measured in the new run"))
+            out.append(MetricComparison(key, label, b, None, verdict=MetricVerdict.WORSE,
+                                        note="not measured in the new run"))
             continue
         if not b or not n:
             continue
         mc = MetricComparison(key, label, b, n)
         if n > b * (1 + th.max_memory_increase):
-            mc.verdict, mc.note = "worse", f"grew more than {th.max_memory_increase:.0%}"
+            mc.verdict, mc.note = MetricVerdict.WORSE, f"grew more than {th.max_memory_increase:.0%}"
         elif n < b * (1 - th.max_memory_increase):
-            mc.verdict = "better"
+            mc.verdict = MetricVerdict.BETTER
         out.append(mc)
     return out
+
+
+def _threshold_verdict(new_minus_base: float, allowed: float, z: float | None, alpha: float) -> MetricVerdict:
+    """Worse/better only past the allowed change and, where a z statistic exists, significant."""
+    crit = z_critical(alpha)
+    if new_minus_base > allowed and (z is None or z > crit):
+        return MetricVerdict.WORSE
+    if -new_minus_base > allowed and (z is None or -z > crit):
+        return MetricVerdict.BETTER
+    return MetricVerdict.SAME
 
 
 def _quality_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparison]:
-    out = []
     qb, qn = base.quality, new.quality
-    if qb.get("status") == "ok" and qn.get("status") != "ok":
-        out.append(MetricComparison("quality", "quality", None, None, verdict="worse",
-                                    note=f"measured in the baseline; new run: {qn.get('status', 'not run')} {qn.get('reason') or ''}".strip()))
-    if qb.get("status") == "ok" and qn.get("status") == "ok":
-        kb, kn = qb.get("kld") or {}, qn.get("kld") or {}
-        if kb.get("mean") is not None and kn.get("mean") is not None:
-            mc = MetricComparison("kld_mean", "KLD mean", kb["mean"], kn["mean"])
-            diff = kn["mean"] - kb["mean"]
-            z = two_proportion_z(kb["mean"], kb.get("se") or 0.0, kn["mean"], kn.get("se") or 0.0)
-            if diff > th.max_kld_increase and z > z_critical(th.alpha):
-                mc.verdict, mc.note = "worse", f"+{diff:.4f} nats (z = {z:.1f})"
-            elif -diff > th.max_kld_increase and -z > z_critical(th.alpha):
-                mc.verdict = "better"
-            out.append(mc)
-        pb, pn = qb.get("perplexity"), qn.get("perplexity")
-        if pb and pn:
-            mc = MetricComparison("perplexity", "perplexity", pb, pn)
-            if pn > pb * (1 + th.max_ppl_increase):
-                mc.verdict, mc.note = "worse", f"grew more than {th.max_ppl_increase:.0%}"
-            elif pn < pb * (1 - th.max_ppl_increase):
-                mc.verdict = "better"
-            out.append(mc)
-    tb, tn = base.task, new.task
-    if tb.get("status") == "ok" and tn.get("status") != "ok":
-        out.append(MetricComparison("task_accuracy", "task accuracy", tb.get("accuracy"), None, verdict="worse",
-                                    note=f"measured in the baseline; new run: {tn.get('status', 'not run')}"))
-    if tb.get("status") == "ok" and tn.get("status") == "ok":
-        mc = MetricComparison("task_accuracy", f"accuracy ({tn.get('name', 'task')})", tb["accuracy"], tn["accuracy"])
-        drop = tb["accuracy"] - tn["accuracy"]
-        z = two_proportion_z(tb["accuracy"], tb.get("accuracy_se") or 0.0, tn["accuracy"], tn.get("accuracy_se") or 0.0)
-        if drop > th.max_accuracy_drop and -z > z_critical(th.alpha):
-            mc.verdict, mc.note = "worse", f"-{drop:.1%} (z = {z:.1f})"
-        elif -drop > th.max_accuracy_drop and z > z_critical(th.alpha):
-            mc.verdict = "better"
+    if not qb.ok:
+        return []
+    if not qn.ok:
+        return [MetricComparison("quality", "quality", None, None, verdict=MetricVerdict.WORSE,
+                                 note=f"measured in the baseline; new run: {qn.status or 'not run'} "
+                                      f"{qn.reason or ''}".strip())]
+    out = []
+    if qb.kld and qn.kld and qb.kld.mean is not None and qn.kld.mean is not None:
+        mc = MetricComparison("kld_mean", "KLD mean", qb.kld.mean, qn.kld.mean)
+        diff = qn.kld.mean - qb.kld.mean
+        z = two_proportion_z(qb.kld.mean, qb.kld.se or 0.0, qn.kld.mean, qn.kld.se or 0.0)
+        mc.verdict = _threshold_verdict(diff, th.max_kld_increase, z, th.alpha)
+        if mc.verdict is MetricVerdict.WORSE:
+            mc.note = f"+{diff:.4f} nats (z = {z:.1f})"
+        out.append(mc)
+    if qb.perplexity and qn.perplexity:
+        mc = MetricComparison("perplexity", "perplexity", qb.perplexity, qn.perplexity)
+        mc.verdict = _threshold_verdict(qn.perplexity / qb.perplexity - 1, th.max_ppl_increase, None, th.alpha)
+        if mc.verdict is MetricVerdict.WORSE:
+            mc.note = f"grew more than {th.max_ppl_increase:.0%}"
         out.append(mc)
     return out
 
 
+def _task_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparison]:
+    tb, tn = base.task, new.task
+    if not tb.ok:
+        return []
+    if not tn.ok:
+        return [MetricComparison("task_accuracy", "task accuracy", tb.accuracy, None, verdict=MetricVerdict.WORSE,
+                                 note=f"measured in the baseline; new run: {tn.status or 'not run'}")]
+    assert tb.accuracy is not None and tn.accuracy is not None
+    mc = MetricComparison("task_accuracy", f"accuracy ({tn.name or 'task'})", tb.accuracy, tn.accuracy)
+    z = two_proportion_z(tb.accuracy, tb.accuracy_se or 0.0, tn.accuracy, tn.accuracy_se or 0.0)
+    # lower accuracy is worse: compare the drop (base - new) against the allowed drop, with -z
+    mc.verdict = _threshold_verdict(tb.accuracy - tn.accuracy, th.max_accuracy_drop, -z, th.alpha)
+    if mc.verdict is MetricVerdict.WORSE:
+        mc.note = f"-{tb.accuracy - tn.accuracy:.1%} (z = {z:.1f})"
+    return [mc]
+
+
 # -- presentation -----------------------------------------------------------------------------
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.4e}"
-
-
 def _ratio_text(mc: MetricComparison) -> str:
     if mc.estimate:
         e = mc.estimate
@@ -333,27 +373,28 @@ def markdown(cmp: Comparison, baseline_name: str, new_name: str) -> str:
     n_reg = len(cmp.regressions)
     lines.append(f"**{'REGRESSION' if n_reg else 'OK'}**: {len(cmp.cells)} matching cell(s), {n_reg} regression(s). "
                  f"Speed verdicts need Mann-Whitney p < {th.alpha} and a change of at least {th.min_effect:.0%} "
-                 f"(gated: {', '.join(th.gate)}); memory +{th.max_memory_increase:.0%}; KLD +{th.max_kld_increase} nats; "
+                 f"(gated: {', '.join(th.gate)}); memory +{th.max_memory_increase:.0%}; "
+                 f"KLD +{th.max_kld_increase} nats; "
                  f"perplexity +{th.max_ppl_increase:.0%}; accuracy -{th.max_accuracy_drop:.0%}."
                  + (f" --normalize: {sum(len(c.normalized) for c in cmp.cells)} metric(s) in "
                     f"{sum(bool(c.normalized) for c in cmp.cells)} of {len(cmp.cells)} cell(s) scaled by calibration."
                     if cmp.normalized else "")
                  + (" Inconclusive cells (too few samples) count as failures; --allow-inconclusive passes them."
-                    if any(c.verdict.startswith("inconclusive") for c in cmp.cells) else ""))
+                    if any(c.verdict is CellVerdict.INCONCLUSIVE for c in cmp.cells) else ""))
     lines.append("")
     for w in cmp.warnings:
         lines += [f"> **Warning:** {w}", ""]
     lines += ["| cell | verdict | metric | baseline | new | ratio new/baseline [CI], p | |",
               "|---|---|---|---|---|---|---|"]
     for c in cmp.cells:
-        verdict = f"**{c.verdict}**" if c.regression else c.verdict
+        verdict = f"**{c.verdict_text}**" if c.regression else c.verdict_text
         if not c.metrics:
             lines.append(f"| {c.label} | {verdict} | | | | | {'; '.join(c.notes)} |")
             continue
         for i, mc in enumerate(c.metrics):
             head = (c.label, verdict) if i == 0 else ("", "")
-            lines.append(f"| {head[0]} | {head[1]} | {mc.label} | {_fmt(mc.baseline)} | {_fmt(mc.new)} | "
-                         f"{_ratio_text(mc)} | {mc.verdict}{': ' + mc.note if mc.note else ''} |")
+            lines.append(f"| {head[0]} | {head[1]} | {mc.label} | {fmt(mc.baseline, 'sig')} | {fmt(mc.new, 'sig')} | "
+                         f"{_ratio_text(mc)} | {mc.verdict.value}{': ' + mc.note if mc.note else ''} |")
         if c.notes:
             lines.append(f"| | | notes | | | | {'; '.join(c.notes)} |")
     if cmp.only_baseline:
@@ -367,19 +408,21 @@ def summary_table(cmp: Comparison) -> Any:
     from rich.table import Table
 
     t = Table(title="bench compare (ratio = new / baseline, Hodges-Lehmann estimate with its CI)")
-    for col in ("cell", "verdict", "decode tok/s ratio", "prefill tok/s ratio", "TTFT ratio", "peak RSS ratio", "notes"):
+    for col in ("cell", "verdict", "decode tok/s ratio", "prefill tok/s ratio", "TTFT ratio", "peak RSS ratio",
+                "notes"):
         t.add_column(col, overflow="fold")
     for c in cmp.cells:
         by = {mc.metric: mc for mc in c.metrics}
 
-        def cell(key: str) -> str:
+        def cell(key: str, by: dict[str, MetricComparison] = by) -> str:
             mc = by.get(key)
-            return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict}"
+            return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict.value}"
 
-        color = "red" if c.regression else ("green" if c.verdict in ("faster", "fixed") else "")
-        verdict = f"[{color}]{c.verdict}[/{color}]" if color else c.verdict
-        notes = c.notes + [f"{mc.label}: {mc.verdict} {mc.note}" for mc in c.metrics
-                           if mc.metric not in ("decode_tps", "prefill_tps", "ttft_s", "peak_rss_bytes") and mc.verdict == "worse"]
+        color = "red" if c.regression else ("green" if c.verdict in (CellVerdict.FASTER, CellVerdict.FIXED) else "")
+        verdict = f"[{color}]{c.verdict_text}[/{color}]" if color else c.verdict_text
+        shown = ("decode_tps", "prefill_tps", "ttft_s", "peak_rss_bytes")
+        notes = c.notes + [f"{mc.label}: {mc.verdict.value} {mc.note}" for mc in c.metrics
+                           if mc.metric not in shown and mc.verdict is MetricVerdict.WORSE]
         t.add_row(c.label, verdict, cell("decode_tps"), cell("prefill_tps"), cell("ttft_s"), cell("peak_rss_bytes"),
                   "; ".join(notes))
     return t

@@ -71,7 +71,8 @@ def quality_groups(rows: Sequence[Row]) -> tuple[str, dict[str, list[tuple[Row, 
         f, ref = flatten(r), reference_of(r, refs)
         if ref is None or (f["kld_mean"] is None and ref != r.config.variant_id):
             continue
-        groups[f"{r.config.model_id} on {tier_label(r)} (vs {ref})"].append((r, f["decode_tps_mean"], f["kld_mean"] or 0.0))
+        label = f"{r.config.model_id} on {tier_label(r)} (vs {ref})"
+        groups[label].append((r, f["decode_tps_mean"], f["kld_mean"] or 0.0))
     if groups:
         return "kld_mean", dict(sorted(groups.items()))
     for r in ok:
@@ -102,7 +103,8 @@ def speed_vs_quality(rows: Sequence[Row]) -> Plot:
         front = pareto_front(xy)
         on_front += len(front)
         # the boundary of what the front dominates: up at each point, then across to the next
-        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="pre", color=color, lw=1.2, ls="--", zorder=2)
+        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="pre", color=color, lw=1.2, ls="--",
+                zorder=2)
         ax.scatter([xy[i][0] for i in front], [xy[i][1] for i in front], s=80, facecolors="none", edgecolors=color,
                    linewidths=1.5, zorder=4)
         for r, x, y in pts:
@@ -154,7 +156,7 @@ def speed_and_cost_by_tier(rows: Sequence[Row]) -> Plot:
 
 def memory_vs_capacity(rows: Sequence[Row]) -> Plot:
     pid, title = "memory", "Peak memory per variant against each tier's capacity"
-    measured = [r for r in rows if r.memory.get("peak_rss_bytes")]
+    measured = [r for r in rows if r.memory.peak_rss_bytes]
     if not measured:
         return Plot(pid, title, "", why_not="no row has a measured peak RSS")
     plt = _pyplot()
@@ -162,10 +164,10 @@ def memory_vs_capacity(rows: Sequence[Row]) -> Plot:
     vram: dict[str, int] = {}
     for r in measured:
         s = series_label(r)
-        peak[s] = max(peak.get(s, 0), r.memory["peak_rss_bytes"])
-        if r.memory.get("peak_vram_reserved_bytes"):
-            vram[s] = max(vram.get(s, 0), r.memory["peak_vram_reserved_bytes"])
-    budgets = {tier_label(r): r.tier.get("ram_budget_bytes") for r in rows if r.tier.get("ram_budget_bytes")}
+        peak[s] = max(peak.get(s, 0), r.memory.peak_rss_bytes or 0)
+        if r.memory.peak_vram_reserved_bytes:
+            vram[s] = max(vram.get(s, 0), r.memory.peak_vram_reserved_bytes)
+    budgets = {tier_label(r): r.tier.ram_budget_bytes for r in rows if r.tier.ram_budget_bytes}
     names = sorted(peak, key=lambda s: peak[s])
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.35 * len(names)))
     ax.barh(range(len(names)), [peak[s] / GiB for s in names], height=0.6, color=PALETTE[0], label="peak RSS")

@@ -13,10 +13,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.analysis.flat import COLUMNS, flatten, tier_label
 from bench.fileio import atomic_path, atomic_write_text
+from bench.fmt import fmt
 from bench.results.schema import Row
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
@@ -32,24 +32,6 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def fmt(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    if spec == "s":
-        return str(value)
-    if spec == "d":
-        return str(int(value))
-    if spec == "ms":
-        return f"{value * 1e3:.1f}"
-    if spec == "mib":
-        return f"{value / 2**20:.0f}"
-    if spec == "pct":
-        return f"{value:.1%}"
-    if spec == "bool":
-        return "yes" if value else "NO"
-    return format(value, spec)
-
-
 @dataclass
 class Report:
     rows: list[Row]
@@ -62,7 +44,7 @@ class Report:
                                                 tier_label(r), r.config.prompt_tokens, r.created_at))
 
     def provenance(self) -> str:
-        hosts = sorted({str((r.environment.get("host") or {}).get("hostname")) for r in self.rows})
+        hosts = sorted({r.host for r in self.rows})
         runs = sorted({r.run_id for r in self.rows})
         when = sorted(r.created_at for r in self.rows)
         return (f"{len(self.rows)} row(s) from {len(self.sources)} file(s), {len(runs)} run(s) on "
@@ -78,7 +60,8 @@ class Report:
         for name, pts in groups.items():
             front = pareto_front([(x, y) for _, x, y in pts])
             out.append(f"{name}: " + ", ".join(
-                f"{pts[i][0].config.variant_id}/{pts[i][0].config.backend} ({pts[i][1]:.1f} tok/s, {loss} {pts[i][2]:.4f})"
+                f"{pts[i][0].config.variant_id}/{pts[i][0].config.backend} "
+                f"({pts[i][1]:.1f} tok/s, {loss} {pts[i][2]:.4f})"
                 for i in front))
         return out
 
@@ -116,9 +99,11 @@ def markdown(report: Report) -> str:
 
 
 HTML_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;
+padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;font-size:.78rem;width:100%}th,td{border:1px solid #ddd;padding:.2rem .35rem;text-align:right}
+table{border-collapse:collapse;font-size:.78rem;width:100%}
+th,td{border:1px solid #ddd;padding:.2rem .35rem;text-align:right}
 th{background:#f4f4f4;position:sticky;top:0}td.s{text-align:left}tr.bad td{background:#fff1f0}
 figure{margin:1rem 0 2rem 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.85rem;color:#555}
 .warn{background:#fff8e1;border-left:4px solid #f0ad4e;padding:.4rem .8rem;font-size:.85rem}
@@ -205,7 +190,8 @@ def write_sqlite(report: Report, path: Path) -> None:
                 f = flatten(r)
                 cur = con.execute(insert_row, [f[c.name] for c in COLUMNS] + [r.to_json()])
                 con.executemany(f"INSERT INTO samples VALUES (?, ?, {', '.join('?' * len(SAMPLE_COLUMNS))}, ?)",
-                                [(cur.lastrowid, i, *(s.get(k) for k in SAMPLE_COLUMNS), json.dumps(s.get("token_times")))
+                                [(cur.lastrowid, i, *(s.get(k) for k in SAMPLE_COLUMNS),
+                                  json.dumps(s.get("token_times")))
                                  for i, s in enumerate(r.samples)])
             con.commit()
         finally:

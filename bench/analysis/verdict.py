@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.analysis.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
 from bench.results.schema import Row
@@ -36,11 +36,31 @@ class Criteria(StrictModel):
     accuracy_retained_min: float | None = Field(default=None, gt=0, le=1)
 
 
+class Measure(StrictModel):
+    """What ``bench verdict --run`` measures for the criteria: one speed workload on every tier,
+    quality (against each variant's reference) and, if set, a task, once per configuration."""
+
+    prompt_tokens: int = Field(default=128, gt=0)
+    gen_tokens: int = Field(default=64, gt=1)
+    repetitions: int = Field(default=3, ge=3)
+    quality: dict[str, Any] | None = None  # bench run --quality settings: {corpus, n_ctx, chunks, reference}
+    task: dict[str, Any] | None = None  # bench run --task settings: {name, limit, shots, max_new_tokens, n_ctx}
+
+
 class Claims(StrictModel):
     schema_version: Literal[1]
     name: str
     inexpensive: Inexpensive
     criteria: Criteria
+    measure: Measure = Field(default_factory=Measure)
+
+    @model_validator(mode="after")
+    def _workload_answers_the_criteria(self) -> Claims:
+        if self.criteria.ttft_s_max is not None and self.measure.prompt_tokens < self.criteria.ttft_min_prompt_tokens:
+            raise ValueError(f"measure.prompt_tokens {self.measure.prompt_tokens} is below "
+                             f"criteria.ttft_min_prompt_tokens {self.criteria.ttft_min_prompt_tokens}: "
+                             "its TTFT could not count")
+        return self
 
 
 def load_claims(path: Path) -> Claims:
@@ -75,20 +95,29 @@ class TierVerdict:
     tier: str
     usd_per_hour: float | None
     inexpensive: bool
-    best: RowVerdict
+    best: RowVerdict | None  # None: nothing measured on this tier (``missing`` says why)
     configurations: int  # variant x backend x settings measured on this tier
+    missing: str | None = None
 
     @property
     def outcome(self) -> Outcome:
-        return self.best.outcome
+        return self.best.outcome if self.best else "unmeasured"
+
+    @property
+    def configuration(self) -> str:
+        if self.best is None:
+            return "-"
+        return f"{self.best.row.config.variant_id} / {self.best.row.config.backend}"
 
     @property
     def basis(self) -> str:
+        if self.best is None:
+            return f"not measured: {self.missing}"
         r = self.best.row
-        host = (r.environment.get("host") or {}).get("hostname", "?")
+        host = r.host
         if r.config.profile_id == "auto":
             return f"measured on {host} as it is"
-        return f"emulated on {host} ({r.tier.get('thread_cap', '?')}; RAM {r.tier.get('enforcement', '?')})"
+        return f"emulated on {host} ({r.tier.thread_cap or '?'}; RAM {r.tier.enforcement or '?'})"
 
 
 @dataclass
@@ -103,69 +132,110 @@ def _task_key(r: Row) -> tuple:
     return (r.config.model_id, t.get("name"), t.get("limit"), t.get("shots"), t.get("max_new_tokens"))
 
 
-def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float]) -> RowVerdict:
+def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
+    if r.status in ("does_not_fit", "oom"):
+        return Check("fits", "fail", r.status.replace("_", " "))
+    if f["fits"] is None:
+        return Check("fits", "unmeasured", why or "no RAM budget for this tier")
+    peak, budget = f["peak_rss_bytes"] / 2**20, (f["ram_budget_bytes"] or 0) / 2**20
+    return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB")
+
+
+def _decode(f: dict[str, Any], c: Criteria, why: str) -> Check:
+    v = f["decode_tps_mean"]
+    if v is None:
+        return Check("decode tok/s", "unmeasured", why or "no decode rate")
+    assert c.decode_tps_min is not None
+    return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail", f"{v:.1f} (>= {c.decode_tps_min:g})")
+
+
+def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
+    v = f["ttft_s_mean"]
+    if v is None:
+        return Check("TTFT", "unmeasured", why or "no TTFT")
+    if r.config.prompt_tokens < c.ttft_min_prompt_tokens:
+        return Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
+                                           f">= {c.ttft_min_prompt_tokens}")
+    assert c.ttft_s_max is not None
+    return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
+                 f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})")
+
+
+def _kld(r: Row, f: dict[str, Any], c: Criteria, is_reference: bool) -> Check:
+    if is_reference:
+        return Check("KLD", "pass", "is the reference")
+    if f["kld_mean"] is None and r.quality.ok and r.quality.perplexity is not None:
+        return Check("KLD", "unmeasured", f"perplexity {r.quality.perplexity:.2f} only: "
+                                          f"{r.quality.note or 'no reference variant'}")
+    if f["kld_mean"] is None:
+        return Check("KLD", "unmeasured",
+                     r.quality.reason or r.quality.note or "no KLD in this row (run with --quality)")
+    assert c.kld_max is not None
+    return Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail", f"{f['kld_mean']:.4f} (<= {c.kld_max:g})")
+
+
+def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None) -> Check:
+    acc = f["task_accuracy"]
+    if is_reference:
+        return Check("accuracy retained", "pass", "is the reference")
+    if acc is None:
+        return Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)")
+    if not ref:
+        return Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
+                                                        "on the same task to compare with")
+    assert c.accuracy_retained_min is not None
+    kept = acc / ref
+    return Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
+                 f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})")
+
+
+def configuration(r: Row) -> tuple:
+    """A configuration is a variant on a backend with its settings, whatever the tier."""
+    c = r.config
+    return (c.model_id, c.variant_id, c.backend, repr(sorted(c.backend_options.items())))
+
+
+def _has_quality(r: Row) -> bool:
+    return bool(r.quality) or bool(r.task)
+
+
+def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float],
+              quality_from: Row | None = None) -> RowVerdict:
+    """Each criterion the claims set, on one row. Quality does not depend on the tier a
+    configuration runs on (the same numbers are computed), so a row without quality takes it from
+    ``quality_from``, a row of the same configuration that measured it, and says where."""
     f = flatten(r)
-    ok = r.status == "ok"
-    why = f"{r.status}: {r.reason}" if not ok else ""
+    why = f"{r.status}: {r.reason}" if r.status != "ok" else ""
     checks: list[Check] = []
     if c.fits:
-        if r.status in ("does_not_fit", "oom"):
-            checks.append(Check("fits", "fail", r.status.replace("_", " ")))
-        elif f["fits"] is None:
-            checks.append(Check("fits", "unmeasured", why or "no RAM budget for this tier"))
-        else:
-            peak = f["peak_rss_bytes"] / 2**20
-            budget = (f["ram_budget_bytes"] or 0) / 2**20
-            checks.append(Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB"))
+        checks.append(_fits(r, f, why))
     if c.decode_tps_min is not None:
-        v = f["decode_tps_mean"]
-        checks.append(Check("decode tok/s", "unmeasured", why or "no decode rate") if v is None else
-                      Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail", f"{v:.1f} (>= {c.decode_tps_min:g})"))
+        checks.append(_decode(f, c, why))
     if c.ttft_s_max is not None:
-        v = f["ttft_s_mean"]
-        if v is None:
-            checks.append(Check("TTFT", "unmeasured", why or "no TTFT"))
-        elif r.config.prompt_tokens < c.ttft_min_prompt_tokens:
-            checks.append(Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
-                                                      f">= {c.ttft_min_prompt_tokens}"))
-        else:
-            checks.append(Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
-                                f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})"))
+        checks.append(_ttft(r, f, c, why))
     # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
     # fails, a measured pass passes, nothing measured is `unmeasured`.
+    is_reference = (r.config.model_id, r.config.variant_id) in refs
+    q_row, where = r, ""
+    if not _has_quality(r) and quality_from is not None:
+        q_row, where = quality_from, f" (measured on {quality_from.tier_label})"
+    qf = flatten(q_row)
     quality: list[Check] = []
     if c.kld_max is not None:
-        if (r.config.model_id, r.config.variant_id) in refs:
-            quality.append(Check("KLD", "pass", "is the reference"))
-        elif f["kld_mean"] is None:
-            quality.append(Check("KLD", "unmeasured", r.quality.get("reason") or r.quality.get("note") or
-                                "no KLD in this row (run with --quality)"))
-        else:
-            quality.append(Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail",
-                                f"{f['kld_mean']:.4f} (<= {c.kld_max:g})"))
+        quality.append(_kld(q_row, qf, c, is_reference))
     if c.accuracy_retained_min is not None:
-        acc, ref = f["task_accuracy"], ref_accuracy.get(_task_key(r))
-        if (r.config.model_id, r.config.variant_id) in refs:
-            quality.append(Check("accuracy retained", "pass", "is the reference"))
-        elif acc is None:
-            quality.append(Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)"))
-        elif not ref:
-            quality.append(Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
-                                                                   "on the same task to compare with"))
-        else:
-            kept = acc / ref
-            quality.append(Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
-                                f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})"))
+        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row))))
     if quality:
         outcomes = {q.outcome for q in quality}
         outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
-        checks.append(Check("quality retained", outcome, "; ".join(f"{q.criterion} {q.outcome}: {q.value}" for q in quality)))
+        checks.append(Check("quality retained", outcome,
+                            "; ".join(f"{q.criterion} {q.outcome}: {q.value}" for q in quality) + where))
     return RowVerdict(r, checks)
 
 
 def _country(r: Row, catalog_countries: dict[str, str | None]) -> str:
-    facts = r.model.get("facts") or {}
-    return facts.get("country") or catalog_countries.get(r.config.model_id) or "unknown"
+    country = r.model.facts.country if r.model.facts else None
+    return country or catalog_countries.get(r.config.model_id) or "unknown"
 
 
 def is_inexpensive(tier: str, profile_id: str, usd: float | None, inexpensive: Inexpensive) -> bool:
@@ -176,7 +246,23 @@ def is_inexpensive(tier: str, profile_id: str, usd: float | None, inexpensive: I
     return True
 
 
-def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None) -> Verdict:
+def _unmeasured_tiers(have: list[TierVerdict], expected: dict[str, list[tuple[str, float | None, str]]],
+                      claims: Claims, countries: dict[str, str | None]) -> list[TierVerdict]:
+    """A row for each (model, tier) that was asked about but has no measurement, saying why."""
+    seen = {(tv.model, tv.tier) for tv in have}
+    out = []
+    for model, tiers in expected.items():
+        for tier, usd, why in tiers:
+            if (model, tier) not in seen:
+                out.append(TierVerdict(model, countries.get(model) or "unknown", tier, usd,
+                                       is_inexpensive(tier, tier, usd, claims.inexpensive), None, 0, why))
+    return out
+
+
+def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None,
+          expected: dict[str, list[tuple[str, float | None, str]]] | None = None) -> Verdict:
+    """The verdict per model x tier. ``expected`` lists, per model, the tiers the verdict must
+    cover as (tier, $/hour, why it may be missing): a tier with no row is shown as unmeasured."""
     countries = catalog_countries or {}
     refs = reference_variants(list(rows))
     ref_accuracy: dict[tuple, float] = {}
@@ -187,9 +273,11 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     # A configuration (variant x backend x settings) passes a tier only if every workload measured
     # for it there passes (the newest row of each cell); the tier passes if one configuration does.
     groups: dict[tuple[str, str], dict[tuple, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    quality_of: dict[tuple, Row] = {}  # configuration -> its newest row that measured quality
     for r in latest_per_cell(list(rows)):
-        c = r.config
-        groups[(c.model_id, tier_label(r))][(c.variant_id, c.backend, repr(sorted(c.backend_options.items())))].append(r)
+        groups[(r.config.model_id, tier_label(r))][configuration(r)].append(r)
+        if _has_quality(r) and r.status == "ok":
+            quality_of[configuration(r)] = r
     order = {"pass": 0, "unmeasured": 1, "fail": 2}
 
     def rank(v: RowVerdict) -> tuple:
@@ -197,14 +285,18 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
     tiers = []
     for (model, tier), configs in sorted(groups.items()):
-        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy) for r in rs), key=rank)
-                    for rs in configs.values()]  # each configuration's worst workload decides it
+        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key)) for r in rs),
+                        key=rank)
+                    for key, rs in configs.items()]  # each configuration's worst workload decides it
         best = min(deciding, key=rank)
         usd = hourly_usd(best.row)
         tiers.append(TierVerdict(model, _country(best.row, countries), tier, usd,
                                  is_inexpensive(tier, best.row.config.profile_id, usd, claims.inexpensive), best,
                                  len(configs)))
     cheapest: dict[str, TierVerdict | None] = {}
+    for tv in _unmeasured_tiers(tiers, expected or {}, claims, countries):
+        tiers.append(tv)
+    tiers.sort(key=lambda tv: (tv.model, tv.tier))
     for tv in tiers:
         cheapest.setdefault(tv.model, None)
         if tv.outcome == "pass" and tv.usd_per_hour is not None:
@@ -227,11 +319,13 @@ def _by_country(v: Verdict) -> dict[str, list[TierVerdict]]:
 
 
 def _criteria_in(v: Verdict) -> list[str]:
-    seen = {c.criterion for tv in v.tiers for c in tv.best.checks}
+    seen = {c.criterion for tv in v.tiers if tv.best for c in tv.best.checks}
     return [c for c in CRITERIA_ORDER if c in seen]
 
 
 def _cell(tv: TierVerdict, criterion: str) -> str:
+    if tv.best is None:
+        return "unmeasured"
     c = next((c for c in tv.best.checks if c.criterion == criterion), None)
     return "-" if c is None else f"{MARK[c.outcome]}: {c.value}"
 
@@ -244,7 +338,7 @@ def _claim_line(v: Verdict, model: str) -> str:
                 f"{model}: passes on none of the measured tiers")
     tag = "an inexpensive tier" if tv.inexpensive else "NOT an inexpensive tier by the claims file"
     return (f"{model}: cheapest passing tier {tv.tier} at ${tv.usd_per_hour:.3g}/h ({tag}; "
-            f"{tv.best.row.config.variant_id} on {tv.best.row.config.backend}; {tv.basis})")
+            f"{tv.configuration}; {tv.basis})")
 
 
 def markdown(v: Verdict, sources: str) -> str:
@@ -257,10 +351,9 @@ def markdown(v: Verdict, sources: str) -> str:
                   "| model | tier | $/h | inexpensive | configuration | " + " | ".join(crit) + " | verdict | basis |",
                   "|---|---|---|---|---|" + "---|" * len(crit) + "---|---|"]
         for tv in tvs:
-            r = tv.best.row
             usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}"
             lines.append(f"| {tv.model} | {tv.tier} | {usd} | {'yes' if tv.inexpensive else 'no'} | "
-                         f"{r.config.variant_id} / {r.config.backend} (best of {tv.configurations} configuration(s)) | "
+                         f"{tv.configuration} (best of {tv.configurations} configuration(s)) | "
                          + " | ".join(_cell(tv, c) for c in crit) + f" | **{MARK[tv.outcome]}** | {tv.basis} |")
         lines.append("")
     lines += ["## Cheapest passing tier", ""] + [f"- {_claim_line(v, m)}" for m in v.cheapest] + [""]
@@ -274,14 +367,13 @@ def rich_tables(v: Verdict) -> list:
     out = []
     for country, tvs in _by_country(v).items():
         t = Table(title=f"{v.claims.name}: models from {country}")
-        for col in ("model", "tier", "$/h", "cheap", "configuration", *crit, "verdict"):
+        for col in ("model", "tier", "$/h", "cheap", "configuration", *crit, "verdict", "basis"):
             t.add_column(col, overflow="fold")
         for tv in tvs:
-            r = tv.best.row
             color = {"pass": "green", "fail": "red", "unmeasured": "yellow"}[tv.outcome]
             t.add_row(tv.model, tv.tier, "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}",
-                      "yes" if tv.inexpensive else "no", f"{r.config.variant_id}/{r.config.backend}",
-                      *(_cell(tv, c) for c in crit), f"[{color}]{MARK[tv.outcome]}[/{color}]")
+                      "yes" if tv.inexpensive else "no", tv.configuration,
+                      *(_cell(tv, c) for c in crit), f"[{color}]{MARK[tv.outcome]}[/{color}]", tv.basis)
         out.append(t)
     return out
 

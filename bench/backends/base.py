@@ -40,7 +40,8 @@ class Backend(ABC):
 
     name: ClassVar[str]
 
-    def prepare(self, model_path: Path, settings: LoadSettings) -> None:
+    # An optional hook, not abstract: most backends need no preparation.
+    def prepare(self, model_path: Path, settings: LoadSettings) -> None:  # noqa: B027
         """One-time conversion the backend needs (an ONNX export, say), cached and not timed."""
 
     @abstractmethod
@@ -75,5 +76,6 @@ class Backend(ABC):
         """Library versions and build facts, recorded in the result row."""
         return {}
 
-    def close(self) -> None:
+    # An optional hook, not abstract: garbage collection frees most backends.
+    def close(self) -> None:  # noqa: B027
         """Free the model."""

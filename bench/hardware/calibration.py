@@ -39,7 +39,7 @@ def measure_bandwidth(threads: int, nbytes: int = COPY_BYTES, rounds: int = 5) -
     for _ in range(rounds):
         barrier = threading.Barrier(threads + 1)
 
-        def copy(i: int) -> None:
+        def copy(i: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             np.copyto(dst[i], src[i])
             barrier.wait()

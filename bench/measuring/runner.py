@@ -29,7 +29,18 @@ from bench.measuring.metrics import (
     ttft,
 )
 from bench.measuring.plan import CellPlan
-from bench.results.schema import Row
+from bench.results.schema import ProfileInfo, Row
+from bench.results.sections import (
+    Calibration,
+    Efficiency,
+    Environment,
+    Memory,
+    ModelInfo,
+    Quality,
+    Summary,
+    Task,
+    Tier,
+)
 
 
 @dataclass(frozen=True)
@@ -65,13 +76,13 @@ def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
 
 def new_row(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None) -> Row:
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    row = Row(run_id=ctx.run_id, created_at=created, status="failed", reason=None, config=plan.config,
-              model={**asdict(plan.model), "path": str(plan.model.path)},
-              profile=plan.profile.model_dump(), environment=dict(ctx.environment), definitions=DEFINITIONS,
-              tier=dict(plan.tier))
+    env = Environment.from_dict(ctx.environment)
     if calibration:
-        row.environment["calibration"] = calibration
-    return row
+        env = env.replace(calibration=Calibration.from_dict(calibration))
+    return Row(run_id=ctx.run_id, created_at=created, status="failed", reason=None, config=plan.config,
+               model=ModelInfo.from_dict({**asdict(plan.model), "path": str(plan.model.path)}),
+               profile=ProfileInfo.from_dict(plan.profile.model_dump()), environment=env,
+               definitions=DEFINITIONS, tier=Tier.from_dict(plan.tier))
 
 
 def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None = None,
@@ -92,15 +103,16 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
         row.status, row.reason = status, reason  # type: ignore[assignment]
         return row
     row.status, row.reason = result["status"], result.get("reason")
-    row.memory = result.get("memory") or {}
+    row.memory = Memory.from_dict(result.get("memory"))
     if row.status != "ok":
         return row
     fill_speed(row, plan, result, calibration)
-    row.environment["backend"]["load"] = job.load.describe()
+    row.environment = row.environment.replace(
+        backend={**dict(result.get("environment", {})), "load": job.load.describe()})
     if c.quality:
-        row.quality = run_quality(plan, ctx)
+        row.quality = Quality.from_dict(run_quality(plan, ctx))
     if c.task:
-        row.task = run_task_pass(plan, ctx)
+        row.task = Task.from_dict(run_task_pass(plan, ctx))
     return row
 
 
@@ -108,20 +120,20 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
     """The timed pass's samples, summary, memory against the tier, efficiency and cost."""
     c = plan.config
     row.load_time_s = result["load_time_s"]
-    row.environment["backend"] = dict(result.get("environment", {}))
     row.samples = [_sample_record(t) for t in result["samples"]]
     row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
     timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
-    row.summary = summarize(timelines)
+    summary = summarize(timelines)
     for key in ("backend_prefill_tps", "backend_decode_tps", "energy_j_per_token"):
         s = stats([x.get(key) for x in row.samples])
         if s is not None:
-            row.summary[key] = s.to_dict()
-    row.tier.update(result.get("caps_seen", {}))
-    row.tier.update(tier_outcome(plan, row.memory))
-    row.efficiency = efficiency(plan.profile, plan.model.gguf, plan.model.size_bytes,
-                                c.prompt_tokens + c.gen_tokens // 2, row.summary, calibration,
-                                result.get("energy_source", "unavailable"))
+            summary[key] = s.to_dict()
+    row.summary = Summary.from_dict(summary)
+    row.tier = Tier.from_dict({**row.tier.to_dict(), **result.get("caps_seen", {}),
+                               **tier_outcome(plan, row.memory.peak_rss_bytes)})
+    row.efficiency = Efficiency.from_dict(efficiency(plan.profile, plan.model.gguf, plan.model.size_bytes,
+                                                     c.prompt_tokens + c.gen_tokens // 2, summary, calibration,
+                                                     result.get("energy_source", "unavailable")))
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "
@@ -182,10 +194,9 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
             "memory": res.get("memory"), "records": res["records"]}
 
 
-def tier_outcome(plan: CellPlan, memory: dict[str, Any]) -> dict[str, Any]:
+def tier_outcome(plan: CellPlan, peak: int | None) -> dict[str, Any]:
     """Measured peak against the tier's budget (fits, per docs/METRICS.md) and the prediction."""
     out: dict[str, Any] = {}
-    peak = memory.get("peak_rss_bytes")
     budget = plan.tier.get("ram_budget_bytes")
     if peak is not None and budget is not None:
         out["fits"] = peak <= budget

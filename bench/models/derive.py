@@ -53,7 +53,10 @@ def dequantize_to_f16(src: Path, dst: Path) -> None:
     writer.add_file_type(1)  # LLAMA_FTYPE_MOSTLY_F16
     for t in reader.tensors:
         shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # numpy order: outermost first
-        data = np.asarray(t.data, dtype=np.float32) if t.tensor_type == QT.F32 else gguf.quants.dequantize(t.data, t.tensor_type)
+        if t.tensor_type == QT.F32:
+            data = np.asarray(t.data, dtype=np.float32)
+        else:
+            data = gguf.quants.dequantize(t.data, t.tensor_type)
         data = data.reshape(shape).astype(np.float16 if len(shape) >= 2 else np.float32)
         writer.add_tensor(t.name, np.ascontiguousarray(data))
     writer.write_header_to_file()

@@ -7,6 +7,7 @@ table). Tensor byte sizes use gguf-py's table of block sizes.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -89,80 +90,96 @@ class _Reader:
         raise ValueError(f"unknown GGUF value type {vtype}")
 
 
-def read_gguf_info(path: Path) -> GgufInfo:
-    """Parse the header; raise BenchError if the file is not a GGUF, is damaged or is cut short."""
+_ARCH_KEYS = (".context_length", ".block_count", ".embedding_length", ".attention.head_count",
+              ".attention.head_count_kv", ".feed_forward_length", ".attention.key_length", ".attention.value_length")
+TensorEntry = tuple[str, list[int], int, int]  # name, dims, type, offset
+
+
+def _read_header(fh: BinaryIO, path: Path) -> tuple[dict[str, Any], list[TensorEntry], int]:
+    """The keys we use, every tensor's entry, and where tensor data starts (after alignment)."""
+    r = _Reader(fh)
+    magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise BenchError(f"{path}: not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+    version = r.scalar("<I")
+    if version not in (2, 3):
+        raise ValueError(f"unsupported GGUF version {version}")
+    n_tensors, n_kv = r.scalar("<Q"), r.scalar("<Q")
+    if n_tensors > 1 << 20 or n_kv > 1 << 20:
+        raise ValueError(f"implausible counts ({n_tensors} tensors, {n_kv} keys)")
+    kv: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key, vtype = r.string(), r.scalar("<I")
+        val = r.value(vtype)
+        if key in _WANTED or key.endswith(_ARCH_KEYS):
+            kv[key] = val
+    tensors: list[TensorEntry] = []
+    for _ in range(n_tensors):
+        name = r.string()
+        n_dims = r.scalar("<I")
+        if n_dims > 8:
+            raise ValueError(f"tensor {name}: implausible {n_dims} dimensions")
+        dims = [r.scalar("<Q") for _ in range(n_dims)]
+        ttype, offset = r.scalar("<I"), r.scalar("<Q")
+        tensors.append((name, dims, ttype, offset))
+    align = int(kv.get("general.alignment", 32))
+    return kv, tensors, -(-fh.tell() // align) * align
+
+
+@dataclass
+class _TensorTotals:
+    types: Counter[str] = field(default_factory=Counter)
+    type_bytes: Counter[str] = field(default_factory=Counter)
+    layers: Counter[int] = field(default_factory=Counter)
+    token_embd_bytes: int = 0
+    has_output: bool = False
+    n_params: int = 0
+    data_end: int = 0
+
+
+def _tally(tensors: list[TensorEntry], data_start: int, path: Path) -> _TensorTotals:
+    """Bytes by type and by layer, parameters, and where the last tensor's data ends."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    try:
-        size = path.stat().st_size
-        fh = path.open("rb")
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        r = _Reader(fh)
-        try:
-            magic = fh.read(4)
-            if magic != GGUF_MAGIC:
-                raise BenchError(f"{path}: not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
-            version = r.scalar("<I")
-            if version not in (2, 3):
-                raise ValueError(f"unsupported GGUF version {version}")
-            n_tensors, n_kv = r.scalar("<Q"), r.scalar("<Q")
-            if n_tensors > 1 << 20 or n_kv > 1 << 20:
-                raise ValueError(f"implausible counts ({n_tensors} tensors, {n_kv} keys)")
-            kv: dict[str, Any] = {}
-            for _ in range(n_kv):
-                key, vtype = r.string(), r.scalar("<I")
-                val = r.value(vtype)
-                if key in _WANTED or key.endswith((".context_length", ".block_count", ".embedding_length",
-                                                   ".attention.head_count", ".attention.head_count_kv",
-                                                   ".feed_forward_length", ".attention.key_length",
-                                                   ".attention.value_length")):
-                    kv[key] = val
-            tensors = []
-            for _ in range(n_tensors):
-                name = r.string()
-                n_dims = r.scalar("<I")
-                if n_dims > 8:
-                    raise ValueError(f"tensor {name}: implausible {n_dims} dimensions")
-                dims = [r.scalar("<Q") for _ in range(n_dims)]
-                ttype, offset = r.scalar("<I"), r.scalar("<Q")
-                tensors.append((name, dims, ttype, offset))
-            align = int(kv.get("general.alignment", 32))
-            data_start = -(-fh.tell() // align) * align
-        except _Truncated:
-            raise BenchError(f"{path}: truncated GGUF: the header ends early ({size} bytes)") from None
-        except (ValueError, struct.error, UnicodeError) as exc:
-            raise BenchError(f"{path}: corrupt GGUF header: {exc}") from None
-
-    types: Counter[str] = Counter()
-    type_bytes: Counter[str] = Counter()
-    layers: Counter[int] = Counter()
-    token_embd_bytes, has_output = 0, False
-    n_params, end = 0, data_start
+    t = _TensorTotals(data_end=data_start)
     for name, dims, ttype, offset in tensors:
         try:
             qtype = GGMLQuantizationType(ttype)
         except ValueError:
             raise BenchError(f"{path}: corrupt GGUF: tensor {name} has unknown type {ttype}") from None
         block, type_size = GGML_QUANT_SIZES[qtype]
-        n = 1
-        for d in dims:
-            n *= d
+        n = math.prod(dims)
         nbytes = n // block * type_size
-        n_params += n
-        types[qtype.name] += 1
-        type_bytes[qtype.name] += nbytes
+        t.n_params += n
+        t.types[qtype.name] += 1
+        t.type_bytes[qtype.name] += nbytes
         if name.startswith("blk."):
-            layers[int(name.split(".")[1])] += nbytes
+            t.layers[int(name.split(".")[1])] += nbytes
         elif name == "token_embd.weight":
-            token_embd_bytes = nbytes
+            t.token_embd_bytes = nbytes
         elif name == "output.weight":
-            has_output = True
-        end = max(end, data_start + offset + nbytes)
-    if end > size:
-        raise BenchError(f"{path}: truncated GGUF: tensor data needs {end} bytes, the file has {size}")
+            t.has_output = True
+        t.data_end = max(t.data_end, data_start + offset + nbytes)
+    return t
 
+
+def read_gguf_info(path: Path) -> GgufInfo:
+    """Parse the header; raise BenchError if the file is not a GGUF, is damaged or is cut short."""
+    try:
+        size = path.stat().st_size
+        fh = path.open("rb")
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            kv, tensors, data_start = _read_header(fh, path)
+        except _Truncated:
+            raise BenchError(f"{path}: truncated GGUF: the header ends early ({size} bytes)") from None
+        except (ValueError, struct.error, UnicodeError) as exc:
+            raise BenchError(f"{path}: corrupt GGUF header: {exc}") from None
+    t = _tally(tensors, data_start, path)
+    if t.data_end > size:
+        raise BenchError(f"{path}: truncated GGUF: tensor data needs {t.data_end} bytes, the file has {size}")
     arch = kv.get("general.architecture")
 
     def arch_key(k: str) -> Any:
@@ -174,7 +191,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
         name=kv.get("general.name"),
         file_type=kv.get("general.file_type"),
         n_tensors=len(tensors),
-        n_params=n_params,
+        n_params=t.n_params,
         context_length=arch_key("context_length"),
         block_count=arch_key("block_count"),
         embedding_length=arch_key("embedding_length"),
@@ -184,9 +201,9 @@ def read_gguf_info(path: Path) -> GgufInfo:
         feed_forward_length=arch_key("feed_forward_length"),
         key_length=arch_key("attention.key_length"),
         value_length=arch_key("attention.value_length"),
-        layer_bytes=[layers[i] for i in sorted(layers)],
-        token_embd_bytes=token_embd_bytes,
-        has_output_tensor=has_output,
-        tensor_types=dict(sorted(types.items())),
-        tensor_bytes=dict(sorted(type_bytes.items())),
+        layer_bytes=[t.layers[i] for i in sorted(t.layers)],
+        token_embd_bytes=t.token_embd_bytes,
+        has_output_tensor=t.has_output,
+        tensor_types=dict(sorted(t.types.items())),
+        tensor_bytes=dict(sorted(t.type_bytes.items())),
     )

@@ -51,7 +51,8 @@ _PROBES: dict[str, tuple[tuple[str, ...], str, str]] = {
                     "return _mm512_reduce_add_epi32(a) != 0 ? 0 : 1;"),
     "avx512_bf16": (("avx512_bf16",), "avx512f,avx512bf16",
                     "__m512 a = _mm512_set1_ps((float)v); __m256bh h = _mm512_cvtneps_pbh(a); "
-                    "__m512 r = _mm512_dpbf16_ps(a, (__m512bh)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)h), (__m256i)h, 1), "
+                    "__m512 r = _mm512_dpbf16_ps(a, "
+                    "(__m512bh)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)h), (__m256i)h, 1), "
                     "(__m512bh)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)h), (__m256i)h, 1)); "
                     "return _mm512_reduce_add_ps(r) != 0 ? 0 : 1;"),
     "avx512_fp16": (("avx512_fp16",), "avx512f,avx512fp16",
@@ -143,49 +144,58 @@ def _probe_source(names: list[str]) -> str:
     return "\n".join(parts)
 
 
+def _cached_probes(cache: Path | None, cpu: CpuInfo, names: list[str]) -> list[ProbeResult] | None:
+    if cache is None or not cache.exists():
+        return None
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("cpu_key") == cpu.key and sorted(data["results"]) == sorted(names):
+            return [ProbeResult(n, **data["results"][n]) for n in names]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _probe_one(cc: str, folder: Path, name: str) -> ProbeResult:
+    """Compile and run one extension's probe; a child killed by a signal means it faults here."""
+    src, exe = folder / f"{name}.c", folder / name
+    src.write_text(_probe_source([name]))
+    comp = subprocess.run([cc, "-O1", "-o", str(exe), str(src)], capture_output=True, text=True)
+    if comp.returncode != 0:
+        first = next((ln for ln in comp.stderr.splitlines() if "error" in ln), comp.stderr.strip()[:200])
+        return ProbeResult(name, True, f"unprobed: the compiler rejected the probe ({first.strip()})")
+    try:
+        rc = subprocess.run([str(exe), name], capture_output=True, text=True, timeout=30).returncode
+    except subprocess.TimeoutExpired:
+        return ProbeResult(name, False, "probe hung for 30 s")
+    if rc < 0:
+        return ProbeResult(name, False, f"killed by {signal.Signals(-rc).name}")
+    if rc == 0:
+        return ProbeResult(name, True, "ok")
+    if name.startswith("amx") and rc == 3:
+        return ProbeResult(name, False, "the kernel refused the AMX tile state (arch_prctl)")
+    return ProbeResult(name, False, f"probe computed a wrong result (exit {rc})")
+
+
 def probe_extensions(cpu: CpuInfo, cache: Path | None = None, compiler: str | None = None) -> list[ProbeResult]:
     """Execute one instruction of each advertised extension in a child process of its own.
 
+    A probe that runs is not proof: llama.cpp's kernels can still fault where a probe did not (its
+    AMX kernels on a Xeon VM whose AMX probe passes), which is why setup also smoke-tests the build.
     Results are cached in ``cache`` (a JSON file) per CPU key. Without a C compiler nothing can be
     probed, and every advertised extension is reported as unprobed (treated as usable)."""
     names = cpu.advertised()
-    if cache is not None and cache.exists():
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("cpu_key") == cpu.key and sorted(data["results"]) == sorted(names):
-                return [ProbeResult(n, **data["results"][n]) for n in names]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    cached = _cached_probes(cache, cpu, names)
+    if cached is not None:
+        return cached
     if cpu.machine not in ("x86_64", "AMD64", "i686") or not names:
         return []
     cc = compiler or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         return [ProbeResult(n, True, "unprobed: no C compiler") for n in names]
-    results: list[ProbeResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-isa-") as tmp:
         # One program per extension, so an old compiler that lacks one intrinsic costs only that probe.
-        for name in names:
-            src, exe = Path(tmp, f"{name}.c"), Path(tmp, name)
-            src.write_text(_probe_source([name]))
-            comp = subprocess.run([cc, "-O1", "-o", str(exe), str(src)], capture_output=True, text=True)
-            if comp.returncode != 0:
-                first = next((ln for ln in comp.stderr.splitlines() if "error" in ln), comp.stderr.strip()[:200])
-                results.append(ProbeResult(name, True, f"unprobed: the compiler rejected the probe ({first.strip()})"))
-                continue
-            try:
-                run = subprocess.run([str(exe), name], capture_output=True, text=True, timeout=30)
-                rc = run.returncode
-            except subprocess.TimeoutExpired:
-                results.append(ProbeResult(name, False, "probe hung for 30 s"))
-                continue
-            if rc < 0:
-                results.append(ProbeResult(name, False, f"killed by {signal.Signals(-rc).name}"))
-            elif rc == 0:
-                results.append(ProbeResult(name, True, "ok"))
-            elif name.startswith("amx") and rc == 3:
-                results.append(ProbeResult(name, False, "the kernel refused the AMX tile state (arch_prctl)"))
-            else:
-                results.append(ProbeResult(name, False, f"probe computed a wrong result (exit {rc})"))
+        results = [_probe_one(cc, Path(tmp), name) for name in names]
     if cache is not None:
         atomic_write_json(cache, {"cpu_key": cpu.key, "results": {
             r.extension: {"usable": r.usable, "detail": r.detail} for r in results}}, indent=1)

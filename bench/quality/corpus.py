@@ -37,14 +37,16 @@ CORPORA = {
         sdist_sha256="02b2f7b5a83485efe448a44ddf7983def05c3bb1dcf917d4f7154070260e13de",
         member="brotli-1.2.1/tests/testdata/alice29.txt",
         member_sha256="7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0",
-        description="Alice's Adventures in Wonderland (Carroll, 1865; public domain), Canterbury corpus in brotli 1.2.1",
+        description="Alice's Adventures in Wonderland (Carroll, 1865; public domain), "
+                    "Canterbury corpus in brotli 1.2.1",
     ),
     "lcet10": SdistMember(
         requirement="brotli==1.2.1",
         sdist_sha256="02b2f7b5a83485efe448a44ddf7983def05c3bb1dcf917d4f7154070260e13de",
         member="brotli-1.2.1/tests/testdata/lcet10.txt",
         member_sha256="5314ba1dbb03f471df88bec6cd120a938ef60d0fd3511c5c1dce61bf7463245f",
-        description="Library of Congress Workshop on Electronic Texts, proceedings (1992), Canterbury corpus in brotli 1.2.1",
+        description="Library of Congress Workshop on Electronic Texts, proceedings (1992), "
+                    "Canterbury corpus in brotli 1.2.1",
     ),
 }
 

@@ -97,7 +97,7 @@ def summarize_quality(s: PositionStats) -> dict[str, Any]:
     if s.kld:
         kld_mean = sum(s.kld) / n
         kld_sd = math.sqrt(sum((x - kld_mean) ** 2 for x in s.kld) / (n - 1)) if n > 1 else 0.0
-        diff = [q - p for q, p in zip(s.nll, s.ref_nll)]
+        diff = [q - p for q, p in zip(s.nll, s.ref_nll, strict=True)]
         d_mean = sum(diff) / n
         d_sd = math.sqrt(sum((x - d_mean) ** 2 for x in diff) / (n - 1)) if n > 1 else 0.0
         out.update({

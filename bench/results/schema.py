@@ -12,10 +12,24 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from bench.errors import BenchError
+from bench.results.sections import (
+    Efficiency,
+    Environment,
+    Memory,
+    ModelInfo,
+    Quality,
+    Section,
+    Summary,
+    Task,
+    Tier,
+)
 
 RESULT_SCHEMA_VERSION = 1
 Status = Literal["ok", "failed", "oom", "timeout", "does_not_fit"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "oom", "timeout", "does_not_fit")
+# Options the planner derives from the host (a tier's VRAM as a fraction of this GPU's): they differ
+# between machines for the same cell, so they are not part of a cell's identity across machines.
+DERIVED_OPTIONS = ("vram_fraction",)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,49 @@ class CellConfig:
         d.pop("timeout_s")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+    def identity(self) -> tuple:
+        """What must be equal for two cells to be compared or merged as the same cell (LOOSE_FIELDS
+        may differ, and host-derived options such as a tier's VRAM fraction are left out)."""
+        options = {k: v for k, v in (self.backend_options or {}).items() if k not in DERIVED_OPTIONS}
+        return (self.model_id, self.variant_id, self.backend, self.profile_id, self.device, self.prompt_tokens,
+                self.gen_tokens, self.n_ctx, self.n_gpu_layers, self.stop_at_eos, tuple(sorted(options.items())),
+                repr(self.quality), repr(self.task))
+
+    def label(self) -> str:
+        return (f"{self.model_id}:{self.variant_id} {self.backend} {self.profile_id} "
+                f"p={self.prompt_tokens} n={self.gen_tokens}")
+
+
+@dataclass(frozen=True)
+class ProfileInfo(Section):
+    """The hardware profile as used (its YAML, validated by bench.hardware.profiles.Profile)."""
+
+    schema_version: int | None = None
+    id: str = ""
+    name: str = ""
+    device: str = "cpu"
+    capacity: dict[str, Any] = field(default_factory=dict)
+    price: dict[str, Any] | None = None
+    performance: dict[str, Any] | None = None
+
+    NULLABLE = ("price", "performance")
+
+    def hourly_usd(self) -> float | None:
+        """The tier's $/hour (bench.hardware.profiles.Price.hourly_usd), None without a usable price."""
+        from bench.hardware.profiles import Price
+
+        if not self.price:
+            return None
+        try:
+            return Price(**self.price).hourly_usd()
+        except (TypeError, ValueError):
+            return None
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelInfo, "profile": ProfileInfo, "environment": Environment, "memory": Memory, "summary": Summary,
+    "tier": Tier, "efficiency": Efficiency, "quality": Quality, "task": Task}
+
 
 @dataclass
 class Row:
@@ -55,16 +112,16 @@ class Row:
     status: Status
     reason: str | None
     config: CellConfig
-    model: dict[str, Any]  # id, variant, format, quantization, path, sha256, size, source, gguf
-    profile: dict[str, Any]  # the hardware profile as used
-    environment: dict[str, Any]  # host, OS, Python, library versions, backend build
+    model: ModelInfo  # the file: source, sha256, size, GGUF header, the catalog's facts
+    profile: ProfileInfo  # the hardware profile as used
+    environment: Environment  # host, OS, Python, library versions, llama.cpp build, calibration, backend
     load_time_s: float | None = None
-    memory: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)  # statistics over counted repetitions
-    tier: dict[str, Any] = field(default_factory=dict)  # emulation, predicted vs measured memory, fits
-    efficiency: dict[str, Any] = field(default_factory=dict)  # roofline share, cost, energy, projections
-    quality: dict[str, Any] = field(default_factory=dict)  # perplexity, KLD vs the reference, ...
-    task: dict[str, Any] = field(default_factory=dict)  # accuracy and cost per correct answer
+    memory: Memory = field(default_factory=Memory)
+    summary: Summary = field(default_factory=Summary)  # statistics over counted repetitions
+    tier: Tier = field(default_factory=Tier)  # emulation, predicted vs measured memory, fits
+    efficiency: Efficiency = field(default_factory=Efficiency)  # roofline share, cost, energy, projections
+    quality: Quality = field(default_factory=Quality)  # perplexity, KLD vs the reference, ...
+    task: Task = field(default_factory=Task)  # accuracy and cost per correct answer
     samples: list[dict[str, Any]] = field(default_factory=list)  # raw, one per counted repetition
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""
@@ -74,8 +131,22 @@ class Row:
     def cell_key(self) -> str:
         return self.config.key()
 
+    @property
+    def host(self) -> str:
+        """The machine that ran the cell."""
+        return self.environment.host.hostname
+
+    @property
+    def tier_label(self) -> str:
+        """The tier a row speaks for: a profile, or `auto@HOST` for a host measured as it is."""
+        return f"auto@{self.host}" if self.config.profile_id == "auto" else self.config.profile_id
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            d[f.name] = (value.to_dict() if isinstance(value, Section) else
+                         asdict(value) if f.name == "config" else value)
         d["cell_key"] = self.cell_key
         return d
 
@@ -93,4 +164,6 @@ class Row:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["config"] = CellConfig(**d["config"])
+        for name, section in SECTIONS.items():
+            kwargs[name] = section.from_dict(d.get(name))
         return cls(**kwargs)

@@ -107,7 +107,7 @@ class TransformersBackend(Backend):
         input_ids = torch.tensor([prompt], device=self.device)
         with torch.inference_mode():
             t0 = clock()
-            out = self.model.generate(
+            self.model.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                 min_new_tokens=None if stop_at_eos or stop else max_new_tokens, do_sample=False, use_cache=True,
                 streamer=Streamer(), logits_processor=LogitsProcessorList([mark_prefill]),
@@ -128,8 +128,9 @@ class TransformersBackend(Backend):
             window = list(tokens[start:start + n_ctx])
             if self.tokenizer.bos_token_id is not None and getattr(self.tokenizer, "add_bos_token", False):
                 window[0] = self.tokenizer.bos_token_id
-            with torch.inference_mode():
-                logits = self.model(torch.tensor([window], device=self.device)).logits[0, first:n_ctx - 1]
+            ids = torch.tensor([window], device=self.device)
+            with torch.inference_mode():  # ONNX Runtime's exported graph requires the mask
+                logits = self.model(ids, attention_mask=torch.ones_like(ids)).logits[0, first:n_ctx - 1]
             yield np.asarray(window[first + 1:], dtype=np.int64), logits.float().cpu().numpy()
 
     def environment(self) -> dict[str, Any]:
