@@ -280,6 +280,8 @@ COUNTERS = {  # what a point reports from the server's own counters (deltas over
     "llamacpp:tokens_predicted_total": "tokens_predicted",
     "llamacpp:n_decode_total": "decode_calls",
     "llamacpp:prompt_tokens_cached_total": "prompt_tokens_cached",
+    "llamacpp:prompt_seconds_total": "prompt_seconds",
+    "llamacpp:tokens_predicted_seconds_total": "tokens_predicted_seconds",
     "vllm:prompt_tokens_total": "prompt_tokens_processed",
     "vllm:generation_tokens_total": "tokens_predicted",
     "vllm:prefix_cache_hits_total": "prefix_cache_hit_tokens",
@@ -297,6 +299,9 @@ def counter_deltas(before: dict[str, float] | None, after: dict[str, float] | No
             out[COUNTERS[name]] = out.get(COUNTERS[name], 0) + value - before[key]
     if out.get("decode_calls") and out.get("tokens_predicted"):
         out["tokens_predicted_per_decode_call"] = out["tokens_predicted"] / out["decode_calls"]
+    if out.get("tokens_predicted_seconds") and out.get("tokens_predicted"):
+        # llama.cpp's own timer: summed over requests, so under batching it is per-request time
+        out["server_s_per_predicted_token"] = out["tokens_predicted_seconds"] / out["tokens_predicted"]
     return out
 
 
