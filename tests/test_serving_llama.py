@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import REPO, run_bench
 
 from bench.serving.rows import read_serving_rows
-from tests.conftest import REPO, run_bench
 
 SMALL = ("--no-ceiling", "--prompt-tokens", "32", "--gen-tokens", "8", "--profile", "auto")
 
