@@ -195,3 +195,20 @@ def test_placement_gives_the_client_its_own_core_and_warns_on_overlap():
     assert forced.overlap and forced.warning
     url = plan_placement(None, [0, 1], managed=False, url_host="127.0.0.1")
     assert url.server_cpus is None and "this machine" in url.warning
+
+
+def test_a_serving_row_is_one_json_line_even_with_a_non_finite_number(tmp_path):
+    from bench.serving.rows import ServingRow, append_serving_row, read_serving_rows
+
+    row = ServingRow(run_id="r", record="point", status="ok", reason=None, target={"x": 1},
+                     summary={"output_tps": float("nan"), "ratio": float("inf"), "ok": 2})
+    path = tmp_path / "s.jsonl"
+    append_serving_row(path, row)
+    append_serving_row(path, row)
+    rows, warnings = read_serving_rows(path)
+    assert len(rows) == 2 and not warnings
+    assert rows[0]["summary"] == {"output_tps": None, "ratio": None, "ok": 2}
+    assert rows[0]["kind"] == "serving" and rows[0]["serving_schema_version"] == 1
+    path.write_text(path.read_text() + '{"kind": "serving", "serving_schema_version": 99}\n{broken\n')
+    rows, warnings = read_serving_rows(path)
+    assert len(rows) == 2 and len(warnings) == 2 and "version 99" in warnings[0]

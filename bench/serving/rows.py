@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,18 @@ class ServingRow:
             raise ValueError(f"bad serving row: record {self.record!r}, status {self.status!r}")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False, default=str)
+        return json.dumps(_finite(asdict(self)), separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _finite(x: Any) -> Any:
+    """NaN and infinities become null (JSON has neither), so that no row is lost to one."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def append_serving_row(path: Path, row: ServingRow) -> None:

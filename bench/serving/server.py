@@ -147,7 +147,12 @@ class ManagedServer:
             started = time.monotonic()
             self.proc = spawn_pinned(self.spec.argv(self.port), self.spec.cpus, self.spec.log_path)
             _LIVE.add(self)
-            if self._wait_ready(started):
+            try:
+                ready = self._wait_ready(started)
+            except BaseException:  # Ctrl-C while it loads: stop it before going on
+                self.stop()
+                raise
+            if ready:
                 self.ready_s = time.monotonic() - started
                 return
         raise ServerError(f"llama-server could not bind a loopback port three times; log: {self.spec.log_path}")

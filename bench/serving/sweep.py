@@ -384,6 +384,10 @@ def run_point(sw: Sweep, point: LoadPoint, index: int) -> ServingRow:
     send = default_sender(target, sw.req.request_timeout_s)
     grace = sw.req.request_timeout_s
     warm = run_phase(replace(point, requests=point.warmup), jobs[: point.warmup], send, grace) if point.warmup else None
+    if warm is not None and warm.interrupted:
+        row = _failed_point(sw, point, "interrupted (Ctrl-C or SIGTERM) during the warm-up; nothing was counted")
+        row.warmup_requests = [t.to_dict() for t in warm.traces]
+        return row
     before = scrape_metrics(target.root, target.api_key)
     reset = server.reset_peak_rss() if server else False
     res = run_phase(point, jobs[point.warmup:], send, grace)
