@@ -74,6 +74,17 @@ PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos).save_pretrained(out)
 """
 
 
+BURNER = """
+import sys, time
+duty = float(sys.argv[1])
+while True:  # busy for duty x 10 ms, then idle for the rest of each 10 ms
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.01 * duty:
+        pass
+    time.sleep(0.01 * (1 - duty))
+"""
+
+
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -199,17 +210,31 @@ METRICS = (("request_throughput_rps", "req/s", ".3f"), ("output_tps", "output to
            ("tpot_p50_ms", "TPOT p50 ms", ".2f"),
            ("server_ms_per_token", "server's own decode ms/token (llama.cpp timer; reason check)", ".2f"),
            ("server_prompt_ms_per_token", "server's own prefill ms/token (llama.cpp timer)", ".2f"),
-           ("client_cpu_cores", "load generator CPU (cores)", ".2f"))
+           ("tpot_over_server_timer", "TPOT p50 / server's decode ms/token", ".3f"),
+           ("client_cpu_cores", "load generator CPU (cores)", ".3f"))
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| concurrency | metric | bench serve | AIPerf | difference |", "|---|---|---|---|---|"]
+    control = any("control" in r for r in results)
+    extra = (" bench serve + burner |", "---|") if control else ("", "")
+    lines = ["| concurrency | metric | bench serve | AIPerf | difference |" + extra[0],
+             "|---|---|---|---|---|" + extra[1]]
     for r in results:
+        for tool in ("suite", "aiperf", "control"):
+            if tool not in r:
+                continue  # does each tool's TPOT agree with the server's own decode timer?
+            t = r[tool]
+            t["tpot_over_server_timer"] = (t["tpot_p50_ms"] / t["server_ms_per_token"]
+                                           if t.get("tpot_p50_ms") and t.get("server_ms_per_token") else None)
         for key, name, spec in METRICS:
             a, b = r["suite"].get(key), r["aiperf"].get(key)
             diff = f"{(a - b) / b:+.1%}" if a is not None and b else "-"
-            lines.append(f"| {r['concurrency']} | {name} | {format(a, spec) if a is not None else '-'} | "
-                         f"{format(b, spec) if b is not None else '-'} | {diff} |")
+            line = (f"| {r['concurrency']} | {name} | {format(a, spec) if a is not None else '-'} | "
+                    f"{format(b, spec) if b is not None else '-'} | {diff} |")
+            if control:
+                v = r.get("control", {}).get(key)
+                line += f" {format(v, spec) if v is not None else '-'} |"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -226,6 +251,8 @@ def main() -> int:
     p.add_argument("--tokenizer", help="HF tokenizer folder for AIPerf (default: made from the GGUF)")
     p.add_argument("--out", default="results/serving_aiperf", help="artifacts folder (default results/serving_aiperf)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--control", action="store_true",
+                   help="also run ours with a CPU burner using as much of the client's cores as AIPerf did")
     args = p.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
     out = Path(args.out)
@@ -258,6 +285,16 @@ def main() -> int:
             row[tool] = (run_suite(spec_args, mine, c, c, args.gen_tokens, out) if tool == "suite" else
                          run_aiperf(args, spec_args, mine, c, c, args.gen_tokens, out, placement.client_cpus, tok))
             row[tool]["seconds"] = time.monotonic() - t0
+        if args.control and row["aiperf"].get("client_cpu_cores"):
+            # The control: ours again, with a burner taking as much of the client's cores as AIPerf did.
+            duty = min(1.0, row["aiperf"]["client_cpu_cores"] / len(placement.client_cpus))
+            say(f"concurrency {c}: control, ours with a {duty:.0%} CPU burner on the client's cores")
+            burner = spawn_pinned([sys.executable, "-c", BURNER, str(duty)], placement.client_cpus, out / "burner.log")
+            try:
+                row["control"] = run_suite(spec_args, mine, c, c, args.gen_tokens, out)
+            finally:
+                stop_process(burner, grace_s=2)
+            row["control"]["burner_duty"] = duty
         results.append(row)
     os.sched_setaffinity(0, cpus)
     (out / "results.json").write_text(json.dumps({"model": str(model.path), "prompt_tokens": args.prompt_tokens,
