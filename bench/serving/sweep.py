@@ -610,7 +610,9 @@ def summary_row(sw: Sweep, points: list[ServingRow], extra: dict[str, Any]) -> S
               "itl_p50_s": _pct(r.summary.get("itl_s")), "e2e_p99_s": _pct(r.summary.get("e2e_s"), "p99"),
               "goodput_share": (r.summary.get("goodput") or {}).get("share"),
               "goodput_rps": (r.summary.get("goodput") or {}).get("goodput_rps"),
-              "kept_up": r.client.get("kept_up"), "holds": point_holds(r, share)} for r in points]
+              "kept_up": r.client.get("kept_up"), "holds": point_holds(r, share),
+              "usd_per_1m_output_tokens": sm.usd_per_million_output(price, r.summary.get("output_tps"))}
+             for r in points]
     best: dict[str, Any] = {}
     for mode in ("concurrency", "rate"):
         rows = [t for t in table if t["mode"] == mode]
