@@ -1,5 +1,5 @@
-"""Command line: ``bench run``, ``report``, ``compare``, ``verdict``, ``models list|fetch|derive``,
-``profiles list``.
+"""Command line: ``bench run``, ``serve``, ``report``, ``compare``, ``verdict``,
+``models list|fetch|derive``, ``profiles list``.
 
 Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
 what it needs. Bad input ends in one line on stderr and exit status 2.
@@ -20,6 +20,13 @@ DEFAULT_MODEL = "(the catalog's default_model)"
 
 def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _int_list(text: str) -> list[int]:
@@ -83,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default 2048)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    _serve_parser(sub)
 
     m = sub.add_parser("models", help="list or fetch catalog models")
     msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
@@ -155,7 +164,113 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _serve_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="serving under load: llama-server started by the suite (or your OpenAI-compatible "
+                       "server) under a concurrency sweep or Poisson arrivals; one row per load point")
+    g = s.add_argument_group("the server")
+    g.add_argument("--model", "-m", metavar="ID[:VARIANT]|PATH.gguf",
+                   help="start llama-server with this model (default: the catalog's default model)")
+    g.add_argument("--url", help="measure a server you run instead: its OpenAI-compatible base, http://HOST:PORT/v1")
+    g.add_argument("--served-model", help="with --url: the model name the server knows (default: its only model)")
+    g.add_argument("--api-key-env", metavar="VAR", help="with --url: environment variable holding the API key")
+    g.add_argument("--endpoint", default="completions", help="completions (default) or chat")
+    g.add_argument("--profile", "-p", default="auto", help="hardware tier: threads and price (default auto)")
+    g.add_argument("--threads", "-t", type=int, help="server threads (default: the tier's, leaving the client a core)")
+    g.add_argument("--ctx", type=int, help="context per slot (default: longest prompt + answer, rounded to 256)")
+    g.add_argument("--parallel", type=int, help="llama-server slots (default: the highest concurrency)")
+    g.add_argument("--server-cpus", type=_int_list, metavar="N[,N...]", help="CPUs for the server (default: the first)")
+    g.add_argument("--client-cpus", type=_int_list, metavar="N[,N...]",
+                   help="CPUs for the load generator (default: the rest)")
+    g.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra llama-server argument, e.g. --server-arg=--no-cache-prompt; repeatable")
+    g = s.add_argument_group("the load")
+    g.add_argument("--concurrency", "-c", type=_int_list, metavar="N[,N...]",
+                   help="closed-loop sweep (default 1,2,4,8,16 unless --rate is given)")
+    g.add_argument("--rate", type=_float_list, default=[], metavar="R[,R...]",
+                   help="open-loop Poisson arrivals, requests/s")
+    g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
+    g.add_argument("--max-in-flight", type=int, help="with --rate: cap on requests in flight (default none)")
+    g.add_argument("--requests", "-n", type=int, help="counted requests per point (default 4 x concurrency, min 8; "
+                   "rate: 30 s worth, min 8)")
+    g.add_argument("--duration", type=float, default=120.0, help="no new request after this many seconds (default 120)")
+    g.add_argument("--warmup", type=int,
+                   help="uncounted requests before each point (default: its concurrency; rate: 2)")
+    g.add_argument("--prompts", default="fixed",
+                   help="fixed (default), gsm8k, corpus or mix (real text, natural lengths)")
+    g.add_argument("--prompt-tokens", type=int, default=128, help="fixed prompt length in server tokens (default 128)")
+    g.add_argument("--corpus", default="alice29", help="text for prompts: alice29 (default), lcet10 or a UTF-8 file")
+    g.add_argument("--gen-tokens", default="64", metavar="N|LOW:HIGH",
+                   help="output tokens, fixed or drawn (default 64)")
+    g.add_argument("--stop-at-eos", action="store_true",
+                   help="let answers end at end-of-sequence (default: forced length)")
+    g.add_argument("--seed", type=int, default=0)
+    g = s.add_argument_group("judging")
+    g.add_argument("--claims", help="claims file with the SLOs (default: ./claims.yaml or the repo's)")
+    g.add_argument("--slo-ttft", type=float, help="TTFT bound, s (default: the claims' ttft_s_max)")
+    g.add_argument("--slo-tpot", type=float, help="TPOT bound, s (default: 1 / the claims' decode_tps_min)")
+    g.add_argument("--goodput-share", type=float, default=0.9,
+                   help="share of requests meeting both SLOs for a load to hold (default 0.9)")
+    g.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
+    g.add_argument("--in-process", action="store_true", help="also run the same workload in process (bench run)")
+    g.add_argument("--task", help="also compare task answers (gsm8k) at concurrency 1 and the highest concurrency")
+    g.add_argument("--task-limit", type=int, default=20, help="task items (default 20)")
+    g.add_argument("--task-shots", type=int, default=4, help="few-shot examples (default 4)")
+    g.add_argument("--task-max-tokens", type=int, default=256, help="answer length limit (default 256)")
+    g.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (default 300)")
+    g.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole sweep, checked between points")
+    s.add_argument("--output", "-o", help="results file (default results/serving/DATE_HOST.jsonl)")
+
+
 # -- commands ---------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bench.datafiles import find_data_path
+    from bench.display import console
+    from bench.results.files import default_results_path
+    from bench.serving.display import conclusions, points_table
+    from bench.serving.prompts import GenLength
+    from bench.serving.sweep import ServeRequest, run_sweep
+
+    req = ServeRequest(
+        output=Path(args.output) if args.output else default_results_path(Path("results") / "serving"),
+        catalog_path=find_data_path("models.yaml", args.catalog, "BENCH_CATALOG"),
+        profiles_dir=find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES"),
+        claims_path=find_data_path("claims.yaml", args.claims, "BENCH_CLAIMS"),
+        model=args.model, url=args.url, served_model=args.served_model, api_key_env=args.api_key_env, api=args.endpoint,
+        profile=args.profile, threads=args.threads, ctx=args.ctx, parallel=args.parallel, server_cpus=args.server_cpus,
+        client_cpus=args.client_cpus, server_args=args.server_arg,
+        concurrency=args.concurrency if args.concurrency is not None else ([] if args.rate else [1, 2, 4, 8, 16]),
+        rates=args.rate, requests=args.requests, duration_s=args.duration, warmup=args.warmup,
+        max_in_flight=args.max_in_flight, burstiness=args.burstiness, prompts=args.prompts,
+        prompt_tokens=args.prompt_tokens, corpus=args.corpus, gen=GenLength.parse(args.gen_tokens),
+        stop_at_eos=args.stop_at_eos, seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
+        goodput_share=args.goodput_share, ceiling=not args.no_ceiling, in_process=args.in_process, task=args.task,
+        task_limit=args.task_limit, task_shots=args.task_shots, task_max_tokens=args.task_max_tokens,
+        request_timeout_s=args.request_timeout, timeout_s=args.timeout,
+    )
+    err = console(stderr=True)
+    with _TermAsInterrupt():
+        rows = run_sweep(req, lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
+    console().print(points_table(rows))
+    for line in conclusions(rows):
+        console().print(line, highlight=False, markup=False, soft_wrap=True)
+    err.print(f"{len(rows)} row(s) written to {req.output}")
+    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_CELL_FAILED
+
+
+class _TermAsInterrupt:
+    """SIGTERM ends ``bench serve`` as Ctrl-C does: the point in progress is written, the server stopped."""
+
+    def _handle(self, signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _TermAsInterrupt:
+        self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._old)
+
+
 def _request(args: argparse.Namespace) -> Any:
     """The run request: from the matrix file, or from the flags (both validated the same way)."""
     from bench.request import request_from_cli, request_from_yaml
@@ -512,7 +627,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return status
 
 
-COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "models": cmd_models, "profiles": cmd_profiles, "report": cmd_report,
+COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "serve": cmd_serve, "models": cmd_models, "profiles": cmd_profiles,
+            "report": cmd_report,
             "compare": cmd_compare, "verdict": cmd_verdict}
 
 
