@@ -561,34 +561,24 @@ def _task_row(sw: Sweep, levels: dict[str, Any], raw: list[dict[str, Any]], pool
 # -- the same workload in process ----------------------------------------------------------------
 def in_process(req: ServeRequest, placement: Placement, run_id: str, say: Say) -> dict[str, Any]:
     """``bench run``'s cell for the same model, lengths and threads (a child process pinned to the
-    server's cores), its row appended to ``<output>.inprocess.jsonl``."""
-    from bench.hardware.profiles import detect_host
-    from bench.measuring.environment import capture_environment
-    from bench.measuring.plan import RunRequest, build_plans
-    from bench.measuring.runner import run_cell
-    from bench.models.catalog import load_catalog
-    from bench.models.store import ModelStore
-    from bench.results.files import append_row
+    server's cores), through the suite's one orchestration path; its row is appended to
+    ``<output>.inprocess.jsonl``."""
+    from bench.orchestrate import plan_request, run_plans
+    from bench.request import RunRequest
 
-    host = detect_host()
     threads = len(placement.server_cpus or [1])
-    rr = RunRequest(models=[req.model or load_catalog(req.catalog_path).default_model], catalog_path=req.catalog_path,
-                    profiles_dir=req.profiles_dir, profiles=[req.profile], prompt_tokens=[req.prompt_tokens],
-                    gen_tokens=[req.gen.lo], threads=[threads], repetitions=5, warmup=1, seed=req.seed)
-    plan = build_plans(rr, ModelStore(), host)[0]
+    rr = RunRequest(models=[req.model] if req.model else [], profiles=[req.profile],
+                    prompt_tokens=[req.prompt_tokens], gen_tokens=[req.gen.lo], threads=[threads], repetitions=5,
+                    warmup=1, seed=req.seed)
+    (plan,) = plan_request(rr, req.catalog_path, req.profiles_dir)
     say(f"in process (bench run): {plan.config.model_id}:{plan.config.variant_id}, {threads} thread(s), "
         f"p={req.prompt_tokens} n={req.gen.lo}, 5 repetitions")
-    row = run_cell(plan, run_id, capture_environment(host))
     path = req.output.with_suffix(".inprocess.jsonl")
-    append_row(path, row)
+    (row,) = run_plans([plan], path).rows
     s = row.summary
-
-    def mean(key: str) -> float | None:
-        return (s.get(key) or {}).get("mean")
-
     return {"status": row.status, "reason": row.reason, "file": str(path), "threads": threads,
-            "cpus": plan.caps.get("cpus"), "ttft_s": mean("ttft_s"), "tpot_s": mean("tpot_s"),
-            "decode_tps": mean("decode_tps"), "e2e_s": mean("e2e_s"), "basis": "mean of 5 repetitions, batch 1"}
+            "cpus": plan.caps.get("cpus"), "ttft_s": s.mean("ttft_s"), "tpot_s": s.mean("tpot_s"),
+            "decode_tps": s.mean("decode_tps"), "e2e_s": s.mean("e2e_s"), "basis": "mean of 5 repetitions, batch 1"}
 
 
 # -- the sweep's summary --------------------------------------------------------------------------
