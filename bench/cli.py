@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmpp.add_argument("--normalize", action="store_true",
                       help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
     cmpp.add_argument("--allow-inconclusive", action="store_true",
-                      help="pass cells whose samples are too few to test (default: they fail the gate)")
+                      help="pass cells whose samples are too few to test, or whose machine was disturbed "
+                           "(default: they fail the gate)")
     cmpp.add_argument("--strict-env", action="store_true",
                       help="refuse (exit 2) when hardware or library versions differ, instead of warning")
     cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")

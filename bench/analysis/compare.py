@@ -70,6 +70,7 @@ class CellVerdict(str, Enum):
     SLOWER = "slower"
     SAME = "same"
     INCONCLUSIVE = "inconclusive"
+    DISTURBED = "disturbed"  # a speed moved while the machine was not all there (others' load, steal, clocks)
     FAILED = "failed"  # ok in the baseline, not ok now
     FIXED = "fixed"  # not ok in the baseline, ok now
     NOT_COMPARABLE = "not comparable"  # not ok in either
@@ -276,10 +277,24 @@ def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellCo
             normalized.append(m.key)
     metrics += _memory_metrics(base, new, th) + _quality_metrics(base, new, th) + _task_metrics(base, new, th)
     verdict = _gated_verdict(metrics, th.gate)
+    disturbed = _disturbances(base, new)
+    if disturbed and verdict in (CellVerdict.SLOWER, CellVerdict.FASTER):
+        notes += disturbed  # not a code change that can be trusted either way: measure again
+        verdict = CellVerdict.DISTURBED
     cell = CellComparison(label, base, new, verdict, False, metrics, notes, sorted(normalized))
+    unsure = verdict in (CellVerdict.INCONCLUSIVE, CellVerdict.DISTURBED)
     cell.regression = (verdict is CellVerdict.SLOWER or bool(cell.worse_besides_speed)
-                       or (verdict is CellVerdict.INCONCLUSIVE and not th.allow_inconclusive))
+                       or (unsure and not th.allow_inconclusive))
     return cell
+
+
+def _disturbances(base: Row, new: Row) -> list[str]:
+    """The machine-state flags of either run (bench.measuring.machine_state)."""
+    out = []
+    for name, row in (("baseline", base), ("new run", new)):
+        state = row.environment.machine_state or {}
+        out += [f"{name}: {flag}" for flag in state.get("flags", [])]
+    return out
 
 
 def _mean(xs: Sequence[float]) -> float | None:

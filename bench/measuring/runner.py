@@ -16,6 +16,7 @@ from typing import Any
 from bench.backends import backend_spec
 from bench.measuring.cost import efficiency
 from bench.measuring.launcher import ProgressFn, run_job
+from bench.measuring.machine_state import StateWatch
 from bench.measuring.metrics import (
     DEFINITIONS,
     Timeline,
@@ -98,7 +99,9 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
             row.status, row.reason = status, f"preparing the model for {c.backend}: {reason}"  # type: ignore[assignment]
             return row
     job = plan.speed_job()
-    status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
+    with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
+        status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
+    row.environment = row.environment.replace(machine_state=watch.report())
     if result is None:
         row.status, row.reason = status, reason  # type: ignore[assignment]
         return row
@@ -109,6 +112,9 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     fill_speed(row, plan, result, calibration)
     row.environment = row.environment.replace(
         backend={**dict(result.get("environment", {})), "load": job.load.describe()})
+    if row.environment.machine_state and row.environment.machine_state.get("disturbed"):
+        flags = "; ".join(row.environment.machine_state["flags"])
+        row.reason = f"DISTURBED: {flags}" + (f"; {row.reason}" if row.reason else "")
     if c.quality:
         row.quality = Quality.from_dict(run_quality(plan, ctx))
     if c.task:

@@ -125,6 +125,7 @@ class Environment(Section):
     llama_cpp_build: dict[str, Any] | None = None  # bench.native.buildinfo.build_facts()
     calibration: Calibration | None = None
     backend: dict[str, Any] | None = None  # the backend's own facts (versions, dtype, build), per backend
+    machine_state: dict[str, Any] | None = None  # around the timed pass: others' load, steal, clocks (flags)
 
     NESTED = {"host": Host, "calibration": Calibration}
     NULLABLE = ("bench_commit",)
