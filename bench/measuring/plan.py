@@ -111,7 +111,7 @@ def resolve_models(req: RunRequest, backend: str,
                                  f"{', '.join(spec.formats)}")
             resolved = dataclasses.replace(store.resolve(model, variant), facts={
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
-                "license": model.license, "family": model.family})
+                "license": model.license, "family": model.family, "note": model.note})
             ref, note = None, None
             ref_id = req.reference or variant.reference
             if req.quality is not None and ref_id:
