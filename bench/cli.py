@@ -239,7 +239,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in catalog.models:
             variants = ", ".join(f"{v.id}({v.format})" for v in m.variants)
             star = " *" if m.id == catalog.default_model else ""
-            t.add_row(m.id + star, m.developer, m.country or "?", _num(m.params_b), m.license or "?",
+            t.add_row(m.id + star, m.developer, m.country or "?", _num(m.params_b, "g"), m.license or "?",
                       str(m.context_length or "?"), variants)
         console().print(t)
         console(stderr=True).print("* the default model of `bench run`")
