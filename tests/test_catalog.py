@@ -121,3 +121,14 @@ def test_qwen_coder_is_qwens_q4_k_m_split_across_22_pinned_wheels(catalog):
     assert f16.source.derive.from_variant == "q4_k_m" and f16.source.derive.recipe == "F16"
     ladder = {x.source.derive.recipe for x in m.variants if x.source.derive and x.reference == "f16"}
     assert ladder == {"Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"}
+
+
+def test_every_params_b_says_how_it_was_checked(catalog):
+    lines = [ln for ln in (Path(__file__).parent.parent / "models.yaml").read_text().splitlines()
+             if ln.strip().startswith("params_b:")]
+    assert len(lines) == len(catalog.models)
+    for line in lines:
+        assert any(mark in line for mark in ("# CHECKED:", ". CHECKED:", "PARTLY CHECKED:", "NOT CHECKED")), line
+    # The DeepSeek distills' names are nominal: their untied output heads make 1.78 and 7.62 billion.
+    assert catalog.model("deepseek-r1-distill-qwen-1.5b").params_b == 1.78
+    assert catalog.model("deepseek-r1-distill-qwen-7b").params_b == 7.62
