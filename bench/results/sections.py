@@ -65,6 +65,7 @@ class ModelFacts(Section):
     params_b: float | None = None
     license: str | None = None
     family: str | None = None
+    note: str | None = None  # e.g. "a code model": what a reader must know to read its scores
 
 
 @dataclass(frozen=True)
