@@ -24,10 +24,18 @@ def runs(tmp_path_factory, embedded_model):
     assert proc.returncode == 0, proc.stderr
     for row in read_jsonl(d / "both.jsonl"):
         name = "base" if row["config"]["threads"] == 2 else "throttled"
-        (d / f"{name}.jsonl").write_text(json.dumps(row) + "\n")
+        (d / f"{name}.jsonl").write_text(_undisturbed(row))
     proc = run_bench("run", *LENGTHS, "--threads", "2", "-o", str(d / "same.jsonl"))
     assert proc.returncode == 0, proc.stderr
+    (d / "same.jsonl").write_text(_undisturbed(read_jsonl(d / "same.jsonl")[0]))
     return d
+
+
+def _undisturbed(row: dict) -> str:
+    """The row without its machine-state flags: these tests check the statistics; whether a
+    disturbed machine is called `disturbed` is tested on its own below."""
+    row["environment"].pop("machine_state", None)
+    return json.dumps(row) + "\n"
 
 
 def _gate(runs, new: str, tmp_path, expected_exit: int) -> tuple[str, str]:
@@ -149,3 +157,23 @@ def test_a_cell_that_lost_its_measurement_is_a_regression(measured_results, tmp_
     assert proc.returncode == 1
     md = summary.read_text()
     assert "not measured in the new run" in md and "new run: failed reference pass: worker crashed" in md
+
+
+def test_a_speed_change_on_a_disturbed_machine_is_disturbed_not_slower(runs, tmp_path):
+    """The same code, its new run halved in speed while the row says other processes held the
+    cores: `disturbed`, which fails the gate until measured again, never `slower`."""
+    (row,) = read_jsonl(runs / "same.jsonl")
+    for s in row["samples"]:
+        for key in ("decode_tps", "prefill_tps"):
+            s[key] /= 2
+    row["environment"]["machine_state"] = {"flags": ["other processes used 48% of the pinned cores"],
+                                           "disturbed": True}
+    busy = tmp_path / "busy.jsonl"
+    busy.write_text(json.dumps(row) + "\n")
+    md = tmp_path / "summary.md"
+    proc = run_bench("compare", str(runs / "base.jsonl"), str(busy), *GATE, "--markdown", str(md))
+    assert proc.returncode == 1, proc.stdout
+    assert "| **disturbed** |" in md.read_text() and "slower" not in md.read_text()
+    assert "new run: other processes used 48% of the pinned cores" in md.read_text()
+    allowed = run_bench("compare", str(runs / "base.jsonl"), str(busy), *GATE, "--allow-inconclusive")
+    assert allowed.returncode == 0, allowed.stdout
