@@ -72,3 +72,14 @@ def test_backend_counter_rates():
                        "decode_compute_s": 0.25, "decode_compute_tokens": 10})
     assert r == {"backend_prefill_tps": 200.0, "backend_decode_tps": 40.0}
     assert counter_rates(None) == {}
+
+
+def test_text_throughput_in_bytes_from_the_same_timestamps():
+    from bench.measuring.metrics import decode_text_bps, prefill_text_bps
+
+    tl = Timeline(prompt_tokens=4, token_times=[0.5, 1.0, 1.5, 2.0], prefill_end=0.4)
+    assert prefill_text_bps(tl, 40) == pytest.approx(40 / 0.4)  # prompt bytes over the prefill pass
+    # decode tok/s = 3 / 1.5 = 2; 4 tokens made 20 bytes: 5 bytes a token -> 10 B/s
+    assert decode_text_bps(tl, 20) == pytest.approx(10.0)
+    assert prefill_text_bps(Timeline(4, [0.5], None), 40) == pytest.approx(80.0)  # over TTFT, unseparated
+    assert decode_text_bps(Timeline(4, [0.5], None), 5) is None and prefill_text_bps(tl, None) is None

@@ -43,6 +43,10 @@ def test_raw_samples_are_kept_and_consistent(run_row):
         assert s["ttft_s"] == times[0] and s["e2e_s"] == times[-1]
         assert s["decode_tps"] == pytest.approx((N - 1) / (times[-1] - times[0]))
         assert s["prefill_separated"] is True
+        # text throughput: the same timestamps over UTF-8 bytes (prompt detokenized, text as generated)
+        assert s["prompt_text_bytes"] > 0 and s["text_bytes"] > 0
+        assert s["prefill_text_bps"] == pytest.approx(s["prompt_text_bytes"] / s["prefill_end"])
+        assert s["decode_text_bps"] == pytest.approx(s["decode_tps"] * s["text_bytes"] / N)
 
 
 def test_greedy_decoding_is_deterministic_across_repetitions(run_row):

@@ -30,6 +30,16 @@ DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("KLD", "kld_mean", ".4f"), ("same top", "same_top_token", "pct"), ("task acc", "task_accuracy", "pct"),
     ("$/1M tok", "usd_per_1m_output_tokens", ".3g"), ("J/tok", "energy_j_per_token", ".3g"),
 )
+# Beside tok/s when the rows hold several models: tokens are not a common unit across vocabularies.
+TEXT_COLUMNS = (("prefill B/s", "prefill_text_bps_mean", ".0f"), ("decode B/s", "decode_text_bps_mean", ".0f"))
+
+
+def display_columns(rows: Sequence[Row]) -> tuple[tuple[str, str, str], ...]:
+    """The table's columns: text throughput (UTF-8 bytes/s) is added when models differ."""
+    if len({r.config.model_id for r in rows}) < 2:
+        return DISPLAY
+    at = next(i for i, (_, key, _) in enumerate(DISPLAY) if key == "decode_tps_std") + 1
+    return DISPLAY[:at] + TEXT_COLUMNS + DISPLAY[at:]
 
 
 @dataclass
@@ -76,11 +86,12 @@ def markdown(report: Report) -> str:
              "ITL percentiles pooled over repetitions). The plots are in the HTML report.", ""]
     if report.warnings:
         lines += [f"## Warnings ({len(report.warnings)})", ""] + [f"- {_md_escape(w)}" for w in report.warnings] + [""]
-    lines += ["## Results", "", "| " + " | ".join(h for h, _, _ in DISPLAY) + " |",
-              "|" + "---|" * len(DISPLAY)]
+    columns = display_columns(report.rows)
+    lines += ["## Results", "", "| " + " | ".join(h for h, _, _ in columns) + " |",
+              "|" + "---|" * len(columns)]
     for r in report.ordered():
         f = flatten(r)
-        lines.append("| " + " | ".join(_md_escape(fmt(f[k], spec)) for _, k, spec in DISPLAY) + " |")
+        lines.append("| " + " | ".join(_md_escape(fmt(f[k], spec)) for _, k, spec in columns) + " |")
     failed = [r for r in report.ordered() if r.status != "ok"]
     if failed:
         lines += ["", "## Cells that did not complete", ""]
@@ -134,12 +145,13 @@ def html_page(report: Report) -> str:
         else:
             parts.append(f'<p class="missing">Not plotted: {e(plot.why_not or "")}</p>')
         parts.append("</figure>")
-    parts += ["<h2>Results</h2>", "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h, _, _ in DISPLAY)
+    columns = display_columns(report.rows)
+    parts += ["<h2>Results</h2>", "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h, _, _ in columns)
               + "</tr></thead><tbody>"]
     for r in report.ordered():
         f = flatten(r)
         cls = ' class="bad"' if r.status != "ok" else ""
-        cells = "".join(f'<td{" class=s" if spec == "s" else ""}>{e(fmt(f[k], spec))}</td>' for _, k, spec in DISPLAY)
+        cells = "".join(f'<td{" class=s" if spec == "s" else ""}>{e(fmt(f[k], spec))}</td>' for _, k, spec in columns)
         parts.append(f'<tr{cls} title="{e(r.reason or "")}">{cells}</tr>')
     parts.append("</tbody></table>")
     failed = [r for r in report.ordered() if r.status != "ok"]

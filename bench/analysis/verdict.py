@@ -28,6 +28,9 @@ class Inexpensive(StrictModel):
 
 
 class Criteria(StrictModel):
+    # The unit of decode_tps_min: the model's own tokens per second, or UTF-8 bytes of text per
+    # second (a token of a 150k vocabulary carries more text than one of a 49k vocabulary).
+    speed_unit: Literal["tokens", "utf8_bytes"] = "tokens"
     decode_tps_min: float | None = Field(default=None, gt=0)
     ttft_s_max: float | None = Field(default=None, gt=0)
     ttft_min_prompt_tokens: int = Field(default=0, ge=0)  # shorter prompts say little about TTFT
@@ -142,11 +145,13 @@ def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
 
 
 def _decode(f: dict[str, Any], c: Criteria, why: str) -> Check:
-    v = f["decode_tps_mean"]
+    v, unit = ((f["decode_text_bps_mean"], "B/s") if c.speed_unit == "utf8_bytes" else (f["decode_tps_mean"], "tok/s"))
     if v is None:
-        return Check("decode tok/s", "unmeasured", why or "no decode rate")
+        return Check("decode tok/s", "unmeasured", why or f"no decode rate in {unit}")
     assert c.decode_tps_min is not None
-    return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail", f"{v:.1f} (>= {c.decode_tps_min:g})")
+    text = f"; {f['decode_text_bps_mean']:.0f} B/s of text" if unit == "tok/s" and f["decode_text_bps_mean"] else ""
+    return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail",
+                 f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}")
 
 
 def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:

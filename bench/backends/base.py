@@ -33,6 +33,7 @@ class GenerationTrace:
     # The backend's own timers where it has them (llama.cpp: time inside llama_decode only):
     # prefill_compute_s / prefill_compute_tokens, decode_compute_s / decode_compute_tokens.
     backend_counters: dict[str, float] | None = None
+    text_bytes: int | None = None  # UTF-8 bytes of the generated text, as the pieces came (None: len of text)
 
 
 class Backend(ABC):
@@ -70,6 +71,10 @@ class Backend(ABC):
 
     def tokenize(self, text: str) -> list[int]:
         """The model's own tokenizer, with the start token where the model adds one."""
+        raise NotImplementedError
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        """The text of token ids as UTF-8 bytes, special tokens (a start token) left out."""
         raise NotImplementedError
 
     def environment(self) -> dict[str, Any]:

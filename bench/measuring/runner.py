@@ -21,8 +21,10 @@ from bench.measuring.metrics import (
     DEFINITIONS,
     Timeline,
     counter_rates,
+    decode_text_bps,
     decode_tps,
     e2e,
+    prefill_text_bps,
     prefill_tps,
     stats,
     summarize,
@@ -69,6 +71,8 @@ def _sample_record(trace: dict[str, Any]) -> dict[str, Any]:
         "decode_tps": decode_tps(tl),
         "tpot_s": tpot(tl),
         "e2e_s": e2e(tl),
+        "prefill_text_bps": prefill_text_bps(tl, trace.get("prompt_text_bytes")),
+        "decode_text_bps": decode_text_bps(tl, trace.get("text_bytes")),
         **counter_rates(trace.get("backend_counters")),
         "energy_j_per_token": trace["energy_j"] / len(trace["token_times"]) if trace.get("energy_j") is not None
         and trace["token_times"] else None,
@@ -130,7 +134,8 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
     row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
     timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
     summary = summarize(timelines)
-    for key in ("backend_prefill_tps", "backend_decode_tps", "energy_j_per_token"):
+    for key in ("backend_prefill_tps", "backend_decode_tps", "energy_j_per_token", "prefill_text_bps",
+                "decode_text_bps"):
         s = stats([x.get(key) for x in row.samples])
         if s is not None:
             summary[key] = s.to_dict()

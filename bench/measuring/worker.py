@@ -106,11 +106,15 @@ def run_speed(job: Job, out_path: Path) -> dict[str, Any]:
     with loaded(job, out_path, timed=True) as state:
         backend = state["backend"]
         prompt = backend.prompt(work.prompt_tokens)
+        prompt_bytes = len(backend.detokenize(prompt))  # for text throughput (bytes, not tokens)
         traces = []
         _progress(0, total)
         for i in range(total):
             before = meter.read_joules() if meter else None
             trace = asdict(backend.generate(prompt, work.gen_tokens, work.stop_at_eos))
+            trace["prompt_text_bytes"] = prompt_bytes
+            if trace.get("text_bytes") is None:
+                trace["text_bytes"] = len(trace["text"].encode("utf-8"))
             if meter and before is not None:
                 trace["energy_j"] = meter.read_joules() - before
             traces.append(trace)

@@ -195,9 +195,12 @@ class Summary(Section):
     backend_prefill_tps: Stats | None = None
     backend_decode_tps: Stats | None = None
     energy_j_per_token: Stats | None = None
+    prefill_text_bps: Stats | None = None  # UTF-8 bytes of prompt per second of prefill
+    decode_text_bps: Stats | None = None  # UTF-8 bytes of generated text per second of decode
 
     NESTED = {name: Stats for name in ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "generated_tokens",
-                                       "backend_prefill_tps", "backend_decode_tps", "energy_j_per_token")} | {
+                                       "backend_prefill_tps", "backend_decode_tps", "energy_j_per_token",
+                                       "prefill_text_bps", "decode_text_bps")} | {
         "itl_s": ItlStats, "prefill_separated": Flag}
     NULLABLE = ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "itl_s", "generated_tokens",
                 "prefill_separated")

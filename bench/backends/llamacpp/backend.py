@@ -52,6 +52,9 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=True)  # adds BOS only if the model does
 
+    def detokenize(self, ids: list[int]) -> bytes:
+        return self.llm.detokenize(ids)
+
     def vocab_size(self) -> int:
         return self._llama_cpp.llama_vocab_n_tokens(self._vocab)
 
@@ -127,6 +130,7 @@ class LlamaCppBackend(Backend):
             prefill_end=prefill_end,
             stopped_at_eos=eos,
             text=b"".join(pieces).decode("utf-8", errors="replace"),
+            text_bytes=sum(len(p) for p in pieces),
             backend_counters={  # llama_perf_context: batched (prompt) vs single-token decode calls
                 "prefill_compute_s": perf.t_p_eval_ms / 1e3, "prefill_compute_tokens": perf.n_p_eval,
                 "decode_compute_s": perf.t_eval_ms / 1e3, "decode_compute_tokens": perf.n_eval,

@@ -68,6 +68,9 @@ class TransformersBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
 
+    def detokenize(self, ids: list[int]) -> bytes:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).encode("utf-8")
+
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
