@@ -28,10 +28,10 @@ KLD = re.compile(r"Mean\s+KLD:\s+([0-9.]+)\s+±\s+([0-9.]+)")
 def suite(model: str, variant: str, reference: str, ctx: int, chunks: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "r.jsonl")
-        proc = subprocess.run([sys.executable, "-m", "bench", "run", "-m", f"{model}:{variant}", "--prompt-tokens", "16",
-                               "--gen-tokens", "4", "-t", str(threads), "--quality", "--quality-ctx", str(ctx),
-                               "--quality-chunks", str(chunks), "--reference", reference, "--no-progress",
-                               "-o", str(out)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "bench", "run", "-m", f"{model}:{variant}",
+                               "--prompt-tokens", "16", "--gen-tokens", "4", "-t", str(threads), "--quality",
+                               "--quality-ctx", str(ctx), "--quality-chunks", str(chunks), "--reference", reference,
+                               "--no-progress", "-o", str(out)], capture_output=True, text=True)
         if not out.exists():
             raise SystemExit(f"bench run failed for {variant}: {proc.stderr.strip().splitlines()[-1:]}")
         row = json.loads(out.read_text().splitlines()[0])
