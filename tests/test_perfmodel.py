@@ -275,3 +275,19 @@ def test_an_entry_on_an_unknown_machine_is_one_line_and_exit_2(tmp_path):
     csv_path = data / "measurements.csv"
     csv_path.write_text(csv_path.read_text().replace("pi5-26484-q2_k,rpi5,", "pi5-26484-q2_k,nosuchbox,", 1))
     assert_clean_error(run_validate("--data", str(data)), "unknown machine 'nosuchbox'")
+
+
+def test_the_published_efficiency_mode_uses_the_validation_median(tmp_path):
+    """efficiency="published" swaps this host's e_bw for the median achieved/bandwidth of the published
+    machines (stored by --write-bands); prefill keeps the row's own e_c."""
+    bands = json.loads((REPO / "validation" / "error_bands.json").read_text())
+    e_pub = bands["published"]["e_bw"]
+    row, tier = fast_row(), slow_profile(tmp_path, bw=10, gflops=4000)  # plenty of compute: bandwidth binds
+    host = project_row(row, tier, efficiency="host")
+    pub = project_row(row, tier, efficiency="published")
+    e_host = host.decode_tps.inputs["host_efficiency"]["e_bw"]
+    assert pub.decode_tps.value == pytest.approx(host.decode_tps.value * e_pub / e_host)
+    assert pub.prefill_tps.value == pytest.approx(host.prefill_tps.value)
+    assert "published" in pub.basis and pub.decode_tps.inputs["host_efficiency"]["e_bw_host"] == pytest.approx(e_host)
+    with pytest.raises(ValueError, match="host' or 'published"):
+        project_row(row, tier, efficiency="other")
