@@ -24,7 +24,7 @@ name: test tier {id}
 device: cpu
 capacity: {{threads: {threads}, ram_gb: {ram_gb}, reserve_ram_gb: 0}}
 price: {{basis: on_demand, usd_per_hour: 0.5, source: "test fixture"}}
-performance: {{memory_bandwidth_gbs: 10, source: "test fixture"}}
+performance: {{memory_bandwidth: [{{value: 10, kind: peak, source: "test fixture", read: 2026-11-30}}]}}
 """
 
 

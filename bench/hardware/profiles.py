@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.errors import BenchError
 from bench.yamlfile import parse_yaml_file
@@ -18,6 +19,18 @@ HOURS_PER_YEAR = 365 * 24
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Sanity bounds for tier figures, far above any single machine (the fastest accelerator memories are a
+# few TB/s; a GPU's dense tensor throughput a few PFLOP/s): a figure beyond them is a typo or a unit error.
+MAX_BANDWIDTH_GBS = 20_000.0
+MAX_GFLOPS = 10_000_000.0
+_READ = r"^(\d{4}-\d{2}-\d{2}|not recorded)$"
+
+
+def _iso_date(v: Any) -> Any:
+    """YAML reads 2026-11-30 as a date; keep it as ISO text so rows stay plain JSON."""
+    return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
 
 
 class Capacity(_Strict):
@@ -38,6 +51,9 @@ class Price(_Strict):
     power_watts: float | None = Field(default=None, gt=0)
     electricity_usd_per_kwh: float | None = Field(default=None, gt=0)
     source: str | None = None
+    read: str | None = Field(default=None, pattern=_READ)  # the date the price was read
+
+    _read_iso = field_validator("read", mode="before")(_iso_date)
 
     def hourly_usd(self) -> float | None:
         """On-demand: the listed price. Purchase: price / lifetime hours + power x electricity.
@@ -52,12 +68,81 @@ class Price(_Strict):
         return hourly
 
 
-class Performance(_Strict):
-    """Figures of the real tier, used only for projections that are labelled as such."""
+class Figure(_Strict):
+    """One published figure of a real machine: a datasheet or derived peak, or a measurement with its
+    tool. The page it was read from and the date it was read go with it, so it can be re-checked."""
 
-    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
-    fp16_tflops: float | None = Field(default=None, gt=0)
-    source: str | None = None
+    value: float = Field(gt=0)
+    kind: Literal["peak", "measured"]
+    tool: str | None = None        # measured: what measured it (STREAM, HPL, llama-bench...)
+    derivation: str | None = None  # peak: the arithmetic from a datasheet, e.g. "4267 MT/s x 32 bit / 8"
+    source: str = Field(min_length=1)
+    read: str = Field(pattern=_READ)  # the date the figure was read, or "not recorded" (older entries)
+    note: str | None = None
+
+    _read_iso = field_validator("read", mode="before")(_iso_date)
+
+    @model_validator(mode="after")
+    def _measured_names_its_tool(self) -> Figure:
+        if self.kind == "measured" and not self.tool:
+            raise ValueError("a measured figure needs the tool that measured it (tool: ...)")
+        return self
+
+    def label(self) -> str:
+        how = f"measured with {self.tool}" if self.kind == "measured" else (
+            f"peak ({self.derivation})" if self.derivation else "peak (datasheet)")
+        return f"{self.value:g} {how}; {self.source}, read {self.read}"
+
+
+def _bounded(figures: list[Figure], limit: float, what: str) -> list[Figure]:
+    for f in figures:
+        if f.value > limit:
+            raise ValueError(f"{what} {f.value:g} is above any real machine ({limit:g}): a typo or a unit error?")
+    return figures
+
+
+def preferred_figure(figures: list[Figure]) -> Figure | None:
+    """The first measured figure, else the first peak: a measurement beats a datasheet."""
+    return next((f for f in figures if f.kind == "measured"), figures[0] if figures else None)
+
+
+class Compute(_Strict):
+    """What llama.cpp computes with on this machine: the threads it would use by default and the
+    throughput of the kernel's data type (fp32 on a CPU, fp16 tensor on a GPU)."""
+
+    threads: int | None = Field(default=None, gt=0)  # llama.cpp's default thread count here
+    threads_why: str | None = None                   # which cores those are (physical, performance...)
+    simd: str | None = None                          # vector width and FMA pipes, where known
+    fp32_gflops: list[Figure] = Field(default_factory=list)
+    fp64_gflops: list[Figure] = Field(default_factory=list)  # HPL results (CPUs)
+    fp16_gflops: list[Figure] = Field(default_factory=list)  # dense tensor throughput (GPUs)
+
+    @field_validator("fp32_gflops", "fp64_gflops", "fp16_gflops")
+    @classmethod
+    def _possible(cls, v: list[Figure]) -> list[Figure]:
+        return _bounded(v, MAX_GFLOPS, "GFLOP/s")
+
+
+class Performance(_Strict):
+    """Figures of the real tier, with their sources, used only for projections labelled as such."""
+
+    memory_bandwidth: list[Figure] = Field(default_factory=list)  # GB/s; measured preferred over peak
+    compute: Compute | None = None
+    note: str | None = None
+
+    @field_validator("memory_bandwidth")
+    @classmethod
+    def _possible(cls, v: list[Figure]) -> list[Figure]:
+        return _bounded(v, MAX_BANDWIDTH_GBS, "memory bandwidth (GB/s)")
+
+    @property
+    def bandwidth(self) -> Figure | None:
+        return preferred_figure(self.memory_bandwidth)
+
+    @property
+    def memory_bandwidth_gbs(self) -> float | None:
+        """The preferred bandwidth figure's value (kept for callers of the old single-number field)."""
+        return self.bandwidth.value if self.bandwidth else None
 
 
 class Profile(_Strict):
@@ -73,6 +158,10 @@ class Profile(_Strict):
     def _gpu_has_vram(self) -> Profile:
         if self.device == "cuda" and self.capacity.vram_gb is None:
             raise ValueError("a cuda profile needs capacity.vram_gb")
+        compute = self.performance.compute if self.performance else None
+        if self.device == "cpu" and compute and compute.threads and compute.threads != self.capacity.threads:
+            raise ValueError(f"capacity.threads {self.capacity.threads} differs from performance.compute.threads "
+                             f"{compute.threads}: a CPU tier is emulated with the threads llama.cpp would use there")
         return self
 
 
