@@ -291,7 +291,8 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     # A tier with rows measured on the tier itself (a fleet node that is the tier) is judged on those
     # alone: emulation answers "does it fit", only the tier answers "how fast".
     measured_tiers = {(r.config.model_id, tier_label(r)) for r in latest if basis_kind(r) == "measured"}
-    for r in latest:
+    position = {id(r): i for i, r in enumerate(rows)}
+    for r in sorted(latest, key=lambda r: (r.created_at, position[id(r)])):  # newest last, as they were written
         if (r.config.model_id, tier_label(r)) in measured_tiers and basis_kind(r) != "measured":
             continue
         groups[(r.config.model_id, tier_label(r))][configuration(r)].append(r)
