@@ -126,17 +126,24 @@ class LocalFleet:
                 pass
         return mine
 
-    def measuring_child_of(self, names: set[str]) -> psutil.Process | None:
-        """A cell's measuring child whose Ray worker belongs to one of the named nodes."""
-        sessions = {self.sessions[n] for n in names}
+    def measuring_children(self) -> list[psutil.Process]:
+        """The cells' measuring children running now, on any node of this fleet."""
+        out = []
         for p in psutil.process_iter():
             try:
-                if "bench.measuring.worker" in " ".join(p.cmdline()) and os.getsid(p.ppid()) in sessions \
-                        and p.environ().get(MARKER) == self.marker:
-                    return p
+                if "bench.measuring.worker" in " ".join(p.cmdline()) and p.environ().get(MARKER) == self.marker:
+                    out.append(p)
             except (psutil.Error, OSError):
                 pass
-        return None
+        return out
+
+    def node_of(self, child: psutil.Process) -> str | None:
+        """The node whose Ray worker started this measuring child."""
+        try:
+            sid = os.getsid(child.ppid())
+        except (psutil.Error, OSError):
+            return None
+        return next((name for name, s in self.sessions.items() if s == sid), None)
 
     def kill_node(self, name: str, also: list[psutil.Process] = ()) -> list[str]:
         """SIGKILL a node as a machine dies: its raylet, agents and workers, and the given children."""

@@ -275,22 +275,26 @@ def _driver(fleet: LocalFleet, *args: str) -> subprocess.Popen[str]:
                             env=fleet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _when_a_cell_runs(fleet: LocalFleet, driver: subprocess.Popen[str], nodes: set[str], act) -> object:
-    """Call ``act(child)`` once a cell's measuring child runs on one of ``nodes``; wait for the driver."""
-    done = None
+def _when_a_cell_runs(fleet: LocalFleet, driver: subprocess.Popen[str], nodes: set[str], act) -> tuple[object, int]:
+    """Call ``act(child, node)`` once a cell's measuring child runs on one of ``nodes``, then wait for
+    the driver, watching how many cells ever ran at once on this machine (the most is returned)."""
+    done, most = None, 0
     try:
-        deadline = time.monotonic() + 300
-        while done is None and time.monotonic() < deadline and driver.poll() is None:
-            child = fleet.measuring_child_of(nodes)
-            if child is not None:
-                done = act(child)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and driver.poll() is None:
+            children = fleet.measuring_children()
+            most = max(most, len(children))
+            for child in children:
+                node = fleet.node_of(child)
+                if done is None and node in nodes:
+                    done = act(child, node)
             time.sleep(0.02)
         driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.communicate()
-    return done
+    return done, most
 
 
 def test_an_interrupted_run_keeps_its_rows_and_the_next_does_only_the_missing_cells(fleet, matrix_run, tmp_path):
@@ -300,8 +304,9 @@ def test_an_interrupted_run_keeps_its_rows_and_the_next_does_only_the_missing_ce
     _, _, m, _ = matrix_run
     out = tmp_path / "results.jsonl"
     driver = _driver(fleet, "--matrix", str(m), "-o", str(out))
-    assert _when_a_cell_runs(fleet, driver, {"a", "b"}, lambda child: driver.send_signal(signal.SIGINT) or True)
-    assert driver.returncode == 130
+    interrupted, _ = _when_a_cell_runs(fleet, driver, {"a", "b"},
+                                       lambda child, node: driver.send_signal(signal.SIGINT) or node)
+    assert interrupted and driver.returncode == 130
     kept = read_jsonl(out)
     assert 1 <= len(kept) < 3 and all(r["status"] == "ok" for r in kept)
     proc = fleet.bench("run", "--matrix", str(m), "--fleet", fleet.address, "--fleet-missing", "emulate",
@@ -352,13 +357,13 @@ def test_a_node_lost_mid_cell_becomes_a_failed_row_the_cell_is_retried_and_the_r
     out = tmp_path / "r.jsonl"
     driver = _driver(fleet, "--matrix", str(m), "-o", str(out))
 
-    def kill(child):
-        name = next(n for n in ("b", "c") if os.getsid(child.ppid()) == fleet.sessions[n])
-        fleet.kill_node(name, also=[child])
-        return name
+    def kill(child, node):
+        fleet.kill_node(node, also=[child])
+        return node
 
-    killed = _when_a_cell_runs(fleet, driver, {"b", "c"}, kill)
+    killed, most = _when_a_cell_runs(fleet, driver, {"b", "c"}, kill)
     assert killed is not None, "no fleet-b cell was seen running"
+    assert most == 1  # three nodes of two tiers, one machine: one cell at a time
     assert not fleet.processes({fleet.sessions[killed]})
     rows = read_jsonl(out)
     assert driver.returncode == 0  # every cell's last row is ok

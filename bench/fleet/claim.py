@@ -82,6 +82,12 @@ class NodeView:
     host: HostInfo | None = None  # detected on the node
     environment: dict[str, Any] | None = None  # bench.measuring.environment.capture_environment, on the node
     error: str | None = None  # why the probe failed (bench missing on the node, say)
+    machine_id: str | None = None  # /etc/machine-id, read on the node
+
+    @property
+    def machine(self) -> str:
+        """What identifies the machine: two nodes on one machine never run cells at once."""
+        return self.machine_id or f"host:{self.hostname}"
 
     @property
     def tiers(self) -> list[str]:

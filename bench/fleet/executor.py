@@ -71,7 +71,7 @@ def probe_nodes(nodes: list[NodeView], timeout_s: float = PROBE_TIMEOUT_S) -> No
         except Exception as exc:  # the node's bench could not run: say why, do not use the node
             n.error = f"probe failed: {_why(exc)}"
             continue
-        n.host, n.environment = HostInfo(**got["host"]), got["environment"]
+        n.host, n.environment, n.machine_id = HostInfo(**got["host"]), got["environment"], got.get("machine_id")
     for ref in pending:
         refs[ref].error = f"probe did not answer within {timeout_s:g} s"
         ray.cancel(ref, force=True)
@@ -254,7 +254,7 @@ class FleetExecutor:
     def _start(self, queue: deque[_Attempt], running: dict[Any, tuple[_Attempt, NodeView]], total: int,
                ctx: RunContext, events: Any) -> Iterator[Row]:
         busy_nodes = {n.node_id for _, n in running.values()}
-        busy_hosts = {n.hostname for _, n in running.values()}
+        busy_machines = {n.machine for _, n in running.values()}
         for attempt in list(queue):
             nodes = self._candidates(attempt)
             if not nodes:
@@ -264,14 +264,14 @@ class FleetExecutor:
                 events.cell_finished(attempt.index, total, row)
                 yield row
                 continue
-            free = [n for n in nodes if n.node_id not in busy_nodes and n.hostname not in busy_hosts]
+            free = [n for n in nodes if n.node_id not in busy_nodes and n.machine not in busy_machines]
             if not free:
                 continue
             node = free[0]
             queue.remove(attempt)
             running[self._submit(attempt, node, ctx)] = (attempt, node)
             busy_nodes.add(node.node_id)
-            busy_hosts.add(node.hostname)
+            busy_machines.add(node.machine)
             events.cell_started(attempt.index, total, attempt.plan)
 
     def _entry(self, model_id: str, variant_id: str) -> Any:

@@ -60,10 +60,24 @@ def node_environment(host: HostInfo) -> dict[str, Any]:
     return {**_ENVIRONMENT, "host": host.to_dict()}
 
 
+def machine_id() -> str | None:
+    """This machine's identity (systemd's machine-id), whatever its hostname: every Raspberry Pi is
+    called raspberrypi, and two nodes on one machine must never measure at once."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
 def probe() -> dict[str, Any]:
     host = detect_host()
     node_id, ip = _node_identity()
-    return {"node_id": node_id, "node_ip": ip, "host": host.to_dict(), "environment": node_environment(host)}
+    return {"node_id": node_id, "node_ip": ip, "host": host.to_dict(), "environment": node_environment(host),
+            "machine_id": machine_id()}
 
 
 def inbox_path(planned: ResolvedModel) -> Path:
