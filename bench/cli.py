@@ -1,5 +1,5 @@
 """Command line: ``bench run``, ``serve``, ``report``, ``compare``, ``verdict``,
-``models list|fetch|derive``, ``profiles list``.
+``models list|fetch|derive``, ``profiles list``, ``fleet head|join|status|stop``.
 
 Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
 what it needs. Bad input ends in one line on stderr and exit status 2.
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default 2048)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--fleet", metavar="HEAD:PORT|auto",
+                   help="run each cell on a node of a Ray cluster that offers its tier (extra `fleet`; `bench fleet "
+                        "--help`); auto: the cluster running on this machine")
+    r.add_argument("--fleet-missing", choices=("skip", "emulate"), default=None,
+                   help="with --fleet: cells of a tier no node offers are skipped (default) or emulated here")
 
     _serve_parser(sub)
 
@@ -160,6 +165,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "its smoke test, the backends, and the command that fixes each problem")
     doc.add_argument("--json", action="store_true", help="the diagnosis as JSON")
     doc.add_argument("--no-smoke", action="store_true", help="skip the smoke test (load, prefill, decode in a child)")
+
+    fl = sub.add_parser("fleet", help="several machines as one fleet on Ray: start a head, join nodes that offer "
+                        "their real tier, list them (extra `fleet`)")
+    flsub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
+    fh = flsub.add_parser("head", help="start this machine's Ray head (ray start --head), optionally offering tiers")
+    fh.add_argument("--port", type=int, default=6379, help="the head's port (default 6379; 0: a free one)")
+    fj = flsub.add_parser("join", help="join this machine to a fleet as a node offering the tier(s) it really is")
+    fj.add_argument("--address", required=True, metavar="HEAD:PORT", help="the head's address")
+    for sp, ip_help in ((fh, "the address other machines reach this one at (default 127.0.0.2: this machine only)"),
+                        (fj, "this node's address (default: the one that routes to the head)")):
+        sp.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
+                        help="the hardware profile(s) this machine is; none: it runs no cells")
+        sp.add_argument("--node-ip-address", help=ip_help)
+        sp.add_argument("--node-ports", type=int, metavar="FIRST",
+                        help="the node's six ports start here (default 6380; 0: random ports)")
+        sp.add_argument("--worker-ports", metavar="LOW-HIGH",
+                        help="Ray workers' ports (default 10002-10101; 0: random)")
+        sp.add_argument("--temp-dir", help="Ray's folder for this node (default /tmp/ray)")
+    fs = flsub.add_parser("status", help="the nodes, their detected hardware and the tiers they offer; a node whose "
+                          "hardware contradicts a tier it offers is flagged")
+    fs.add_argument("--address", default="auto", metavar="HEAD:PORT|auto",
+                    help="the fleet (default auto: this machine's)")
+    fs.add_argument("--json", action="store_true", help="as JSON")
+    fst = flsub.add_parser("stop", help="ray stop: end every Ray process on this machine")
+    fst.add_argument("--force", action="store_true", help="SIGKILL instead of SIGTERM")
 
     pr = sub.add_parser("profiles", help="hardware profiles")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
@@ -306,24 +336,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
     req = _request(args)
-    store = ModelStore()
-    with _fetch_progress(store, console(stderr=True), disabled=args.no_progress):
-        plans = plan_request(req, catalog_path, profiles_dir, store)
-    if args.output:
-        out_path = Path(args.output)
-    else:
-        out_path = default_results_path(Path("results"), stem=Path(args.matrix).stem if args.matrix else None)
     err = console(stderr=True)
-    stop = _GracefulStop(err)
-    with stop, _progress(err, disabled=args.no_progress) as progress:
-        outcome = run_plans(plans, out_path, skip_done=bool(args.matrix) and not args.force,
-                            events=_ProgressEvents(progress, err), should_stop=lambda: stop.requested)
+    fleet = _open_fleet(args, catalog_path, profiles_dir)
+    try:
+        store = ModelStore()
+        with _fetch_progress(store, err, disabled=args.no_progress):
+            plans = plan_request(req, catalog_path, profiles_dir, store, on_tier=fleet.tiers if fleet else ())
+        if fleet is not None:
+            placement = fleet.place(plans, args.fleet_missing or "skip")
+            for line in placement.lines:
+                err.print(line, highlight=False, soft_wrap=True)
+            plans = placement.plans
+        if args.output:
+            out_path = Path(args.output)
+        else:
+            out_path = default_results_path(Path("results"), stem=Path(args.matrix).stem if args.matrix else None)
+        stop = _GracefulStop(err)
+        with stop, _progress(err, disabled=args.no_progress) as progress:
+            outcome = run_plans(plans, out_path, skip_done=bool(args.matrix) and not args.force,
+                                events=_ProgressEvents(progress, err), should_stop=lambda: stop.requested,
+                                executor=fleet)
+    finally:
+        if fleet is not None:
+            fleet.close()
     console().print(results_table(outcome.rows))
     err.print(f"{len(outcome.rows)} row(s) written to {out_path}")
     if outcome.interrupted:
         err.print(f"interrupted: {len(outcome.planned) - len(outcome.rows)} cell(s) not run")
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_ok else EXIT_CELL_FAILED
+
+
+def _open_fleet(args: argparse.Namespace, catalog_path: Path, profiles_dir: Path) -> Any:
+    from bench.errors import BenchError
+
+    if not args.fleet:
+        if args.fleet_missing:
+            raise BenchError("--fleet-missing needs --fleet")
+        return None
+    from bench.fleet.executor import FleetExecutor
+
+    return FleetExecutor(args.fleet, catalog_path, profiles_dir)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from bench.datafiles import find_data_path
+    from bench.display import console
+    from bench.fleet import commands
+
+    profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
+    err = console(stderr=True)
+    if args.fleet_command == "status":
+        lines, out = commands.status(args, profiles_dir, find_data_path("models.yaml", args.catalog, "BENCH_CATALOG"))
+        for line in lines:
+            err.print(line, highlight=False, soft_wrap=True)
+        if isinstance(out, str):
+            print(out)
+        else:
+            console().print(out)
+        return EXIT_OK
+    if args.fleet_command == "stop":
+        from bench.fleet.cluster import stop
+
+        err.print(stop(args.force), highlight=False, soft_wrap=True)
+        return EXIT_OK
+    lines = (commands.head if args.fleet_command == "head" else commands.join)(args, profiles_dir)
+    for line in lines[:-1] if args.fleet_command == "head" else lines:
+        err.print(line, highlight=False, soft_wrap=True)
+    if args.fleet_command == "head":
+        print(lines[-1])  # "address: HOST:PORT", for scripts
+    return EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -450,10 +532,12 @@ class _progress:
 
 
 class _ProgressEvents:
-    """A run's progress as rich progress bars: one line per cell, its repetitions as the bar."""
+    """A run's progress as rich progress bars: one line per cell, its repetitions as the bar (cells
+    on a fleet run side by side: each has its own line)."""
 
     def __init__(self, progress: Any, console: Any) -> None:
         self.progress, self.console, self.task = progress, console, None
+        self.tasks: dict[int, Any] = {}
 
     def planned(self, cells: list[Any], skipped: int, output: Path) -> None:
         if skipped:
@@ -461,17 +545,20 @@ class _ProgressEvents:
 
     def cell_started(self, index: int, total: int, plan: Any) -> None:
         c = plan.config
-        self.task = self.progress.add_task(f"[{index}/{total}] {c.model_id}:{c.variant_id} {c.backend} "
-                                           f"t={c.threads} p={c.prompt_tokens} n={c.gen_tokens}", total=None)
+        where = f" {c.profile_id}" if c.profile_id != "auto" else ""
+        self.task = self.tasks[index] = self.progress.add_task(
+            f"[{index}/{total}] {c.model_id}:{c.variant_id} {c.backend}{where} t={c.threads} p={c.prompt_tokens} "
+            f"n={c.gen_tokens}", total=None)
 
     def cell_progress(self, done: int, total: int) -> None:
         if self.task is not None:
             self.progress.update(self.task, completed=done, total=total)
 
     def cell_finished(self, index: int, total: int, row: Any) -> None:
-        if self.task is not None:
-            desc = self.progress.tasks[self.task].description
-            self.progress.update(self.task, completed=1, total=1, description=f"{desc} [{row.status}]")
+        task = self.tasks.get(index, self.task)
+        if task is not None:
+            desc = self.progress.tasks[task].description
+            self.progress.update(task, completed=1, total=1, description=f"{desc} [{row.status}]")
 
 
 @contextlib.contextmanager
@@ -602,7 +689,7 @@ def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err:
               f"{len(todo)} to run, rough estimate {total / 60:.0f} min on this host")
     for p in todo:
         c = p.config
-        passes = " + quality" * bool(c.quality) + f" + {c.task['name']}" * bool(c.task)
+        passes = " + quality" * bool(c.quality) + (f" + {c.task['name']}" if c.task else "")
         err.print(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
                   f"n={c.gen_tokens}{passes}): ~{estimate_seconds(p, cal[c.threads]):.0f} s")
     for line in plan.skipped_tiers:
@@ -665,8 +752,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "serve": cmd_serve, "models": cmd_models, "profiles": cmd_profiles,
-            "report": cmd_report,
-            "compare": cmd_compare, "verdict": cmd_verdict}
+            "report": cmd_report, "compare": cmd_compare, "verdict": cmd_verdict, "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ and library callers all come through ``run_request``; the CLI only parses and pr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,10 +76,12 @@ class RunOutcome:
 
     @property
     def all_ok(self) -> bool:
-        """Every cell ran and every pass it asked for succeeded."""
+        """Every cell ran and every pass it asked for succeeded (a cell retried after its fleet
+        node was lost counts by its last row; the failed one stays in the file)."""
+        last = {r.cell_key: r for r in self.rows}
         return not self.interrupted and all(
             r.status == "ok" and r.quality.status in (None, "ok") and r.task.status in (None, "ok")
-            for r in self.rows)
+            for r in last.values())
 
 
 def done_cells(output: Path) -> set[str]:
@@ -91,9 +93,12 @@ def done_cells(output: Path) -> set[str]:
     return {r.cell_key for r in read_rows(output)[0] if r.status == "ok"}
 
 
-def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path, store: Any = None) -> list[CellPlan]:
+def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path, store: Any = None,
+                 on_tier: Collection[str] = ()) -> list[CellPlan]:
     """Every cell of the request (models fetched and verified, fit predicted), nothing run yet.
-    ``store`` (a ModelStore) lets the caller watch a large fetch's progress."""
+    ``store`` (a ModelStore) lets the caller watch a large fetch's progress. Cells of the profiles
+    in ``on_tier`` are planned for a machine that is the tier (a fleet node), the others for
+    emulation on this host."""
     from bench.hardware.profiles import detect_host
     from bench.measuring.plan import build_plans
     from bench.models.catalog import load_catalog
@@ -101,7 +106,7 @@ def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path, store:
 
     if not req.models:
         req = req.with_default_model(load_catalog(catalog_path).default_model)
-    return build_plans(req, store or ModelStore(), detect_host(), catalog_path, profiles_dir)
+    return build_plans(req, store or ModelStore(), detect_host(), catalog_path, profiles_dir, on_tier)
 
 
 def run_plans(plans: list[CellPlan], output: Path, *, skip_done: bool = False, events: RunEvents | None = None,
@@ -122,7 +127,8 @@ def run_plans(plans: list[CellPlan], output: Path, *, skip_done: bool = False, e
     for row in (executor or LocalExecutor()).run(todo, ctx, events, should_stop):
         append_row(output, row)
         outcome.rows.append(row)
-    outcome.interrupted = len(outcome.rows) < len(todo)
+    written = {r.cell_key for r in outcome.rows}
+    outcome.interrupted = any(p.config.key() not in written for p in todo)
     return outcome
 
 

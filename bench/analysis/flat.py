@@ -25,10 +25,31 @@ def tier_label(r: Row) -> str:
     return r.tier_label
 
 
+def basis(r: Row) -> str:
+    """Where a row's numbers come from: ``measured`` on the tier itself (a fleet node that is the
+    tier, or the host as it is), ``emulated on HOST`` (the tier's caps on another machine), or
+    ``not measured`` (a fleet node lost, a file it could not get). Rows from before the field: by
+    their profile."""
+    if r.tier.basis:
+        return r.tier.basis
+    return "measured" if r.config.profile_id == "auto" else f"emulated on {r.host}"
+
+
+def basis_kind(r: Row) -> str:
+    """``measured``, ``emulated`` or ``not measured``."""
+    b = basis(r)
+    return "measured" if b == "measured" else ("emulated" if b.startswith("emulated") else "not measured")
+
+
+BASIS_RANK = {"not measured": 0, "emulated": 1, "measured": 2}
+
+
 def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
-    """One row per cell and tier (the newest): re-runs and merged files do not count twice."""
+    """One row per cell and tier: re-runs and merged files do not count twice. A row measured on
+    the tier itself wins over an emulated one of the same cell, whatever their dates; among rows of
+    the same basis, the newest."""
     out: dict[tuple, Row] = {}
-    for r in sorted(rows, key=lambda r: r.created_at):
+    for r in sorted(rows, key=lambda r: (BASIS_RANK[basis_kind(r)], r.created_at)):
         out[(r.tier_label, r.config.identity())] = r
     return list(out.values())
 
@@ -75,6 +96,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("run_id", "text", lambda r: r.run_id),
     Column("created_at", "text", lambda r: r.created_at),
     Column("host", "text", lambda r: r.host, "machine that ran the cell"),
+    Column("basis", "text", basis_kind, "measured on the tier itself, emulated on another machine, or not measured"),
+    Column("basis_detail", "text", basis, "where the numbers come from, in words (tier.basis)"),
+    Column("fleet_node", "text", lambda r: r.environment.fleet.node_id if r.environment.fleet else None,
+           "the Ray node id of the fleet node that ran the cell"),
     Column("cell_key", "text", lambda r: r.cell_key),
     Column("status", "text", lambda r: r.status),
     Column("reason", "text", lambda r: r.reason),

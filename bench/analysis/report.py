@@ -22,7 +22,8 @@ from bench.results.schema import Row
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
 DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("model", "model", "s"), ("variant", "variant", "s"), ("backend", "backend", "s"), ("tier", "tier", "s"),
-    ("host", "host", "s"), ("thr", "threads", "d"), ("p", "prompt_tokens", "d"), ("n", "gen_tokens", "d"),
+    ("host", "host", "s"), ("basis", "basis", "s"), ("thr", "threads", "d"), ("p", "prompt_tokens", "d"),
+    ("n", "gen_tokens", "d"),
     ("status", "status", "s"), ("load s", "load_time_s", ".2f"), ("TTFT ms", "ttft_s_mean", "ms"),
     ("prefill tok/s", "prefill_tps_mean", ".1f"), ("decode tok/s", "decode_tps_mean", ".1f"),
     ("± std", "decode_tps_std", ".1f"), ("ITL p50 ms", "itl_s_p50", "ms"), ("ITL p99 ms", "itl_s_p99", "ms"),

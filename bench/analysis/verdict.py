@@ -17,7 +17,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bench.analysis.flat import flatten, hourly_usd, latest_per_cell, reference_variants, tier_label
+from bench.analysis.flat import (
+    basis,
+    basis_kind,
+    flatten,
+    hourly_usd,
+    latest_per_cell,
+    reference_variants,
+    tier_label,
+)
 from bench.results.schema import Row
 from bench.yamlfile import StrictModel, parse_yaml_file
 
@@ -114,12 +122,17 @@ class TierVerdict:
 
     @property
     def basis(self) -> str:
+        """Where the deciding row was measured, and on which machine."""
         if self.best is None:
             return f"not measured: {self.missing}"
         r = self.best.row
-        host = r.host
-        if r.config.profile_id == "auto":
-            return f"measured on {host} as it is"
+        host, kind = r.host, basis_kind(r)
+        if kind == "measured" and r.environment.fleet is not None:
+            return f"measured on the tier: {host} (fleet node {(r.environment.fleet.node_id or '?')[:12]})"
+        if kind == "measured":
+            return f"measured on {host} as it is" if r.config.profile_id == "auto" else f"measured on the tier: {host}"
+        if kind == "not measured":
+            return f"{basis(r)} ({host})"
         return f"emulated on {host} ({r.tier.thread_cap or '?'}; RAM {r.tier.enforcement or '?'})"
 
 
@@ -279,7 +292,14 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     # for it there passes (the newest row of each cell); the tier passes if one configuration does.
     groups: dict[tuple[str, str], dict[tuple, list[Row]]] = defaultdict(lambda: defaultdict(list))
     quality_of: dict[tuple, Row] = {}  # configuration -> its newest row that measured quality
-    for r in latest_per_cell(list(rows)):
+    latest = latest_per_cell(list(rows))
+    # A tier with rows measured on the tier itself (a fleet node that is the tier) is judged on those
+    # alone: emulation answers "does it fit", only the tier answers "how fast".
+    measured_tiers = {(r.config.model_id, tier_label(r)) for r in latest if basis_kind(r) == "measured"}
+    position = {id(r): i for i, r in enumerate(rows)}
+    for r in sorted(latest, key=lambda r: (r.created_at, position[id(r)])):  # newest last, as they were written
+        if (r.config.model_id, tier_label(r)) in measured_tiers and basis_kind(r) != "measured":
+            continue
         groups[(r.config.model_id, tier_label(r))][configuration(r)].append(r)
         if _has_quality(r) and r.status == "ok":
             quality_of[configuration(r)] = r

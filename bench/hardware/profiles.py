@@ -270,7 +270,9 @@ def load_profiles(directory: Path) -> dict[str, Profile]:
     return profiles
 
 
-def get_profile(profile_id: str, directory: Path, host: HostInfo) -> Profile:
+def get_profile(profile_id: str, directory: Path, host: HostInfo, *, local: bool = True) -> Profile:
+    """The profile named ``profile_id``; ``local``: it runs on ``host``, so a cuda tier needs a GPU
+    here (a fleet node offering the tier brings its own)."""
     if profile_id == "auto":
         return auto_profile(host)
     path = directory / f"{profile_id}.yaml"
@@ -278,6 +280,6 @@ def get_profile(profile_id: str, directory: Path, host: HostInfo) -> Profile:
         known = ", ".join(["auto", *sorted(p.stem for p in directory.glob("*.yaml"))])
         raise BenchError(f"unknown hardware profile {profile_id!r}; known: {known}")
     profile = parse_yaml_file(path, Profile)
-    if profile.device == "cuda" and not host.gpus:
+    if local and profile.device == "cuda" and not host.gpus:
         raise BenchError(f"profile {profile_id!r} needs a CUDA GPU and this host has none")
     return profile

@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
     facts["threads_used"] = run_threads
     budget = ram_budget_bytes(profile.capacity.ram_gb, profile.capacity.reserve_ram_gb)
     facts["ram_budget_bytes"] = budget
+    facts["basis"] = "measured" if profile.id == "auto" else f"emulated on {host.hostname}"
     caps: dict[str, Any] = {"cpus": cpus}
     if profile.id == "auto":
         facts["enforcement"] = "measured-only"  # the host as it is
@@ -193,28 +195,43 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
     return run_threads, caps, facts
 
 
+def tier_on_its_hardware(profile: Profile, threads: int) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """(threads, caps, facts) for a cell run on a machine that is the tier (a fleet node offering
+    it): nothing is emulated, the tier's own CPUs and RAM are the limits; the budget still decides
+    ``fits``. The node confirms it is the tier before running, or emulates and says so."""
+    budget = ram_budget_bytes(profile.capacity.ram_gb, profile.capacity.reserve_ram_gb)
+    facts: dict[str, Any] = {"threads_requested": threads, "threads_used": threads,
+                             "thread_cap": "none: the tier's own hardware (the backend's thread count only)",
+                             "ram_budget_bytes": budget, "enforcement": "measured-only",
+                             "ram_cap_note": "the tier's own RAM is the limit", "basis": "measured"}
+    return threads, {}, facts
+
+
 def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path: Path,
-                profiles_dir: Path) -> list[CellPlan]:
-    """Every cell of the request, in order: backends x profiles x models x lengths x threads."""
+                profiles_dir: Path, on_tier: Collection[str] = ()) -> list[CellPlan]:
+    """Every cell of the request, in order: backends x profiles x models x lengths x threads.
+    Profiles in ``on_tier`` run on machines that are the tier (fleet nodes): planned as measured
+    there, not emulated on ``host``."""
     check_resources(req)
-    profiles = [get_profile(p, profiles_dir, host) for p in req.profiles]
+    profiles = [get_profile(p, profiles_dir, host, local=p not in on_tier) for p in req.profiles]
     models_by_backend = {b: resolve_models(req, b, store, catalog_path) for b in req.backends}
     plans = []
     for backend, profile in itertools.product(req.backends, profiles):
         threads_list = req.threads or [profile.capacity.threads]
         for (model, ref, note), p, n, t in itertools.product(models_by_backend[backend], req.prompt_tokens,
                                                              req.gen_tokens, threads_list):
-            plan = _plan_cell(req, backend, profile, model, p, n, t, host)
+            plan = _plan_cell(req, backend, profile, model, p, n, t, host, native=profile.id in on_tier)
             plans.append(dataclasses.replace(plan, reference=ref, quality_note=note))
     return plans
 
 
 def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: int, host: HostInfo,
-                  tier: dict[str, Any], options: dict[str, Any]) -> int:
-    """A cuda tier's VRAM budget: the torch allocator's cap and llama.cpp's layers that fit."""
+                  tier: dict[str, Any], options: dict[str, Any], native: bool = False) -> int:
+    """A cuda tier's VRAM budget: the torch allocator's cap (not on the tier's own GPU) and
+    llama.cpp's layers that fit."""
     vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
     tier["vram_budget_bytes"] = vram_budget
-    host_vram = host.gpus[0]["vram_bytes"] if host.gpus else 0
+    host_vram = host.gpus[0]["vram_bytes"] if host.gpus and not native else 0
     if host_vram and vram_budget < host_vram:  # torch-based backends cap their allocator to the tier
         options["vram_fraction"] = vram_budget / host_vram
         tier["vram_cap"] = f"torch.cuda.set_per_process_memory_fraction({vram_budget / host_vram:.3f})"
@@ -228,7 +245,7 @@ def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: i
 
 
 def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedModel, p: int, n: int, t: int,
-               host: HostInfo) -> CellPlan:
+               host: HostInfo, native: bool = False) -> CellPlan:
     n_ctx = req.n_ctx or p + n
     if n_ctx < p + n:
         raise BenchError(f"--ctx {n_ctx} is smaller than prompt + generated tokens ({p} + {n})")
@@ -236,7 +253,7 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
     if g.get("context_length") and p + n > g["context_length"]:
         raise BenchError(f"{model.model_id}: prompt + generated tokens ({p + n}) exceed its context "
                          f"length {g['context_length']}")
-    run_threads, caps, tier = tier_emulation(profile, t, host)
+    run_threads, caps, tier = tier_on_its_hardware(profile, t) if native else tier_emulation(profile, t, host)
     precheck = None
     if g:
         repacked = cpu_repacked_types() if profile.device == "cpu" else frozenset()
@@ -248,7 +265,7 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             if too_big:
                 precheck = ("does_not_fit", why)
     options = dict(req.backend_options)
-    n_gpu_layers = _gpu_settings(req, profile, g, n_ctx, host, tier, options) if profile.device == "cuda" else 0
+    n_gpu_layers = _gpu_settings(req, profile, g, n_ctx, host, tier, options, native) if profile.device == "cuda" else 0
     config = CellConfig(
         model_id=model.model_id, variant_id=model.variant_id, backend=backend, profile_id=profile.id,
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,

@@ -115,6 +115,20 @@ class Calibration(Section):
 
 
 @dataclass(frozen=True)
+class Fleet(Section):
+    """The fleet node that ran the cell (``bench run --fleet``): which node of which cluster, the
+    tiers it offers and what its detected hardware contradicts in the cell's tier (if anything)."""
+
+    address: str | None = None  # the cluster's head, as the driver was given it
+    node_id: str | None = None
+    node_ip: str | None = None
+    hostname: str | None = None
+    tiers: list[str] | None = None  # the profiles the node offers
+    contradictions: list[str] | None = None  # detected hardware against the cell's tier; empty: it is the tier
+    attempt: int | None = None  # 2: the retry after the first node was lost
+
+
+@dataclass(frozen=True)
 class Environment(Section):
     host: Host = field(default_factory=Host)
     platform: str | None = None
@@ -127,8 +141,9 @@ class Environment(Section):
     calibration: Calibration | None = None
     backend: dict[str, Any] | None = None  # the backend's own facts (versions, dtype, build), per backend
     machine_state: dict[str, Any] | None = None  # around the timed pass: others' load, steal, clocks (flags)
+    fleet: Fleet | None = None  # set when a fleet node ran the cell
 
-    NESTED = {"host": Host, "calibration": Calibration}
+    NESTED = {"host": Host, "calibration": Calibration, "fleet": Fleet}
     NULLABLE = ("bench_commit",)
 
 
@@ -229,6 +244,13 @@ class Tier(Section):
     vram_budget_bytes: int | None = None
     vram_cap: str | None = None
     gpu_layers_that_fit: int | None = None
+    # "measured": on the tier itself (a fleet node that is the tier, or `auto`, the host as it is);
+    # "emulated on HOST": the tier's caps applied on another machine. Rows before it have none.
+    basis: str | None = None
+
+    @property
+    def measured_on_tier(self) -> bool:
+        return self.basis == "measured"
 
 
 @dataclass(frozen=True)
