@@ -34,6 +34,8 @@ def tiers(tmp_path) -> Path:
     d.mkdir()
     for tid, threads, ram in [("tiny", 1, 0.05), ("tight", 1, 0.125), ("one-core", 1, 4), ("big", 64, 4096)]:
         (d / f"{tid}.yaml").write_text(TIER.format(id=tid, threads=threads, ram_gb=ram))
+    # a tier with a price and no performance figures: nothing to project its speed from
+    (d / "bare.yaml").write_text("\n".join(TIER.format(id="bare", threads=1, ram_gb=4).splitlines()[:-1]) + "\n")
     return d
 
 
@@ -88,17 +90,40 @@ def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, em
     assert row["tier"]["fits"] is True
 
 
-def test_cost_roofline_and_projection_on_a_real_row(tmp_path, tiers, embedded_model):
+def test_an_emulated_tiers_speed_and_cost_are_projected_never_this_hosts(tmp_path, tiers, embedded_model):
+    """Under an emulated tier's caps the speed measured is this host's: the row's speed basis is the
+    projection (decode = the published machines' efficiency x the tier's 10 GB/s / bytes per token),
+    and the tier's cost follows from the projected speed, not from the speed measured here."""
+    import json
+
     code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
-    decode = row["summary"]["decode_tps"]["mean"]
-    eff = row["efficiency"]
-    assert eff["cost"]["usd_per_1m_output_tokens"] == pytest.approx(0.5 / (decode * 3600) * 1e6)
-    assert eff["cost"]["basis"] == "on_demand"
+    eff, host = row["efficiency"], row["environment"]["host"]["hostname"]
+    assert row["tier"]["basis"] == f"emulated on {host}"
+    assert row["tier"]["speed_basis"].startswith(f"projected from {host}")
     assert 0 < eff["roofline"]["share"] < 1.5  # a share far above 1 would mean a wrong byte count
-    bw = row["environment"]["calibration"]["memory_bandwidth_bytes_per_s"]
-    assert eff["projection"]["decode_tps"] == pytest.approx(decode * 10e9 / bw)
+    bands = Path(__file__).parent.parent / "validation" / "error_bands.json"
+    e_pub = json.loads(bands.read_text())["published"]["e_bw"]
+    decode = eff["projection"]["decode_tps"]
+    assert decode["value"] == pytest.approx(e_pub * 10e9 / eff["roofline"]["bytes_per_token"])
+    assert decode["low"] <= decode["high"] and decode["bound"] == "bandwidth"
     assert eff["projection"]["label"].startswith("PROJECTION")
+    assert "no compute figure" in eff["projection"]["unmeasured"]["prefill_tps"]  # the tier states none
+    assert eff["cost"]["usd_per_1m_output_tokens"] == pytest.approx(0.5 / (decode["value"] * 3600) * 1e6)
+    assert "PROJECTION" in eff["cost"]["speed_basis"] and eff["cost"]["basis"] == "on_demand"
     assert "projection" not in row["summary"]  # projections never sit among measurements
+
+
+def test_an_emulated_tier_without_figures_is_caps_only(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers, "--profile", "bare")
+    assert row["status"] == "ok" and row["summary"]["decode_tps"]["mean"] > 0  # measured here, under the caps
+    assert row["tier"]["speed_basis"] == "caps only"
+    assert row["efficiency"]["cost"]["usd_per_1m_output_tokens"] is None
+    assert "not the tier's" in row["efficiency"]["cost"]["why"]
+
+
+def test_the_host_as_it_is_is_measured_not_projected(tmp_path, tiers, embedded_model):
+    code, (row,) = _run(tmp_path, tiers)  # profile auto
+    assert row["tier"]["speed_basis"] == "measured" and row["efficiency"].get("projection") is None
 
 
 def test_energy_is_reported_only_where_a_counter_was_read(tmp_path, tiers, embedded_model):

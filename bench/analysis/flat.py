@@ -41,6 +41,32 @@ def basis_kind(r: Row) -> str:
     return "measured" if b == "measured" else ("emulated" if b.startswith("emulated") else "not measured")
 
 
+def speed_basis(r: Row) -> str:
+    """The basis of the tier's speed: ``measured`` (on the tier itself), ``projected from HOST`` (the
+    performance model's projection, ``efficiency.projection``) or ``caps only`` (emulated, nothing to
+    project from). Rows from before the performance model: an emulated row's speed is this host's,
+    so it is ``caps only``."""
+    if r.tier.speed_basis:
+        return r.tier.speed_basis
+    return "measured" if basis_kind(r) == "measured" else "caps only"
+
+
+def projected(r: Row, metric: str, end: str = "value") -> float | None:
+    """One end (``value``, ``low``, ``high``) of a projected metric (decode_tps, prefill_tps, ttft_s,
+    tpot_s) of an emulated row; None where there is none. A PROJECTION, never a measurement."""
+    p = (r.efficiency.projection or {}).get(metric)
+    v = p.get(end) if isinstance(p, dict) else None  # the bandwidth-ratio projection before it: a bare number
+    return v if v is None or v != float("inf") else None
+
+
+def tier_decode_tps(r: Row) -> tuple[float | None, str]:
+    """(decode tok/s on the tier, its basis): measured where the row ran on the tier, else projected."""
+    b = speed_basis(r)
+    if b == "measured":
+        return _mean(r, "decode_tps"), b
+    return projected(r, "decode_tps"), b
+
+
 BASIS_RANK = {"not measured": 0, "emulated": 1, "measured": 2}
 
 
@@ -89,6 +115,10 @@ def _kld(r: Row, q: str) -> float | None:
 
 
 def _cost(r: Row) -> float | None:
+    """$ per 1M output tokens on the tier: from its measured speed, or its projected one (see
+    ``speed_basis``); none where the tier's speed is unknown (an emulated row's own speed is this host's)."""
+    if speed_basis(r) == "caps only":
+        return None
     return r.efficiency.cost.usd_per_1m_output_tokens if r.efficiency.cost else None
 
 
@@ -148,8 +178,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("usd_per_1m_output_tokens", "real", _cost),
     Column("energy_j_per_token", "real", lambda r: _mean(r, "energy_j_per_token")),
     Column("roofline_share", "real", lambda r: r.efficiency.roofline.share if r.efficiency.roofline else None),
-    Column("projected_decode_tps", "real", lambda r: (r.efficiency.projection or {}).get("decode_tps"),
-           "PROJECTION, not a measurement"),
+    Column("speed_basis", "text", speed_basis,
+           "the tier's speed: measured on it, projected from the host (PROJECTION), or caps only (not known)"),
+    Column("projected_decode_tps", "real", lambda r: projected(r, "decode_tps"), "PROJECTION, not a measurement"),
+    Column("projected_decode_tps_low", "real", lambda r: projected(r, "decode_tps", "low"),
+           "PROJECTION: the interval's pessimistic end (what the verdict uses)"),
+    Column("projected_decode_tps_high", "real", lambda r: projected(r, "decode_tps", "high"), "PROJECTION"),
+    Column("projected_prefill_tps", "real", lambda r: projected(r, "prefill_tps"), "PROJECTION"),
+    Column("projected_ttft_s", "real", lambda r: projected(r, "ttft_s"), "PROJECTION"),
+    Column("projected_ttft_s_high", "real", lambda r: projected(r, "ttft_s", "high"),
+           "PROJECTION: the interval's pessimistic end (what the verdict uses)"),
     Column("bench_version", "text", lambda r: r.environment.bench_version),
 )
 

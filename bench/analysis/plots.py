@@ -9,7 +9,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.analysis.flat import flatten, latest_per_cell, reference_of, reference_variants, tier_label
+from bench.analysis.flat import (
+    flatten,
+    latest_per_cell,
+    projected,
+    reference_of,
+    reference_variants,
+    tier_decode_tps,
+    tier_label,
+)
 from bench.results.schema import Row
 
 GiB = 2**30
@@ -122,35 +130,59 @@ def speed_vs_quality(rows: Sequence[Row]) -> Plot:
 
 
 def speed_and_cost_by_tier(rows: Sequence[Row]) -> Plot:
+    """Decode tok/s and $/1M tokens per tier: solid bars measured on the tier, hatched bars with
+    whiskers PROJECTED onto an emulated tier (the performance model, its interval), and no bar
+    where the tier's speed is not known (an emulated tier without figures: "caps only")."""
     pid, title = "tiers", "Decode speed and cost per hardware tier"
-    ok = [r for r in rows if r.status == "ok" and flatten(r)["decode_tps_mean"]]
+    ok = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and flatten(r)["decode_tps_mean"]]
     if not ok:
         return Plot(pid, title, "", why_not="no successful row with decode tok/s")
     plt = _pyplot()
     tiers = sorted({tier_label(r) for r in ok})
     series = sorted({series_label(r) for r in ok})
-    cell = {(tier_label(r), series_label(r)): flatten(r) for r in sorted(ok, key=lambda r: r.created_at)}
+    cell = {(tier_label(r), series_label(r)): r for r in sorted(ok, key=lambda r: r.created_at)}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(tiers) * max(1, min(len(series), 4))), sharey=True)
     h = 0.8 / len(series)
-    priced = 0
+    priced = n_projected = n_unknown = 0
     for si, s in enumerate(series):
-        ys = [ti + (si - (len(series) - 1) / 2) * h for ti in range(len(tiers))]
-        tps = [(cell.get((t, s)) or {}).get("decode_tps_mean") or 0 for t in tiers]
-        usd = [(cell.get((t, s)) or {}).get("usd_per_1m_output_tokens") for t in tiers]
-        priced += sum(u is not None for u in usd)
         color = PALETTE[si % len(PALETTE)]
-        a1.barh(ys, tps, height=h, color=color, label=s)
-        a2.barh(ys, [u or 0 for u in usd], height=h, color=color)
+        for ti, t in enumerate(tiers):
+            r = cell.get((t, s))
+            if r is None:
+                continue
+            y = ti + (si - (len(series) - 1) / 2) * h
+            tps, basis = tier_decode_tps(r)
+            usd = flatten(r)["usd_per_1m_output_tokens"]
+            priced += usd is not None
+            measured = basis == "measured"
+            if tps is None:
+                n_unknown += 1
+                a1.text(0, y, " caps only: speed on the tier not known", fontsize=6, va="center", color=color)
+                continue
+            n_projected += not measured
+            style = {"height": h, "color": color} if measured else {
+                "height": h, "facecolor": "white", "edgecolor": color, "hatch": "///"}
+            err = None
+            if not measured:
+                low, high = projected(r, "decode_tps", "low"), projected(r, "decode_tps", "high")
+                if low is not None and high is not None:
+                    err = [[max(0.0, tps - low)], [max(0.0, high - tps)]]
+            a1.barh([y], [tps], xerr=err, ecolor="#333", capsize=2, label=s if ti == 0 else None, **style)
+            if usd is not None:
+                a2.barh([y], [usd], **style)
     a1.set_yticks(range(len(tiers)), tiers)
-    a1.set_xlabel("decode tok/s (higher is better)")
-    a2.set_xlabel("$ per 1M output tokens (lower is better; blank: tier has no price)")
+    a1.set_xlabel("decode tok/s (higher is better); hatched: PROJECTED, whiskers: its interval")
+    a2.set_xlabel("$ per 1M output tokens (lower is better; blank: no price or no speed)")
     for a in (a1, a2):
         a.grid(axis="x", alpha=0.3)
-    fig.legend(*a1.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=min(3, len(series)),
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[i % len(PALETTE)]) for i in range(len(series))]
+    fig.legend(handles, series, fontsize=7, loc="lower center", ncol=min(3, len(series)),
                bbox_to_anchor=(0.5, 1.0), frameon=False)
-    caption = ("Measured on each tier's caps (threads, RAM) on the host named in the table; $/1M tokens = "
-               "the tier's $/hour / (decode tok/s x 3600) x 1e6 (docs/METRICS.md). "
-               f"{priced} of {len(tiers) * len(series)} bars have a price.")
+    caption = ("Solid: measured on the tier itself. Hatched with whiskers: an emulated tier's speed PROJECTED from "
+               "the host's measured efficiency and the tier's sourced figures (not a measurement; the whiskers are "
+               "the model's interval on real machines). $/1M tokens = the tier's $/hour / (decode tok/s x 3600) "
+               f"x 1e6 (docs/METRICS.md). {n_projected} projected, {n_unknown} unknown (caps only); {priced} of "
+               f"{len(ok)} cells have a cost.")
     return Plot(pid, title, caption, svg=_svg(fig))
 
 

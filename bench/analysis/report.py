@@ -22,11 +22,12 @@ from bench.results.schema import Row
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
 DISPLAY: tuple[tuple[str, str, str], ...] = (
     ("model", "model", "s"), ("variant", "variant", "s"), ("backend", "backend", "s"), ("tier", "tier", "s"),
-    ("host", "host", "s"), ("basis", "basis", "s"), ("thr", "threads", "d"), ("p", "prompt_tokens", "d"),
-    ("n", "gen_tokens", "d"),
+    ("host", "host", "s"), ("basis", "basis", "s"), ("speed basis", "speed_basis", "s"), ("thr", "threads", "d"),
+    ("p", "prompt_tokens", "d"), ("n", "gen_tokens", "d"),
     ("status", "status", "s"), ("load s", "load_time_s", ".2f"), ("TTFT ms", "ttft_s_mean", "ms"),
     ("prefill tok/s", "prefill_tps_mean", ".1f"), ("decode tok/s", "decode_tps_mean", ".1f"),
-    ("± std", "decode_tps_std", ".1f"), ("ITL p50 ms", "itl_s_p50", "ms"), ("ITL p99 ms", "itl_s_p99", "ms"),
+    ("± std", "decode_tps_std", ".1f"), ("projected decode tok/s", "projected_decode_tps", ".1f"),
+    ("ITL p50 ms", "itl_s_p50", "ms"), ("ITL p99 ms", "itl_s_p99", "ms"),
     ("peak RSS MiB", "peak_rss_bytes", "mib"), ("fits", "fits", "bool"), ("PPL", "perplexity", ".2f"),
     ("KLD", "kld_mean", ".4f"), ("same top", "same_top_token", "pct"), ("task acc", "task_accuracy", "pct"),
     ("$/1M tok", "usd_per_1m_output_tokens", ".3g"), ("J/tok", "energy_j_per_token", ".3g"),
@@ -101,13 +102,32 @@ def markdown(report: Report) -> str:
     front = report.pareto()
     if front:
         lines += ["", "## Pareto front: decode speed vs quality loss", ""] + [f"- {x}" for x in front]
-    projected = [r for r in report.ordered() if flatten(r)["projected_decode_tps"]]
-    if projected:
-        lines += ["", "## Projections (not measurements)", "",
-                  "Decode tok/s scaled by the tier's published memory bandwidth over the measuring host's:", ""]
-        lines += [f"- {r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: "
-                  f"{flatten(r)['projected_decode_tps']:.1f} tok/s (PROJECTION)" for r in projected]
+    lines += tier_speed_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def tier_speed_lines(report: Report) -> list[str]:
+    """Rows run under an emulated tier's caps: their speed is the host's, so the tier's speed is a
+    PROJECTION (with its interval) or unknown ("caps only")."""
+    emulated = [r for r in report.ordered() if r.status == "ok" and flatten(r)["speed_basis"] != "measured"]
+    if not emulated:
+        return []
+    lines = ["", "## Speed on emulated tiers: projections, not measurements", "",
+             "A tier emulated on another machine (its threads and RAM capped) measures fit; its speed there is "
+             "the host's. The tier's speed is projected by the performance model (README, \"The performance "
+             "model\"; bench/hardware/perfmodel.py) from the host's measured efficiency and the tier's sourced "
+             "figures, with the interval the model reached on published measurements of real machines.", ""]
+    for r in emulated:
+        f = flatten(r)
+        cell = f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}"
+        if f["projected_decode_tps"] is None:
+            lines.append(f"- {cell}: **{f['speed_basis']}** (speed on the tier not known)")
+            continue
+        ttft = (f", TTFT {f['projected_ttft_s']:.2f} s" if f["projected_ttft_s"] is not None else "")
+        high = f"{f['projected_decode_tps_high']:.1f}" if f["projected_decode_tps_high"] else "?"
+        lines.append(f"- {cell}: decode {f['projected_decode_tps']:.1f} tok/s (interval "
+                     f"{f['projected_decode_tps_low']:.1f}-{high}){ttft}: PROJECTION, {f['speed_basis']}")
+    return lines
 
 
 HTML_STYLE = """

@@ -5,6 +5,11 @@ A criterion is ``pass``, ``fail`` or ``unmeasured`` (never guessed). A row passe
 criterion the claims file sets passes; a configuration (variant x backend x settings) passes a
 tier when every workload measured for it there passes (newest row per cell); a model passes a
 tier when at least one configuration does. The cheapest passing tier is by $/hour.
+
+Speed criteria (decode, TTFT) on a tier are decided from rows measured on the tier itself where
+they exist, else from the performance model's projection of an emulated row onto the tier, at the
+interval's pessimistic end; never from this host's own speed under the tier's caps. Fit is decided
+under the caps as measured.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from bench.analysis.flat import (
     flatten,
     hourly_usd,
     latest_per_cell,
+    projected,
     reference_variants,
+    speed_basis,
+    tier_decode_tps,
     tier_label,
 )
 from bench.results.schema import Row
@@ -133,7 +141,8 @@ class TierVerdict:
             return f"measured on {host} as it is" if r.config.profile_id == "auto" else f"measured on the tier: {host}"
         if kind == "not measured":
             return f"{basis(r)} ({host})"
-        return f"emulated on {host} ({r.tier.thread_cap or '?'}; RAM {r.tier.enforcement or '?'})"
+        return (f"fit emulated on {host} ({r.tier.thread_cap or '?'}; RAM {r.tier.enforcement or '?'}); "
+                f"speed: {speed_basis(r)}")
 
 
 @dataclass
@@ -157,26 +166,62 @@ def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
     return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB")
 
 
-def _decode(f: dict[str, Any], c: Criteria, why: str) -> Check:
-    v, unit = ((f["decode_text_bps_mean"], "B/s") if c.speed_unit == "utf8_bytes" else (f["decode_tps_mean"], "tok/s"))
-    if v is None:
-        return Check("decode tok/s", "unmeasured", why or f"no decode rate in {unit}")
+def _not_on_tier(r: Row, metric: str) -> str:
+    """Why an emulated row has no speed for its tier: this host's speed is not the tier's."""
+    missing = ((r.efficiency.projection or {}).get("unmeasured") or {}).get(metric)
+    return (f"caps only: this host's speed under {r.tier_label}'s caps is not the tier's, and there is no "
+            f"projection ({missing or 'the tier has no performance figures'})")
+
+
+def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
+    """Decode on the tier: measured on it, else the projection's pessimistic (low) end."""
     assert c.decode_tps_min is not None
-    text = f"; {f['decode_text_bps_mean']:.0f} B/s of text" if unit == "tok/s" and f["decode_text_bps_mean"] else ""
-    return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail",
-                 f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}")
+    text_per_token = (f["decode_text_bps_mean"] / f["decode_tps_mean"]
+                      if f["decode_text_bps_mean"] and f["decode_tps_mean"] else None)
+    unit = "B/s" if c.speed_unit == "utf8_bytes" else "tok/s"
+    if why:
+        return Check("decode tok/s", "unmeasured", why)
+    if speed_basis(r) == "measured":
+        v = f["decode_text_bps_mean"] if unit == "B/s" else f["decode_tps_mean"]
+        if v is None:
+            return Check("decode tok/s", "unmeasured", f"no decode rate in {unit}")
+        text = f"; {f['decode_text_bps_mean']:.0f} B/s of text" if unit == "tok/s" and text_per_token else ""
+        return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail",
+                     f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}")
+    low, value, high = (projected(r, "decode_tps", e) for e in ("low", "value", "high"))
+    if low is None or value is None:
+        return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"))
+    scale = 1.0
+    if unit == "B/s":
+        if text_per_token is None:
+            return Check("decode tok/s", "unmeasured", "no text rate measured to carry onto the tier")
+        scale = text_per_token
+    span = f"{low * scale:.1f}-{high * scale:.1f}" if high is not None else f">= {low * scale:.1f}"
+    return Check("decode tok/s", "pass" if low * scale >= c.decode_tps_min else "fail",
+                 f"{low * scale:.1f} {unit} PROJECTED, pessimistic end of {span} (model {value * scale:.1f}; "
+                 f">= {c.decode_tps_min:g}; {speed_basis(r)})")
 
 
 def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
-    v = f["ttft_s_mean"]
-    if v is None:
-        return Check("TTFT", "unmeasured", why or "no TTFT")
+    """TTFT on the tier: measured on it, else the projection's pessimistic (high) end."""
+    assert c.ttft_s_max is not None
+    if why:
+        return Check("TTFT", "unmeasured", why)
     if r.config.prompt_tokens < c.ttft_min_prompt_tokens:
         return Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
                                            f">= {c.ttft_min_prompt_tokens}")
-    assert c.ttft_s_max is not None
-    return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
-                 f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})")
+    if speed_basis(r) == "measured":
+        v = f["ttft_s_mean"]
+        if v is None:
+            return Check("TTFT", "unmeasured", "no TTFT")
+        return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
+                     f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})")
+    low, value, high = (projected(r, "ttft_s", e) for e in ("low", "value", "high"))
+    if high is None or value is None:
+        return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"))
+    return Check("TTFT", "pass" if high <= c.ttft_s_max else "fail",
+                 f"{high:.2f} s PROJECTED at p={r.config.prompt_tokens}, pessimistic end of {low:.2f}-{high:.2f} "
+                 f"(model {value:.2f}; <= {c.ttft_s_max:g}; {speed_basis(r)})")
 
 
 def _kld(r: Row, f: dict[str, Any], c: Criteria, is_reference: bool) -> Check:
@@ -228,7 +273,7 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
     if c.fits:
         checks.append(_fits(r, f, why))
     if c.decode_tps_min is not None:
-        checks.append(_decode(f, c, why))
+        checks.append(_decode(r, f, c, why))
     if c.ttft_s_max is not None:
         checks.append(_ttft(r, f, c, why))
     # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
@@ -306,7 +351,7 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     order = {"pass": 0, "unmeasured": 1, "fail": 2}
 
     def rank(v: RowVerdict) -> tuple:
-        return (order[v.outcome], sum(c.outcome == "fail" for c in v.checks), -(flatten(v.row)["decode_tps_mean"] or 0))
+        return (order[v.outcome], sum(c.outcome == "fail" for c in v.checks), -(tier_decode_tps(v.row)[0] or 0))
 
     tiers = []
     for (model, tier), configs in sorted(groups.items()):

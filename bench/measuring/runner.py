@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.backends import backend_spec
-from bench.measuring.cost import efficiency
+from bench.measuring.cost import efficiency, tier_speed
 from bench.measuring.launcher import ProgressFn, run_job
 from bench.measuring.machine_state import StateWatch
 from bench.measuring.metrics import (
@@ -35,6 +35,7 @@ from bench.measuring.plan import CellPlan
 from bench.results.schema import ProfileInfo, Row
 from bench.results.sections import (
     Calibration,
+    Cost,
     Efficiency,
     Environment,
     Memory,
@@ -142,9 +143,12 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
     row.summary = Summary.from_dict(summary)
     row.tier = Tier.from_dict({**row.tier.to_dict(), **result.get("caps_seen", {}),
                                **tier_outcome(plan, row.memory.peak_rss_bytes)})
-    row.efficiency = Efficiency.from_dict(efficiency(plan.profile, plan.model.gguf, plan.model.size_bytes,
+    row.efficiency = Efficiency.from_dict(efficiency(plan.model.gguf, plan.model.size_bytes,
                                                      c.prompt_tokens + c.gen_tokens // 2, summary, calibration,
                                                      result.get("energy_source", "unavailable")))
+    speed = tier_speed(row.to_dict(), plan.profile, row.tier.measured_on_tier)
+    row.tier = row.tier.replace(speed_basis=speed["speed_basis"])
+    row.efficiency = row.efficiency.replace(cost=Cost.from_dict(speed["cost"]), projection=speed["projection"])
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]
     if short:
         row.reason = (f"{len(short)} of {len(row.samples)} repetitions stopped at end-of-sequence before "

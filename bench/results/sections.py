@@ -247,6 +247,9 @@ class Tier(Section):
     # "measured": on the tier itself (a fleet node that is the tier, or `auto`, the host as it is);
     # "emulated on HOST": the tier's caps applied on another machine. Rows before it have none.
     basis: str | None = None
+    # The tier's speed: "measured" (on the tier itself), "projected from HOST" (the performance
+    # model, efficiency.projection) or "caps only" (fit measured under the caps, speed not).
+    speed_basis: str | None = None
 
     @property
     def measured_on_tier(self) -> bool:
@@ -269,6 +272,7 @@ class Cost(Section):
     price_source: str | None = None
     speed_basis: str | None = None
     why: str | None = None
+    usd_per_1m_output_tokens_interval: list[float | None] | None = None  # from the projection's interval
 
     NULLABLE = ("usd_per_1m_output_tokens",)
 
@@ -278,7 +282,7 @@ class Efficiency(Section):
     energy_source: str | None = None
     roofline: Roofline | None = None
     cost: Cost | None = None
-    projection: dict[str, Any] | None = None  # labelled PROJECTION; never a measurement
+    projection: dict[str, Any] | None = None  # perfmodel.TierProjection; labelled PROJECTION, never a measurement
 
     NESTED = {"roofline": Roofline, "cost": Cost}
 
