@@ -6,7 +6,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.results.files import append_row, read_rows
-from bench.results.schema import RESULT_SCHEMA_VERSION, CellConfig, Row
+from bench.results.schema import RESULT_SCHEMA_VERSION, CellConfig, ProfileInfo, Row
+from bench.results.sections import Environment, ModelInfo, Summary
 
 
 def _row(status="ok") -> Row:
@@ -14,8 +15,9 @@ def _row(status="ok") -> Row:
                      threads=2, prompt_tokens=8, gen_tokens=4, repetitions=3, warmup=1, n_ctx=12,
                      n_gpu_layers=0, seed=0, stop_at_eos=False, timeout_s=60)
     return Row(run_id="r", created_at="2026-01-01T00:00:00+00:00", status=status, reason=None, config=cfg,
-               model={"model_id": "m"}, profile={"id": "auto"}, environment={"python": "3.11"},
-               samples=[{"token_times": [0.1, 0.2]}], summary={"decode_tps": {"mean": 10.0}})
+               model=ModelInfo.from_dict({"model_id": "m"}), profile=ProfileInfo.from_dict({"id": "auto"}),
+               environment=Environment.from_dict({"python": "3.11"}), samples=[{"token_times": [0.1, 0.2]}],
+               summary=Summary.from_dict({"decode_tps": {"mean": 10.0}}))
 
 
 def test_row_round_trips_through_json():

@@ -98,7 +98,8 @@ def test_ctrl_c_keeps_the_point_measured_so_far_and_stops_the_server(tmp_path, l
         time.sleep(3)  # a few requests complete
         server = [p for p in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in p.name()]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130, log.read_text()
+        # quiet, it exits within seconds; once, on a host loaded by two other test runs, not within 60 s
+        assert proc.wait(120) == 130, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

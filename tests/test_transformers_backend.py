@@ -3,6 +3,8 @@ greedy tokens as llama.cpp on the same weights, and settings that reach torch.""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
@@ -141,4 +143,6 @@ def test_torch_compile_setting_compiles_in_the_warmup(tmp_path, embedded_model):
     row = read_jsonl(out)[0]
     assert row["status"] == "ok" and row["environment"]["backend"]["compiled"] is True
     warmup = row["warmup_samples"][0]["e2e_s"]
-    assert warmup > 3 * max(s["e2e_s"] for s in row["samples"])
+    # the median counted request: on a loaded 2-core host one counted request once took 28 s
+    # (warm-up 77 s); quiet, the warm-up takes 54 s and each counted request 0.25 s
+    assert warmup > 3 * statistics.median(s["e2e_s"] for s in row["samples"])
