@@ -219,7 +219,9 @@ def html_page(report: Report) -> str:
         parts.append('<div class="warn"><b>Warnings</b><ul>' + "".join(f"<li>{e(w)}</li>" for w in report.warnings)
                      + "</ul></div>")
     parts.append("<h2>Plots</h2>")
-    plots = [make(report.rows) for make in PLOTS] + [make(report.serving) for make in SERVING_PLOTS]
+    # the serving plots only where the results hold bench serve records: a page of bench run rows is as before
+    plots = [make(report.rows) for make in PLOTS] + [make(report.serving) for make in SERVING_PLOTS
+                                                     if report.serving]
     for plot in plots:
         parts.append(f'<figure id="plot-{plot.id}" data-plot="{plot.id}"><h3>{e(plot.title)}</h3>')
         if plot.svg:
