@@ -612,17 +612,18 @@ class _GracefulStop:
         signal.signal(signal.SIGINT, self._old)
 
 
-def _load(paths: list[str], err: Any) -> tuple[list[Any], list[str]]:
-    """Rows of results files; every skipped line is reported on stderr, never dropped silently."""
+def _load(paths: list[str], err: Any) -> tuple[list[Any], list[Any], list[str]]:
+    """Rows and serving records of results files; every skipped line is reported on stderr, never
+    dropped silently."""
     from bench.results.files import load_results
 
-    rows, warnings = load_results([Path(p) for p in paths])
+    rows, serving, warnings = load_results([Path(p) for p in paths])
     shown = warnings[:20]
     for w in shown:
         err.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False, soft_wrap=True)
     if len(warnings) > len(shown):
         err.print(f"[yellow]warning:[/yellow] ... and {len(warnings) - len(shown)} more unreadable line(s)")
-    return rows, warnings
+    return rows, serving, warnings
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -630,8 +631,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.display import console
 
     err = console(stderr=True)
-    rows, warnings = _load(args.results, err)
-    report = Report(rows=rows, sources=args.results, warnings=warnings)
+    rows, serving, warnings = _load(args.results, err)
+    report = Report(rows=rows, sources=args.results, warnings=warnings, serving=serving)
     for path in write_report(report, Path(args.output_dir), args.format or DEFAULT_FORMATS, args.name):
         print(path)
     err.print(report.provenance())
@@ -639,29 +640,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.analysis.compare import Thresholds, compare_rows, markdown, summary_table
+    from bench.analysis.compare import Thresholds, compare_rows, markdown, serving_table, summary_table
     from bench.display import console
     from bench.errors import BenchError
 
     err = console(stderr=True)
-    base, _ = _load([args.baseline], err)
-    new, _ = _load([args.new], err)
+    base, base_serving, _ = _load([args.baseline], err)
+    new, new_serving, _ = _load([args.new], err)
     th = Thresholds(alpha=args.alpha, min_effect=args.min_effect, max_memory_increase=args.max_memory_increase,
                     max_kld_increase=args.max_kld_increase, max_ppl_increase=args.max_ppl_increase,
                     max_accuracy_drop=args.max_accuracy_drop, allow_inconclusive=args.allow_inconclusive)
     if args.gate:
         th.gate = tuple(args.gate)
-    result = compare_rows(base, new, th, normalize=args.normalize)
+    result = compare_rows(base, new, th, normalize=args.normalize, baseline_serving=base_serving,
+                          new_serving=new_serving)
     if result.warnings and args.strict_env:
         raise BenchError(f"--strict-env: {result.warnings[0]}")
     for w in result.warnings:
         err.print(f"[bold red]WARNING:[/bold red] {w}", highlight=False, soft_wrap=True)
-    console().print(summary_table(result))
+    if result.cells:
+        console().print(summary_table(result))
+    if result.serving:
+        console().print(serving_table(result))
     if args.markdown:
         with open(args.markdown, "a", encoding="utf-8") as fh:
             fh.write(markdown(result, args.baseline, args.new))
     n = len(result.regressions)
-    err.print(f"{len(result.cells)} matching cell(s); {n} regression(s)"
+    err.print(f"{len(result.cells)} matching cell(s)"
+              + (f", {len(result.serving)} matching serving load point(s)" if result.serving else "")
+              + f"; {n} regression(s)"
               + (f"; {len(result.only_baseline)} only in the baseline" if result.only_baseline else "")
               + (f"; {len(result.only_new)} only in the new run" if result.only_new else ""))
     return EXIT_CELL_FAILED if n else EXIT_OK
@@ -724,13 +731,16 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         sources.append(str(out_path))
     elif not sources:
         raise BenchError("bench verdict needs results files or folders, or --run to measure first")
-    rows, _ = _load(sources, err)
+    rows, serving, _ = _load(sources, err)
+    if not rows:
+        raise BenchError("bench verdict needs bench run rows (fit, speed, quality) in the results; serving rows "
+                         "only add the concurrent-user checks (criteria.concurrent_users)")
     countries: dict[str, str | None] = {}
     try:  # rows written before the catalog facts were recorded: look the country up
         countries = {m.id: m.country for m in load_catalog(catalog_path).models}
     except BenchError:
         pass
-    verdict = judge(rows, claims, countries, expected)
+    verdict = judge(rows, claims, countries, expected, serving)
     out = console()
     for t in rich_tables(verdict):
         out.print(t)

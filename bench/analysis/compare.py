@@ -10,7 +10,7 @@ row carries a standard error, a z test), not by a rank test.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +19,9 @@ from bench.analysis.significance import RatioEstimate, ratio_estimate, smallest_
 from bench.errors import BenchError
 from bench.fmt import fmt
 from bench.results.schema import CellConfig, Row
+from bench.serving import metrics as sm
+from bench.serving.metrics import RequestTrace
+from bench.serving.rows import ServingRecord
 
 # Fields of a cell that may differ between the two runs and still be compared (they are shown).
 LOOSE_FIELDS = ("threads", "repetitions", "warmup", "seed", "timeout_s")
@@ -51,6 +54,7 @@ class Thresholds:
     max_ppl_increase: float = 0.02  # relative
     max_accuracy_drop: float = 0.02  # absolute, and significant at alpha
     allow_inconclusive: bool = False  # too few samples to test a gated metric: pass instead of fail
+    serving_gate: tuple[str, ...] = ("output_tps", "ttft_s")  # serving metrics that decide a load point
 
 
 class MetricVerdict(str, Enum):
@@ -116,6 +120,23 @@ class CellComparison:
 
 
 @dataclass
+class ServingComparison:
+    """One serving load point (model, variant, server, tier, workload, load) in both runs."""
+
+    label: str
+    baseline: ServingRecord
+    new: ServingRecord
+    verdict: CellVerdict
+    regression: bool
+    metrics: list[MetricComparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict_text(self) -> str:
+        return self.verdict.value
+
+
+@dataclass
 class Comparison:
     cells: list[CellComparison]
     only_baseline: list[str]
@@ -123,10 +144,14 @@ class Comparison:
     warnings: list[str]
     thresholds: Thresholds
     normalized: bool
+    serving: list[ServingComparison] = field(default_factory=list)
+    serving_only_baseline: list[str] = field(default_factory=list)
+    serving_only_new: list[str] = field(default_factory=list)
 
     @property
-    def regressions(self) -> list[CellComparison]:
-        return [c for c in self.cells if c.regression]
+    def regressions(self) -> list[CellComparison | ServingComparison]:
+        """Cells and serving load points that fail the gate."""
+        return [c for c in self.cells if c.regression] + [p for p in self.serving if p.regression]
 
 
 def cell_label(c: CellConfig) -> str:
@@ -158,16 +183,20 @@ def environment_differences(base: Row, new: Row) -> list[str]:
 
 
 def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresholds | None = None,
-                 normalize: bool = False) -> Comparison:
+                 normalize: bool = False, baseline_serving: Sequence[ServingRecord] = (),
+                 new_serving: Sequence[ServingRecord] = ()) -> Comparison:
+    """Every cell, and every serving load point, that both runs measured."""
     th = thresholds or Thresholds()
     for g in th.gate:
         if g not in SPEED_METRICS:
             raise BenchError(f"unknown gated metric {g!r}; choose from {', '.join(SPEED_METRICS)}")
     b_by, n_by = _latest_by_key(baseline), _latest_by_key(new)
     common = [k for k in n_by if k in b_by]
-    if not common:
-        raise BenchError(f"no matching cells: the baseline has {len(b_by)} cell(s), the new run {len(n_by)}, "
-                         "and none share model, variant, backend, profile and lengths")
+    served, s_only_base, s_only_new = compare_serving(baseline_serving, new_serving, th)
+    if not common and not served:
+        raise BenchError(f"no matching cells: the baseline has {len(b_by)} cell(s) and "
+                         f"{len(s_only_base)} serving point(s), the new run {len(n_by)} and {len(s_only_new)}, "
+                         "and none share model, variant, backend (or server), profile and lengths (and load)")
     warnings: list[str] = []
     env_seen: set[str] = set()
     cells = []
@@ -185,7 +214,8 @@ def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresh
                         + "; ".join(cell_label(b_by[k].config) for k in missing))
     return Comparison(cells=cells, only_baseline=[cell_label(b_by[k].config) for k in b_by if k not in n_by],
                       only_new=[cell_label(n_by[k].config) for k in n_by if k not in b_by],
-                      warnings=warnings, thresholds=th, normalized=normalize)
+                      warnings=warnings, thresholds=th, normalized=normalize, serving=served,
+                      serving_only_baseline=s_only_base, serving_only_new=s_only_new)
 
 
 def _samples(row: Row, key: str) -> list[float]:
@@ -236,16 +266,23 @@ def _speed_metric(base: Row, new: Row, m: SpeedMetric, th: Thresholds, normalize
             ys = [y * factor for y in ys]
             mc.new = _mean(ys)
             normalized = True
+    _test(mc, xs, ys, m.higher_is_better, th, "run with -r 5 or more")
+    return mc, normalized
+
+
+def _test(mc: MetricComparison, xs: Sequence[float], ys: Sequence[float], higher_is_better: bool,
+          th: Thresholds, more: str) -> None:
+    """The ratio new/baseline with its interval (Hodges-Lehmann), and the verdict: better or worse
+    only when the U test rejects "same" at alpha and the ratio moved by at least min_effect."""
     est = ratio_estimate(xs, ys, th.alpha)
     mc.estimate = est
     moved = abs(math.log(est.ratio)) >= math.log1p(th.min_effect)
     if est.p_value < th.alpha and moved:
-        mc.verdict = MetricVerdict.BETTER if (est.ratio > 1) == m.higher_is_better else MetricVerdict.WORSE
+        mc.verdict = MetricVerdict.BETTER if (est.ratio > 1) == higher_is_better else MetricVerdict.WORSE
     elif smallest_p(len(xs), len(ys)) >= th.alpha:
         mc.verdict = MetricVerdict.INCONCLUSIVE
         mc.note = (f"{len(xs)} vs {len(ys)} samples cannot reach p < {th.alpha} (smallest possible "
-                   f"p = {smallest_p(len(xs), len(ys)):.3f}); run with -r 5 or more")
-    return mc, normalized
+                   f"p = {smallest_p(len(xs), len(ys)):.3f}); {more}")
 
 
 def _gated_verdict(metrics: list[MetricComparison], gate: tuple[str, ...]) -> CellVerdict:
@@ -373,6 +410,81 @@ def _task_metrics(base: Row, new: Row, th: Thresholds) -> list[MetricComparison]
     return [mc]
 
 
+# -- serving load points ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServingMetric:
+    key: str
+    label: str
+    higher_is_better: bool
+    per_request: Callable[[RequestTrace], float | None]  # bench/serving/metrics.py, over a completed request
+
+
+SERVING_METRICS: dict[str, ServingMetric] = {m.key: m for m in (
+    ServingMetric("output_tps", "output tok/s per request (n / e2e)", True, sm.output_rate),
+    ServingMetric("ttft_s", "TTFT s", False, sm.ttft),
+)}
+STATUS_RANK = {"failed": 0, "partial": 1, "ok": 2}
+
+
+def compare_serving(baseline: Sequence[ServingRecord], new: Sequence[ServingRecord],
+                    th: Thresholds) -> tuple[list[ServingComparison], list[str], list[str]]:
+    """The newest point of each load (``ServingRecord.key``) in both runs, compared; and the labels of
+    the points only one run has."""
+    from bench.analysis.serving import latest_points
+
+    b_by = {p.key(): p for p in latest_points(baseline)}
+    n_by = {p.key(): p for p in latest_points(new)}
+    out = [compare_point(b_by[k], n_by[k], th) for k in n_by if k in b_by]
+    only_base = [p.label() for k, p in b_by.items() if k not in n_by]
+    return out, only_base, [p.label() for k, p in n_by.items() if k not in b_by]
+
+
+def compare_point(base: ServingRecord, new: ServingRecord, th: Thresholds) -> ServingComparison:
+    """Per gated serving metric, the ratio new/baseline over the points' completed requests (each
+    request one sample: the U test and Hodges-Lehmann interval of significance.py); a point that
+    completed fewer of its requests than before is a regression whatever its speed."""
+    label = new.label()
+    notes = [f"{name}: {p.status}: {p.reason}" for name, p in (("baseline", base), ("new run", new))
+             if p.status != "ok"]
+    rb, rn = STATUS_RANK[base.status], STATUS_RANK[new.status]
+    if rn < rb:
+        return ServingComparison(label, base, new, CellVerdict.FAILED, True, [], notes)
+    if rn == 0:
+        return ServingComparison(label, base, new, CellVerdict.NOT_COMPARABLE, False, [], notes)
+    if rb == 0:
+        return ServingComparison(label, base, new, CellVerdict.FIXED, False, [], notes)
+    metrics = []
+    tb, tn = base.traces(), new.traces()
+    for m in SERVING_METRICS.values():
+        xs = [v for v in map(m.per_request, tb) if v is not None and v > 0]
+        ys = [v for v in map(m.per_request, tn) if v is not None and v > 0]
+        mc = MetricComparison(m.key, m.label, _median(xs) if xs else None, _median(ys) if ys else None)
+        if xs and ys:
+            _test(mc, xs, ys, m.higher_is_better, th, "measure more requests per point (bench serve -n)")
+        else:
+            mc.verdict = MetricVerdict.WORSE if xs else MetricVerdict.NA
+            mc.note = "the baseline has requests, the new run none" if xs else "no completed requests"
+        metrics.append(mc)
+    ob, on = base.summary.get("output_tps"), new.summary.get("output_tps")
+    if ob and on:
+        notes.append(f"the point's output tok/s: {ob:.4g} -> {on:.4g} (x{on / ob:.3f})")
+    lagged = [name for name, p in (("baseline", base), ("new run", new))
+              if (p.data.get("client") or {}).get("kept_up") is False]
+    verdict = _gated_verdict(metrics, th.serving_gate)
+    if lagged and verdict in (CellVerdict.SLOWER, CellVerdict.FASTER):
+        notes.append(f"the client fell behind its schedule in the {' and the '.join(lagged)}: measure again")
+        verdict = CellVerdict.DISTURBED
+    unsure = verdict in (CellVerdict.INCONCLUSIVE, CellVerdict.DISTURBED)
+    regression = verdict is CellVerdict.SLOWER or (unsure and not th.allow_inconclusive)
+    return ServingComparison(label, base, new, verdict, regression, metrics, notes)
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    k = len(s) // 2
+    return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
+
+
 # -- presentation -----------------------------------------------------------------------------
 def _ratio_text(mc: MetricComparison) -> str:
     if mc.estimate:
@@ -386,7 +498,9 @@ def markdown(cmp: Comparison, baseline_name: str, new_name: str) -> str:
     th = cmp.thresholds
     lines = [f"## bench compare: `{new_name}` against `{baseline_name}`", ""]
     n_reg = len(cmp.regressions)
-    lines.append(f"**{'REGRESSION' if n_reg else 'OK'}**: {len(cmp.cells)} matching cell(s), {n_reg} regression(s). "
+    lines.append(f"**{'REGRESSION' if n_reg else 'OK'}**: {len(cmp.cells)} matching cell(s)"
+                 + (f" and {len(cmp.serving)} serving load point(s)" if cmp.serving else "")
+                 + f", {n_reg} regression(s). "
                  f"Speed verdicts need Mann-Whitney p < {th.alpha} and a change of at least {th.min_effect:.0%} "
                  f"(gated: {', '.join(th.gate)}); memory +{th.max_memory_increase:.0%}; "
                  f"KLD +{th.max_kld_increase} nats; "
@@ -399,8 +513,9 @@ def markdown(cmp: Comparison, baseline_name: str, new_name: str) -> str:
     lines.append("")
     for w in cmp.warnings:
         lines += [f"> **Warning:** {w}", ""]
-    lines += ["| cell | verdict | metric | baseline | new | ratio new/baseline [CI], p | |",
-              "|---|---|---|---|---|---|---|"]
+    if cmp.cells:
+        lines += ["| cell | verdict | metric | baseline | new | ratio new/baseline [CI], p | |",
+                  "|---|---|---|---|---|---|---|"]
     for c in cmp.cells:
         verdict = f"**{c.verdict_text}**" if c.regression else c.verdict_text
         if not c.metrics:
@@ -416,7 +531,39 @@ def markdown(cmp: Comparison, baseline_name: str, new_name: str) -> str:
         lines += ["", f"Only in the baseline ({len(cmp.only_baseline)}): " + "; ".join(cmp.only_baseline)]
     if cmp.only_new:
         lines += ["", f"Only in the new run ({len(cmp.only_new)}): " + "; ".join(cmp.only_new)]
+    lines += serving_markdown(cmp)
     return "\n".join(lines) + "\n"
+
+
+def serving_markdown(cmp: Comparison) -> list[str]:
+    """The serving load points under their own heading: one line per metric, as for cells."""
+    if not (cmp.serving or cmp.serving_only_baseline or cmp.serving_only_new):
+        return []
+    n_reg = sum(p.regression for p in cmp.serving)
+    lines = ["", "### Serving under load", "",
+             f"{len(cmp.serving)} matching load point(s), {n_reg} regression(s). Each completed request is one "
+             f"sample (gated: {', '.join(cmp.thresholds.serving_gate)}); a point that completed fewer of its "
+             "requests than in the baseline is a regression.", "",
+             "| load point | verdict | metric | baseline median | new median | ratio new/baseline [CI], p | |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cmp.serving:
+        verdict = f"**{c.verdict_text}**" if c.regression else c.verdict_text
+        for i, mc in enumerate(c.metrics or [None]):
+            head = (c.label, verdict) if i == 0 else ("", "")
+            if mc is None:
+                lines.append(f"| {head[0]} | {head[1]} | | | | | {'; '.join(c.notes)} |")
+                continue
+            lines.append(f"| {head[0]} | {head[1]} | {mc.label} | {fmt(mc.baseline, 'sig')} | {fmt(mc.new, 'sig')} | "
+                         f"{_ratio_text(mc)} | {mc.verdict.value}{': ' + mc.note if mc.note else ''} |")
+        if c.metrics and c.notes:
+            lines.append(f"| | | notes | | | | {'; '.join(c.notes)} |")
+    if cmp.serving_only_baseline:
+        lines += ["", f"Serving points only in the baseline ({len(cmp.serving_only_baseline)}): "
+                  + "; ".join(cmp.serving_only_baseline)]
+    if cmp.serving_only_new:
+        lines += ["", f"Serving points only in the new run ({len(cmp.serving_only_new)}): "
+                  + "; ".join(cmp.serving_only_new)]
+    return lines
 
 
 def summary_table(cmp: Comparison) -> Any:
@@ -440,4 +587,23 @@ def summary_table(cmp: Comparison) -> Any:
                            if mc.metric not in shown and mc.verdict is MetricVerdict.WORSE]
         t.add_row(c.label, verdict, cell("decode_tps"), cell("prefill_tps"), cell("ttft_s"), cell("peak_rss_bytes"),
                   "; ".join(notes))
+    return t
+
+
+def serving_table(cmp: Comparison) -> Any:
+    from rich.table import Table
+
+    t = Table(title="bench compare: serving load points (ratio = new / baseline over per-request values)")
+    for col in ("load point", "verdict", "output tok/s per request ratio", "TTFT ratio", "notes"):
+        t.add_column(col, overflow="fold")
+    for c in cmp.serving:
+        by = {mc.metric: mc for mc in c.metrics}
+
+        def cell(key: str, by: dict[str, MetricComparison] = by) -> str:
+            mc = by.get(key)
+            return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict.value}"
+
+        color = "red" if c.regression else ("green" if c.verdict in (CellVerdict.FASTER, CellVerdict.FIXED) else "")
+        verdict = f"[{color}]{c.verdict_text}[/{color}]" if color else c.verdict_text
+        t.add_row(c.label, verdict, cell("output_tps"), cell("ttft_s"), "; ".join(c.notes))
     return t

@@ -19,6 +19,7 @@ from bench.analysis.flat import (
     tier_label,
 )
 from bench.results.schema import Row
+from bench.serving.rows import ServingRecord
 
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -249,4 +250,88 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
     return Plot(pid, title, caption, svg=_svg(fig))
 
 
+def _curves(records: Sequence[ServingRecord]) -> dict[str, list[ServingRecord]]:
+    """The newest ok (or partial) points with a throughput, one curve per model variant, tier,
+    workload and load mode, in load order."""
+    from bench.analysis.serving import curve_label, latest_points
+
+    curves: dict[str, list[ServingRecord]] = defaultdict(list)
+    for p in latest_points(records):
+        if p.status != "failed" and p.summary.get("output_tps"):
+            curves[curve_label(p)].append(p)
+    return dict(sorted(curves.items()))
+
+
+def serving_throughput_latency(records: Sequence[ServingRecord]) -> Plot:
+    """Output tok/s against TTFT p50 and e2e p50, one curve per model and tier, points joined in
+    load order: how much latency each step of throughput costs under load."""
+    from bench.analysis.serving import stat
+
+    pid, title = "serving-curve", "Serving: throughput vs latency, per model and tier"
+    curves = _curves(records)
+    if not curves:
+        return Plot(pid, title, "", why_not="no serving load point with a throughput (run bench serve)")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ci, (name, pts) in enumerate(curves.items()):
+        color = PALETTE[ci % len(PALETTE)]
+        xs = [p.summary["output_tps"] for p in pts]
+        for ax, metric in zip(axes, ("ttft_s", "e2e_s"), strict=True):
+            ys = [(stat(p, metric) or float("nan")) * 1e3 for p in pts]
+            ax.plot(xs, ys, marker="o", ms=4, lw=1.4, color=color, label=name if metric == "ttft_s" else None,
+                    ls="-" if pts[0].mode == "concurrency" else "--")
+            for p, x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(p.load_label + ("" if p.measured else " (host speed)") * (p is pts[-1]), (x, y),
+                            textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
+    for ax, what in zip(axes, ("TTFT p50", "end-to-end latency p50"), strict=True):
+        ax.set_xlabel("output tok/s over the point's window (higher is better)")
+        ax.set_ylabel(f"{what}, ms (lower is better)")
+        ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncol=1)
+    n = sum(len(v) for v in curves.values())
+    caption = (f"{n} load points in {len(curves)} curve(s), the newest point of each load; each point is labelled "
+               "with its load (c=N: N concurrent users in a closed loop, solid; N/s: open-loop arrivals, dashed). "
+               "Latency counts from the scheduled time (docs/METRICS.md, \"Serving\"). A curve whose points are "
+               "emulated (a server on this host under a tier's threads) shows this host's speed, not the tier's.")
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
+def serving_goodput(records: Sequence[ServingRecord]) -> Plot:
+    """Goodput (requests/s meeting both SLOs) against the offered load, beside request throughput:
+    where the server stops keeping its promises."""
+    pid, title = "serving-goodput", "Serving: goodput against offered load"
+    curves = _curves(records)
+    if not curves:
+        return Plot(pid, title, "", why_not="no serving load point with a throughput (run bench serve)")
+    modes = sorted({pts[0].mode or "" for pts in curves.values()})
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes) + 1, 4.2), squeeze=False)
+    without = 0
+    for ci, (name, pts) in enumerate(curves.items()):
+        ax = axes[0][modes.index(pts[0].mode or "")]
+        color = PALETTE[ci % len(PALETTE)]
+        xs = [p.load_value for p in pts]
+        rps = [p.summary.get("request_throughput_rps") for p in pts]
+        good = [(p.summary.get("goodput") or {}).get("goodput_rps") for p in pts]
+        if all(g is not None for g in good):
+            ax.plot(xs, good, marker="o", ms=4, lw=1.6, color=color, label=f"{name}: goodput")
+            ax.plot(xs, rps, marker=".", lw=0.9, ls=":", color=color, label=f"{name}: all completed")
+        else:
+            without += 1
+            ax.plot(xs, rps, marker="s", ms=4, lw=1.4, ls="-.", color=color, label=f"{name}: completed (no SLO)")
+        for p, x, y in zip(pts, xs, good if all(g is not None for g in good) else rps, strict=True):
+            ax.annotate(p.load_label, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
+    for ax, mode in zip(axes[0], modes, strict=True):
+        ax.set_xlabel("offered load: concurrent users" if mode == "concurrency" else "offered load: requests/s")
+        ax.set_ylabel("requests/s")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    caption = ("Goodput = completed requests with TTFT and TPOT within the SLOs the row names, per second of the "
+               "point's window; dotted: every completed request per second. Where goodput falls away from the "
+               "dotted line, requests still complete but too late." + (
+                   f" {without} curve(s) had no SLO: request throughput only." if without else ""))
+    return Plot(pid, title, caption, svg=_svg(fig))
+
+
 PLOTS = (speed_vs_quality, speed_and_cost_by_tier, memory_vs_capacity, itl_distribution)
+SERVING_PLOTS = (serving_throughput_latency, serving_goodput)  # over bench serve's records

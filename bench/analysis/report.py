@@ -18,6 +18,7 @@ from bench.analysis.flat import COLUMNS, flatten, tier_label
 from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
 from bench.results.schema import Row
+from bench.serving.rows import ServingRecord
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
 DISPLAY: tuple[tuple[str, str, str], ...] = (
@@ -49,6 +50,7 @@ class Report:
     rows: list[Row]
     sources: list[str]
     warnings: list[str] = field(default_factory=list)
+    serving: list[ServingRecord] = field(default_factory=list)  # bench serve's records (points, sweeps, tasks)
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def ordered(self) -> list[Row]:
@@ -56,10 +58,13 @@ class Report:
                                                 tier_label(r), r.config.prompt_tokens, r.created_at))
 
     def provenance(self) -> str:
-        hosts = sorted({r.host for r in self.rows})
-        runs = sorted({r.run_id for r in self.rows})
-        when = sorted(r.created_at for r in self.rows)
-        return (f"{len(self.rows)} row(s) from {len(self.sources)} file(s), {len(runs)} run(s) on "
+        hosts = sorted({r.host for r in self.rows} | {s.host for s in self.serving})
+        runs = sorted({r.run_id for r in self.rows} | {s.run_id for s in self.serving})
+        when = sorted([r.created_at for r in self.rows] + [s.created_at for s in self.serving])
+        n_points = sum(s.record == "point" for s in self.serving)
+        serving = (f" and {n_points} serving point(s) ({len(self.serving) - n_points} sweep/task record(s) "
+                   "beside them)" if self.serving else "")
+        return (f"{len(self.rows)} row(s){serving} from {len(self.sources)} file(s), {len(runs)} run(s) on "
                 f"{len(hosts)} host(s) ({', '.join(hosts)}), measured {when[0]} to {when[-1]}")
 
     def pareto(self) -> list[str]:
@@ -89,8 +94,8 @@ def markdown(report: Report) -> str:
     if report.warnings:
         lines += [f"## Warnings ({len(report.warnings)})", ""] + [f"- {_md_escape(w)}" for w in report.warnings] + [""]
     columns = display_columns(report.rows)
-    lines += ["## Results", "", "| " + " | ".join(h for h, _, _ in columns) + " |",
-              "|" + "---|" * len(columns)]
+    lines += ["## Results", ""] + (["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+                                   if report.rows else ["No bench run rows (single stream) among the results."])
     for r in report.ordered():
         f = flatten(r)
         lines.append("| " + " | ".join(_md_escape(fmt(f[k], spec)) for _, k, spec in columns) + " |")
@@ -103,7 +108,64 @@ def markdown(report: Report) -> str:
     if front:
         lines += ["", "## Pareto front: decode speed vs quality loss", ""] + [f"- {x}" for x in front]
     lines += tier_speed_lines(report)
+    lines += serving_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+# The serving table: (header, flat serving column, format); "single-stream $/1M" is the matching
+# bench run row's cost (``single_stream_cost``).
+SERVING_DISPLAY: tuple[tuple[str, str, str], ...] = (
+    ("model", "model", "s"), ("variant", "variant", "s"), ("tier", "tier", "s"), ("basis", "basis", "s"),
+    ("workload", "workload", "s"), ("mode", "mode", "s"), ("load", "load", "g"), ("status", "status", "s"),
+    ("ok/n", "ok", "d"), ("req/s", "request_throughput_rps", ".3g"), ("out tok/s", "output_tps", ".1f"),
+    ("TTFT p50 ms", "ttft_s_p50", "ms"), ("TTFT p99 ms", "ttft_s_p99", "ms"), ("TPOT p50 ms", "tpot_s_p50", "ms"),
+    ("ITL p50 ms", "itl_s_p50", "ms"), ("e2e p50 ms", "e2e_s_p50", "ms"), ("goodput req/s", "goodput_rps", ".3g"),
+    ("goodput share", "goodput_share", "pct"), ("$/1M out", "usd_per_1m_output_tokens", ".3g"),
+)
+SERVING_NOTE = ("One line per load point (newest of each). TTFT, TPOT, ITL and e2e as in docs/METRICS.md \"Serving\" "
+                "(latency from the scheduled time); out tok/s and req/s over the point's window. $/1M out = the "
+                "tier's $/hour / (out tok/s x 3600) x 1e6 at that load, blank without a price or where the speed "
+                "is this host's under the tier's threads (basis emulated); single-stream $/1M is the bench run row "
+                "of the same model, variant and tier (its own basis), for the cost of serving one user at a time.")
+
+
+def single_stream_cost(p: ServingRecord, rows: Sequence[Row]) -> str:
+    """The matching bench run row's $ per 1M output tokens, and which row it is."""
+    from bench.analysis.serving import single_stream_match
+
+    r = single_stream_match(p, rows)
+    if r is None:
+        return "-"
+    f = flatten(r)
+    return f"{fmt(f['usd_per_1m_output_tokens'], '.3g')} ({r.config.backend} p={r.config.prompt_tokens} " \
+           f"n={r.config.gen_tokens}, {f['speed_basis']})"
+
+
+def _serving_cells(p: ServingRecord, rows: Sequence[Row]) -> list[str]:
+    from bench.analysis.serving import flatten_point
+
+    f = flatten_point(p)
+    cells = [fmt(f[k], spec) for _, k, spec in SERVING_DISPLAY]
+    cells[[k for _, k, _ in SERVING_DISPLAY].index("ok")] = f"{fmt(f['ok'], 'd')}/{fmt(f['requests'], 'd')}"
+    return cells + [single_stream_cost(p, rows)]
+
+
+def serving_markdown(report: Report) -> list[str]:
+    """The "Serving under load" section: every load point, and the points that did not complete."""
+    from bench.analysis.serving import latest_points
+
+    pts = latest_points(report.serving)
+    if not pts:
+        return []
+    heads = [h for h, _, _ in SERVING_DISPLAY] + ["single-stream $/1M"]
+    lines = ["", "## Serving under load", "", SERVING_NOTE, "", "| " + " | ".join(heads) + " |",
+             "|" + "---|" * len(heads)]
+    lines += ["| " + " | ".join(_md_escape(c) for c in _serving_cells(p, report.rows)) + " |" for p in pts]
+    bad = [p for p in pts if p.status != "ok"]
+    if bad:
+        lines += ["", "Load points that did not complete:", ""]
+        lines += [f"- {_md_escape(p.label())}: **{p.status}**: {_md_escape(p.reason or '')}" for p in bad]
+    return lines
 
 
 def tier_speed_lines(report: Report) -> list[str]:
@@ -144,7 +206,7 @@ figure{margin:1rem 0 2rem 0}figure svg{max-width:100%;height:auto}figcaption{fon
 
 
 def html_page(report: Report) -> str:
-    from bench.analysis.plots import PLOTS
+    from bench.analysis.plots import PLOTS, SERVING_PLOTS
 
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -157,8 +219,10 @@ def html_page(report: Report) -> str:
         parts.append('<div class="warn"><b>Warnings</b><ul>' + "".join(f"<li>{e(w)}</li>" for w in report.warnings)
                      + "</ul></div>")
     parts.append("<h2>Plots</h2>")
-    for make in PLOTS:
-        plot = make(report.rows)
+    # the serving plots only where the results hold bench serve records: a page of bench run rows is as before
+    plots = [make(report.rows) for make in PLOTS] + [make(report.serving) for make in SERVING_PLOTS
+                                                     if report.serving]
+    for plot in plots:
         parts.append(f'<figure id="plot-{plot.id}" data-plot="{plot.id}"><h3>{e(plot.title)}</h3>')
         if plot.svg:
             parts.append(plot.svg)
@@ -180,33 +244,72 @@ def html_page(report: Report) -> str:
         parts.append("<h2>Cells that did not complete</h2><ul>" + "".join(
             f"<li>{e(r.config.model_id)}:{e(r.config.variant_id)} {e(r.config.backend)} on {e(tier_label(r))}: "
             f"<b>{e(r.status)}</b>: {e(r.reason or '')}</li>" for r in failed) + "</ul>")
+    parts += serving_html(report)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
+def serving_html(report: Report) -> list[str]:
+    from bench.analysis.serving import latest_points
+
+    e = html.escape
+    pts = latest_points(report.serving)
+    if not pts:
+        return []
+    heads = [h for h, _, _ in SERVING_DISPLAY] + ["single-stream $/1M"]
+    parts = ['<h2 id="serving">Serving under load</h2>', f'<p class="small">{e(SERVING_NOTE)}</p>',
+             "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
+    for p in pts:
+        specs = [spec for _, _, spec in SERVING_DISPLAY] + ["s"]
+        cells = "".join(f'<td{" class=s" if spec == "s" else ""}>{e(c)}</td>'
+                        for c, spec in zip(_serving_cells(p, report.rows), specs, strict=True))
+        parts.append(f'<tr{" class=bad" if p.status != "ok" else ""} title="{e(p.reason or "")}">{cells}</tr>')
+    parts.append("</tbody></table>")
+    return parts
+
+
 # -- writers ----------------------------------------------------------------------------------
-def write_markdown(report: Report, path: Path) -> None:
+# Each writes its file and returns any other file it wrote beside it.
+def write_markdown(report: Report, path: Path) -> list[Path]:
     atomic_write_text(path, markdown(report))
+    return []
 
 
-def write_html(report: Report, path: Path) -> None:
+def write_html(report: Report, path: Path) -> list[Path]:
     atomic_write_text(path, html_page(report))
+    return []
 
 
-def write_csv(report: Report, path: Path) -> None:
+def write_csv(report: Report, path: Path) -> list[Path]:
+    """``STEM.csv``, one line per bench run row; and ``STEM-serving.csv``, one per serving load
+    point, where the results hold any (columns: bench.analysis.serving.SERVING_COLUMNS)."""
+    from bench.analysis.serving import SERVING_COLUMNS, flatten_point, points
+
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=[c.name for c in COLUMNS])
         w.writeheader()
         for r in report.ordered():
             w.writerow(flatten(r))
+    pts = points(report.serving)
+    if not pts:
+        return []
+    serving = path.with_name(f"{path.stem}-serving.csv")
+    with atomic_path(serving) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=[c.name for c in SERVING_COLUMNS])
+        w.writeheader()
+        for p in pts:
+            w.writerow(flatten_point(p))
+    return [serving]
 
 
 SAMPLE_COLUMNS = ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "generated_tokens", "energy_j_per_token")
 
 
-def write_sqlite(report: Report, path: Path) -> None:
+def write_sqlite(report: Report, path: Path) -> list[Path]:
     """Tables ``rows`` (one flat record per row, plus the full row as JSON), ``samples`` (one per
-    counted repetition, with raw token timestamps) and ``columns`` (what each column means)."""
+    counted repetition, with raw token timestamps) and ``columns`` (what each column means); and
+    ``serving`` (one flat record per load point, plus the full row), ``serving_requests`` (one per
+    counted request, with its chunk stamps) and ``serving_columns``."""
     with atomic_path(path) as tmp:
         types = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
         con = sqlite3.connect(tmp)
@@ -226,20 +329,50 @@ def write_sqlite(report: Report, path: Path) -> None:
                                 [(cur.lastrowid, i, *(s.get(k) for k in SAMPLE_COLUMNS),
                                   json.dumps(s.get("token_times")))
                                  for i, s in enumerate(r.samples)])
+            _sqlite_serving(con, report.serving)
             con.commit()
         finally:
             con.close()
+    return []
 
 
-def write_jsonl(report: Report, path: Path) -> None:
-    """The merged rows, each once, as a results file other commands read."""
-    atomic_write_text(path, "".join(r.to_json() + "\n" for r in sorted(report.rows, key=lambda r: r.created_at)))
+REQUEST_COLUMNS = ("ttft", "e2e", "tpot", "queue_time", "output_tokens")
+
+
+def _sqlite_serving(con: sqlite3.Connection, records: Sequence[ServingRecord]) -> None:
+    from bench.analysis.serving import SERVING_COLUMNS, flatten_point, points
+    from bench.serving import metrics as sm
+
+    types = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
+    con.execute("CREATE TABLE serving (id INTEGER PRIMARY KEY, "
+                + ", ".join(f'"{c.name}" {types[c.kind]}' for c in SERVING_COLUMNS) + ", row_json TEXT NOT NULL)")
+    con.execute("CREATE TABLE serving_requests (point_id INTEGER REFERENCES serving(id), request INTEGER, "
+                "status TEXT, " + ", ".join(f"{k}_s REAL" if k != "output_tokens" else f"{k} INTEGER"
+                                            for k in REQUEST_COLUMNS) + ", chunk_times_json TEXT)")
+    con.execute("CREATE TABLE serving_columns (name TEXT PRIMARY KEY, kind TEXT, doc TEXT)")
+    con.executemany("INSERT INTO serving_columns VALUES (?, ?, ?)", [(c.name, c.kind, c.doc) for c in SERVING_COLUMNS])
+    names = ", ".join(f'"{c.name}"' for c in SERVING_COLUMNS)
+    insert = f"INSERT INTO serving ({names}, row_json) VALUES ({', '.join('?' * (len(SERVING_COLUMNS) + 1))})"
+    for p in points(records):
+        f = flatten_point(p)
+        cur = con.execute(insert, [f[c.name] for c in SERVING_COLUMNS] + [json.dumps(p.data)])
+        con.executemany(f"INSERT INTO serving_requests VALUES (?, ?, ?, {', '.join('?' * len(REQUEST_COLUMNS))}, ?)",
+                        [(cur.lastrowid, t.index, t.status, *(getattr(sm, k)(t) for k in REQUEST_COLUMNS),
+                          json.dumps(t.chunk_times)) for t in p.traces()])
+
+
+def write_jsonl(report: Report, path: Path) -> list[Path]:
+    """The merged rows and serving records, each once, as a results file other commands read."""
+    lines = [(r.created_at, r.to_json()) for r in report.rows]
+    lines += [(s.created_at, json.dumps(s.data, separators=(",", ":"))) for s in report.serving]
+    atomic_write_text(path, "".join(line + "\n" for _, line in sorted(lines, key=lambda x: x[0])))
+    return []
 
 
 @dataclass(frozen=True)
 class Writer:
     suffix: str
-    write: Callable[[Report, Path], None]
+    write: Callable[[Report, Path], list[Path]]
 
 
 WRITERS: dict[str, Writer] = {
@@ -262,6 +395,5 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str], stem: st
     written = []
     for name in formats:
         path = out_dir / f"{stem}{WRITERS[name].suffix}"
-        WRITERS[name].write(report, path)
-        written.append(path)
+        written += [path, *WRITERS[name].write(report, path)]
     return written

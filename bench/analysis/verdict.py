@@ -35,6 +35,7 @@ from bench.analysis.flat import (
     tier_label,
 )
 from bench.results.schema import Row
+from bench.serving.rows import ServingRecord
 from bench.yamlfile import StrictModel, parse_yaml_file
 
 
@@ -53,6 +54,9 @@ class Criteria(StrictModel):
     fits: bool = True
     kld_max: float | None = Field(default=None, ge=0)
     accuracy_retained_min: float | None = Field(default=None, gt=0, le=1)
+    # Set: decode_tps_min and ttft_s_max are also judged with this many users at once, from the
+    # bench serve point at concurrency N of the same model, variant and tier (``serving_checks``).
+    concurrent_users: int | None = Field(default=None, gt=0)
 
 
 class Measure(StrictModel):
@@ -252,6 +256,80 @@ def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | N
                  f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})")
 
 
+def serving_point(r: Row, users: int, serving: Sequence[ServingRecord]) -> ServingRecord | None:
+    """The newest bench serve point at ``users`` concurrent users (closed loop) of the row's model,
+    variant and tier; a point measured on the tier wins over one emulated on another host."""
+    same = [p for p in serving if p.record == "point" and p.mode == "concurrency" and p.load_value == users
+            and p.model_id == r.config.model_id and p.variant_id == r.config.variant_id
+            and p.tier_label == r.tier_label]
+    return max(same, key=lambda p: (p.measured, p.created_at)) if same else None
+
+
+def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRecord]) -> list[Check]:
+    """decode_tps_min and ttft_s_max with ``c.concurrent_users`` users at once, from the serving point
+    at that concurrency: a user's decode rate = 1 / TPOT p50 (the typical user's, as a bench run
+    row's decode is the mean over its repetitions), TTFT = TTFT p90 (waiting is what a user notices
+    under load, and queueing makes its tail long: nine users in ten wait no longer). No point, a point
+    emulated on another host, or a point that could not run: ``unmeasured``, never a pass."""
+    n = c.concurrent_users
+    assert n is not None
+    names = [name for name, bound in ((f"decode tok/s @{n} users", c.decode_tps_min),
+                                      (f"TTFT @{n} users", c.ttft_s_max)) if bound is not None]
+    p = serving_point(r, n, serving)
+    why = None
+    if p is None:
+        why = (f"no serving point at {n} concurrent users for {r.config.model_id}:{r.config.variant_id} on "
+               f"{r.tier_label}; run bench serve -m {r.config.model_id}:{r.config.variant_id} "
+               f"-p {r.config.profile_id} -c {n}")
+    elif not p.measured:
+        why = (f"bench serve ran under {r.tier_label}'s threads on {p.host} ({p.basis}): this host's speed under "
+               "load, not the tier's; serve on the tier itself")
+    elif p.status == "failed" and (p.reason or "").startswith("not run"):
+        why = f"the point at c={n} did not run: {p.reason}"
+    if why is not None:
+        return [Check(name, "unmeasured", why) for name in names]
+    assert p is not None
+    if p.status != "ok":  # requests failed under this load: users were not served
+        return [Check(name, "fail", f"{p.status} at c={n}: {p.reason}") for name in names]
+    checks = []
+    if c.decode_tps_min is not None:
+        checks.append(_serving_decode(p, c))
+    if c.ttft_s_max is not None:
+        checks.append(_serving_ttft(p, c))
+    return checks
+
+
+def _serving_decode(p: ServingRecord, c: Criteria) -> Check:
+    from bench.analysis.serving import per_user_decode_tps
+
+    name = f"decode tok/s @{c.concurrent_users} users"
+    if c.speed_unit == "utf8_bytes":
+        return Check(name, "unmeasured", "serving rows measure tokens, not bytes of text: speed_unit tokens")
+    v = per_user_decode_tps(p)
+    if v is None:
+        return Check(name, "unmeasured", "no TPOT at this point")
+    assert c.decode_tps_min is not None
+    return Check(name, "pass" if v >= c.decode_tps_min else "fail",
+                 f"{v:.1f} tok/s per user (1 / TPOT p50; >= {c.decode_tps_min:g}; {p.basis})")
+
+
+def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
+    from bench.analysis.serving import stat
+
+    name = f"TTFT @{c.concurrent_users} users"
+    ok = p.summary.get("ok") or 0
+    prompt = (p.summary.get("prompt_tokens") or 0) / ok if ok else 0
+    if prompt < c.ttft_min_prompt_tokens:
+        return Check(name, "unmeasured", f"prompts of {prompt:.0f} tokens on average, the claim needs "
+                                         f">= {c.ttft_min_prompt_tokens}")
+    v = stat(p, "ttft_s", "p90")
+    if v is None:
+        return Check(name, "unmeasured", "no TTFT at this point")
+    assert c.ttft_s_max is not None
+    return Check(name, "pass" if v <= c.ttft_s_max else "fail",
+                 f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})")
+
+
 def configuration(r: Row) -> tuple:
     """A configuration is a variant on a backend with its settings, whatever the tier."""
     c = r.config
@@ -263,7 +341,7 @@ def _has_quality(r: Row) -> bool:
 
 
 def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float],
-              quality_from: Row | None = None) -> RowVerdict:
+              quality_from: Row | None = None, serving: Sequence[ServingRecord] = ()) -> RowVerdict:
     """Each criterion the claims set, on one row. Quality does not depend on the tier a
     configuration runs on (the same numbers are computed), so a row without quality takes it from
     ``quality_from``, a row of the same configuration that measured it, and says where."""
@@ -276,6 +354,8 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
         checks.append(_decode(r, f, c, why))
     if c.ttft_s_max is not None:
         checks.append(_ttft(r, f, c, why))
+    if c.concurrent_users is not None:
+        checks += serving_checks(r, c, serving)
     # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
     # fails, a measured pass passes, nothing measured is `unmeasured`.
     is_reference = (r.config.model_id, r.config.variant_id) in refs
@@ -323,9 +403,11 @@ def _unmeasured_tiers(have: list[TierVerdict], expected: dict[str, list[tuple[st
 
 
 def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None,
-          expected: dict[str, list[tuple[str, float | None, str]]] | None = None) -> Verdict:
+          expected: dict[str, list[tuple[str, float | None, str]]] | None = None,
+          serving: Sequence[ServingRecord] = ()) -> Verdict:
     """The verdict per model x tier. ``expected`` lists, per model, the tiers the verdict must
-    cover as (tier, $/hour, why it may be missing): a tier with no row is shown as unmeasured."""
+    cover as (tier, $/hour, why it may be missing): a tier with no row is shown as unmeasured.
+    ``serving``: bench serve's records, read where the claims set ``concurrent_users``."""
     countries = catalog_countries or {}
     refs = reference_variants(list(rows))
     ref_accuracy: dict[tuple, float] = {}
@@ -355,7 +437,7 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
     tiers = []
     for (model, tier), configs in sorted(groups.items()):
-        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key)) for r in rs),
+        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key), serving) for r in rs),
                         key=rank)
                     for key, rs in configs.items()]  # each configuration's worst workload decides it
         best = min(deciding, key=rank)
@@ -377,7 +459,7 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
 
 # -- presentation -----------------------------------------------------------------------------
-CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "quality retained")
+CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "decode tok/s @N users", "TTFT @N users", "quality retained")
 MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
 
 
@@ -390,7 +472,9 @@ def _by_country(v: Verdict) -> dict[str, list[TierVerdict]]:
 
 def _criteria_in(v: Verdict) -> list[str]:
     seen = {c.criterion for tv in v.tiers if tv.best for c in tv.best.checks}
-    return [c for c in CRITERIA_ORDER if c in seen]
+    users = v.claims.criteria.concurrent_users
+    order = [c.replace("@N", f"@{users}") for c in CRITERIA_ORDER]
+    return [c for c in order if c in seen]
 
 
 def _cell(tv: TierVerdict, criterion: str) -> str:

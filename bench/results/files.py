@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.results.schema import Row
+from bench.serving.rows import ServingRecord
 
 
 def default_results_path(results_dir: Path, when: dt.datetime | None = None, stem: str | None = None) -> Path:
@@ -47,30 +48,47 @@ def append_row(path: Path, row: Row) -> None:
         os.close(fd)
 
 
-def read_rows(path: Path) -> tuple[list[Row], list[str]]:
-    """All rows of a results file, and one warning per line that could not be read."""
+def read_results(path: Path) -> tuple[list[Row], list[ServingRecord], list[str]]:
+    """Both kinds of row in a results file: ``bench run``'s rows and ``bench serve``'s serving
+    records (``kind: "serving"``), and one warning (file:line) per line that could not be read."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         raise BenchError(f"{path}: results file not found") from None
     rows: list[Row] = []
+    serving: list[ServingRecord] = []
     warnings: list[str] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(Row.from_dict(json.loads(line)))
-        except (ValueError, KeyError, TypeError, BenchError) as exc:
+            d = json.loads(line)
+            if isinstance(d, dict) and d.get("kind") == "serving":
+                try:
+                    serving.append(ServingRecord.from_dict(d, f"{path}:{n}"))
+                except BenchError as exc:
+                    warnings.append(f"{path}:{n}: skipped serving row: {exc}")
+                continue
+            rows.append(Row.from_dict(d))
+        except (ValueError, KeyError, TypeError, AttributeError, BenchError) as exc:
             warnings.append(f"{path}:{n}: skipped unreadable row: {exc}")
+    return rows, serving, warnings
+
+
+def read_rows(path: Path) -> tuple[list[Row], list[str]]:
+    """``bench run``'s rows of a results file, and one warning per line that is not one."""
+    rows, serving, warnings = read_results(path)
+    warnings += [f"{s.source}: skipped: a serving row (bench serve), not a bench run row" for s in serving]
     return rows, warnings
 
 
 def expand_result_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder stands for the ``*.jsonl`` files in it."""
+    """Files as given; a folder stands for the ``*.jsonl`` files in it and in its ``serving/``
+    subfolder (where ``bench serve`` writes by default: ``results/serving/``)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(p.glob("*.jsonl"))
+            found = sorted(p.glob("*.jsonl")) + sorted((p / "serving").glob("*.jsonl"))
             if not found:
                 raise BenchError(f"{p}: folder has no *.jsonl results files")
             out += found
@@ -81,24 +99,31 @@ def expand_result_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_results(paths: list[Path]) -> tuple[list[Row], list[str]]:
-    """Rows of several files (from several machines, say), each kept once, with their warnings.
+def load_results(paths: list[Path]) -> tuple[list[Row], list[ServingRecord], list[str]]:
+    """Rows and serving records of several files (from several machines, say), each kept once,
+    with their warnings.
 
-    A row is identified by run, cell and creation time, so giving a file twice, or a merged file
-    beside its parts, does not count a measurement twice. Rows keep their host in ``environment``.
+    A row is identified by run, cell and creation time, a serving record by run, record, load and
+    creation time, so giving a file twice, or a merged file beside its parts, does not count a
+    measurement twice. Rows keep their host in ``environment``.
     """
     rows: list[Row] = []
+    serving: list[ServingRecord] = []
     warnings: list[str] = []
-    seen: set[tuple[str, str, str]] = set()
-    for path in expand_result_paths(paths):
-        got, warns = read_rows(path)
+    seen: set[tuple] = set()
+    for path in dict.fromkeys(expand_result_paths(paths)):
+        got, served, warns = read_results(path)
         warnings += warns
         for r in got:
             ident = (r.run_id, r.cell_key, r.created_at)
             if ident not in seen:
                 seen.add(ident)
                 rows.append(r)
-    if not rows:
+        for s in served:
+            if ("serving", *s.identity()) not in seen:
+                seen.add(("serving", *s.identity()))
+                serving.append(s)
+    if not rows and not serving:
         detail = f" ({warnings[0]}{' ...' if len(warnings) > 1 else ''})" if warnings else ""
         raise BenchError(f"no readable result rows in {', '.join(map(str, paths))}{detail}")
-    return rows, warnings
+    return rows, serving, warnings

@@ -15,6 +15,7 @@ One trace per request, times in seconds from the load point's start, all taken o
     send lag     = u - s - w              (the generator's own lateness, the slot wait taken out)
     TTFT         = c_1 - s                (also c_1 - u, "TTFT from send", reported beside it)
     e2e latency  = c_m - s
+    output rate  = n / (c_m - s)          (per request: what one user received per second)
     TPOT         = (c_m - c_1) / (n - k_1)             (= (e2e - TTFT)/(n - 1) when k_1 = 1)
     ITL samples  = for j = 2..m, k_j samples of (c_j - c_{j-1}) / k_j
                    (a chunk of k tokens after a gap g is k tokens each g/k apart; their sum is
@@ -151,6 +152,14 @@ def itl_samples(tr: RequestTrace) -> list[float]:
         kj = max(k[j], 1)
         out += [gap / kj] * kj
     return out
+
+
+def output_rate(tr: RequestTrace) -> float | None:
+    """Per-request output rate = n / (c_m - s): tokens one user received per second of waiting for
+    them (a completed request only). Its distribution over a point's requests is what ``bench
+    compare`` tests; the point's output tok/s is the aggregate over the window."""
+    end = e2e(tr)
+    return output_tokens(tr) / end if tr.status == "ok" and end and end > 0 else None
 
 
 def meets_slo(tr: RequestTrace, slo: Slo) -> bool:

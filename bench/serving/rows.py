@@ -124,3 +124,162 @@ def read_serving_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             rows.append(d)
     return rows, warnings
+
+
+LOOPBACK = ("localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServingRecord:
+    """A serving row as read back (``data``, the JSON line as written) and where it came from
+    (``source``, file:line), with what the report, compare and verdict read of it."""
+
+    data: dict[str, Any]
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> ServingRecord:
+        """The record, or BenchError naming what is wrong (a version this code does not know, an
+        unknown record or status, a point without its load or summary)."""
+        version = d.get("serving_schema_version")
+        if version != SERVING_SCHEMA_VERSION:
+            raise BenchError(f"serving schema version {version!r} is not supported (this is version "
+                             f"{SERVING_SCHEMA_VERSION})")
+        if d.get("record") not in RECORDS or d.get("status") not in STATUSES:
+            raise BenchError(f"bad serving row: record {d.get('record')!r}, status {d.get('status')!r}")
+        for key in ("load", "summary", "model", "profile", "target", "environment"):
+            if not isinstance(d.get(key, {}), dict):
+                raise BenchError(f"bad serving row: {key} is not an object")
+        if not isinstance(d.get("requests", []), list):
+            raise BenchError("bad serving row: requests is not a list")
+        if d["record"] == "point" and (d.get("load", {}).get("mode") not in ("concurrency", "rate")
+                                       or not isinstance(d.get("load", {}).get("value"), (int, float))):
+            raise BenchError(f"bad serving row: a point without a load mode and value ({d.get('load')!r})")
+        return cls(d, source)
+
+    def _section(self, key: str) -> dict[str, Any]:
+        return self.data.get(key) or {}
+
+    @property
+    def record(self) -> str:
+        return self.data["record"]
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    @property
+    def reason(self) -> str | None:
+        return self.data.get("reason")
+
+    @property
+    def run_id(self) -> str:
+        return str(self.data.get("run_id", ""))
+
+    @property
+    def created_at(self) -> str:
+        return str(self.data.get("created_at", ""))
+
+    @property
+    def model_id(self) -> str:
+        """The catalog model (a server the suite started), else the name the server serves."""
+        m = self._section("model")
+        return str(m.get("id") or m.get("served_model") or self._section("target").get("model") or "?")
+
+    @property
+    def variant_id(self) -> str:
+        return str(self._section("model").get("variant") or "-")
+
+    @property
+    def server_kind(self) -> str:
+        return str(self._section("target").get("server_kind") or "?")
+
+    @property
+    def profile_id(self) -> str:
+        return str(self._section("profile").get("id") or "auto")
+
+    @property
+    def host(self) -> str:
+        return str((self._section("environment").get("host") or {}).get("hostname") or "?")
+
+    @property
+    def tier_label(self) -> str:
+        """As a bench run row's: a profile, or ``auto@HOST`` for a host measured as it is."""
+        return f"auto@{self.host}" if self.profile_id == "auto" else self.profile_id
+
+    @property
+    def basis(self) -> str:
+        """Where the point's speed comes from, as a bench run row's ``tier.basis``: ``measured`` when
+        the server is the host as it is (``auto``), or another machine the user named the tier of
+        (``--url`` to a non-loopback address with ``--profile``); else ``emulated on HOST``: a server
+        on this host under the tier's threads runs at this host's speed, not the tier's."""
+        if self.profile_id == "auto":
+            return "measured"
+        from urllib.parse import urlsplit
+
+        target = self._section("target")
+        server = urlsplit(str(target.get("base_url") or "")).hostname or ""
+        if not target.get("managed") and server and not (server.startswith("127.") or server in LOOPBACK):
+            return f"measured on the tier: the server at {server}"
+        return f"emulated on {self.host}"
+
+    @property
+    def measured(self) -> bool:
+        return self.basis.startswith("measured")
+
+    @property
+    def mode(self) -> str | None:
+        return self._section("load").get("mode")
+
+    @property
+    def load_value(self) -> float | None:
+        return self._section("load").get("value")
+
+    @property
+    def load_label(self) -> str:
+        """``c=4`` (closed loop, 4 concurrent users) or ``2/s`` (Poisson arrivals at 2 requests/s)."""
+        if self.load_value is None:
+            return self.record
+        return f"c={self.load_value:g}" if self.mode == "concurrency" else f"{self.load_value:g}/s"
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self._section("summary")
+
+    @property
+    def usd_per_hour(self) -> float | None:
+        return self._section("profile").get("usd_per_hour")
+
+    @property
+    def workload(self) -> tuple[Any, ...]:
+        """What must be equal for two points to be the same measurement: prompts and output length."""
+        w = self._section("workload")
+        prompts = w.get("prompts") or {}
+        return (prompts.get("kind"), prompts.get("prompt_tokens"), str(w.get("gen_tokens")), w.get("endpoint"),
+                w.get("ignore_eos"))
+
+    @property
+    def workload_label(self) -> str:
+        kind, p, n, _, _ = self.workload
+        return f"{kind or '?'} p={p if p is not None else '?'} n={n}"
+
+    def key(self) -> tuple[Any, ...]:
+        """A load point's identity across runs: model, variant, server, tier, workload, load."""
+        return (self.model_id, self.variant_id, self.server_kind, self.tier_label, self.workload, self.mode,
+                self.load_value)
+
+    def identity(self) -> tuple[Any, ...]:
+        """One record, however many files hold it (a merged file beside its parts)."""
+        return (self.run_id, self.record, self.created_at, self.mode, self.load_value)
+
+    def label(self) -> str:
+        return (f"{self.model_id}:{self.variant_id} {self.server_kind} {self.tier_label} {self.workload_label} "
+                f"{self.load_label}")
+
+    def traces(self) -> list[Any]:
+        """The counted requests as ``RequestTrace`` (bench/serving/metrics.py), ready for its functions."""
+        from bench.serving.metrics import RequestTrace
+
+        known = set(RequestTrace.__dataclass_fields__)
+        return [RequestTrace(**{k: v for k, v in q.items() if k in known}) for q in self.data.get("requests") or []
+                if isinstance(q, dict) and {"index", "scheduled"} <= set(q)]

@@ -1,0 +1,130 @@
+"""Serving points (``bench serve`` rows, ``record: point``) for the report, compare and verdict: one
+flat record per point, its columns defined once (CSV, SQLite, Markdown, HTML), the newest point of
+each load, and the ``bench run`` row of the same model, variant and tier beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.results.schema import Row
+from bench.serving.metrics import usd_per_million_output
+from bench.serving.rows import ServingRecord
+
+
+@dataclass(frozen=True)
+class ServingColumn:
+    name: str
+    kind: str  # "text" | "real" | "integer"
+    get: Callable[[ServingRecord], Any]
+    doc: str = ""
+
+
+def stat(p: ServingRecord, metric: str, q: str = "p50") -> float | None:
+    """One statistic (p50, p90, p99, mean...) of a distribution in the point's summary."""
+    d = p.summary.get(metric)
+    return d.get(q) if isinstance(d, dict) else None
+
+
+def goodput(p: ServingRecord, key: str) -> float | None:
+    return (p.summary.get("goodput") or {}).get(key)
+
+
+def usd_per_1m(p: ServingRecord) -> float | None:
+    """$ per 1M output tokens at this load = the tier's $/hour / (output tok/s x 3600) x 1e6, only where
+    the point's speed is the tier's (``ServingRecord.basis``): a server on this host under a tier's
+    threads runs at this host's speed, and the tier's price over it would be no one's cost."""
+    return usd_per_million_output(p.usd_per_hour, p.summary.get("output_tps")) if p.measured else None
+
+
+def per_user_decode_tps(p: ServingRecord) -> float | None:
+    """Decode rate one user sees at this load = 1 / TPOT p50 (docs/METRICS.md, "Serving")."""
+    t = stat(p, "tpot_s")
+    return 1 / t if t else None
+
+
+SERVING_COLUMNS: tuple[ServingColumn, ...] = (
+    ServingColumn("run_id", "text", lambda p: p.run_id),
+    ServingColumn("created_at", "text", lambda p: p.created_at),
+    ServingColumn("host", "text", lambda p: p.host, "machine that ran the client (and a server it started)"),
+    ServingColumn("basis", "text", lambda p: p.basis,
+                  "measured (the host as it is, or a remote server of the tier) or emulated on HOST (host speed)"),
+    ServingColumn("status", "text", lambda p: p.status),
+    ServingColumn("reason", "text", lambda p: p.reason),
+    ServingColumn("model", "text", lambda p: p.model_id),
+    ServingColumn("variant", "text", lambda p: p.variant_id),
+    ServingColumn("server", "text", lambda p: p.server_kind, "llama-server (the suite's) or openai-compatible"),
+    ServingColumn("tier", "text", lambda p: p.tier_label),
+    ServingColumn("workload", "text", lambda p: p.workload_label, "prompt kind and length, output tokens"),
+    ServingColumn("mode", "text", lambda p: p.mode, "concurrency (closed loop) or rate (open-loop arrivals)"),
+    ServingColumn("load", "real", lambda p: p.load_value, "concurrent users, or requests/s offered"),
+    ServingColumn("requests", "integer", lambda p: p.summary.get("requests"), "counted requests"),
+    ServingColumn("ok", "integer", lambda p: p.summary.get("ok"), "completed requests"),
+    ServingColumn("window_s", "real", lambda p: p.summary.get("window_s")),
+    ServingColumn("request_throughput_rps", "real", lambda p: p.summary.get("request_throughput_rps")),
+    ServingColumn("output_tps", "real", lambda p: p.summary.get("output_tps"), "output tokens/s over the window"),
+    ServingColumn("total_tps", "real", lambda p: p.summary.get("total_tps")),
+    ServingColumn("ttft_s_p50", "real", lambda p: stat(p, "ttft_s")),
+    ServingColumn("ttft_s_p90", "real", lambda p: stat(p, "ttft_s", "p90")),
+    ServingColumn("ttft_s_p99", "real", lambda p: stat(p, "ttft_s", "p99")),
+    ServingColumn("tpot_s_p50", "real", lambda p: stat(p, "tpot_s")),
+    ServingColumn("itl_s_p50", "real", lambda p: stat(p, "itl_s")),
+    ServingColumn("itl_s_p99", "real", lambda p: stat(p, "itl_s", "p99")),
+    ServingColumn("e2e_s_p50", "real", lambda p: stat(p, "e2e_s")),
+    ServingColumn("e2e_s_p99", "real", lambda p: stat(p, "e2e_s", "p99")),
+    ServingColumn("per_user_decode_tps", "real", per_user_decode_tps, "1 / TPOT p50"),
+    ServingColumn("goodput_rps", "real", lambda p: goodput(p, "goodput_rps"), "requests meeting both SLOs / window"),
+    ServingColumn("goodput_share", "real", lambda p: goodput(p, "share")),
+    ServingColumn("kept_up", "integer", lambda p: (p.data.get("client") or {}).get("kept_up"),
+                  "the client kept to the schedule"),
+    ServingColumn("usd_per_hour", "real", lambda p: p.usd_per_hour),
+    ServingColumn("usd_per_1m_output_tokens", "real", usd_per_1m,
+                  "$/hour / (output tok/s x 3600) x 1e6 at this load; blank where the speed is not the tier's"),
+    ServingColumn("source", "text", lambda p: p.source, "file:line it was read from"),
+)
+
+
+def flatten_point(p: ServingRecord) -> dict[str, Any]:
+    out = {}
+    for c in SERVING_COLUMNS:
+        v = c.get(p)
+        out[c.name] = int(v) if c.kind == "integer" and isinstance(v, bool) else v
+    return out
+
+
+def points(records: Sequence[ServingRecord]) -> list[ServingRecord]:
+    """The load points, ordered by model, variant, tier, workload, mode and load."""
+    pts = [r for r in records if r.record == "point"]
+    return sorted(pts, key=lambda p: (p.model_id, p.variant_id, p.tier_label, p.server_kind, repr(p.workload),
+                                      p.mode or "", p.load_value or 0, p.created_at))
+
+
+def latest_points(records: Sequence[ServingRecord]) -> list[ServingRecord]:
+    """The newest point of each load (``ServingRecord.key``): a sweep run again replaces the old one."""
+    out: dict[tuple, ServingRecord] = {}
+    for p in sorted(points(records), key=lambda p: p.created_at):
+        out[p.key()] = p
+    return points(list(out.values()))
+
+
+def curve_label(p: ServingRecord) -> str:
+    """One curve: a model variant on a tier (by a server, a workload and a load mode)."""
+    server = "" if p.server_kind == "llama-server" else f" ({p.server_kind})"
+    return f"{p.model_id}:{p.variant_id}{server} on {p.tier_label}, {p.workload_label}, {p.mode}"
+
+
+def single_stream_match(p: ServingRecord, rows: Sequence[Row]) -> Row | None:
+    """The ``bench run`` row of the same model, variant and tier (ok), preferring llama.cpp (the
+    engine llama-server runs), then the same prompt and output lengths, then the newest."""
+    from bench.analysis.flat import latest_per_cell
+
+    same = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and r.config.model_id == p.model_id
+            and r.config.variant_id == p.variant_id and r.tier_label == p.tier_label]
+    if not same:
+        return None
+    _, prompt_tokens, gen, _, _ = p.workload
+    return max(same, key=lambda r: (r.config.backend == "llama.cpp",
+                                    (r.config.prompt_tokens, str(r.config.gen_tokens)) == (prompt_tokens, gen),
+                                    r.created_at))
