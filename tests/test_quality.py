@@ -121,3 +121,25 @@ def test_hub_corpus_unreachable_is_a_clean_error(tmp_path, embedded_model):
     proc = run_bench("run", "--quality", "--corpus", "hf:someone/texts/test.txt", "-o", str(tmp_path / "r.jsonl"),
                      env={"HF_ENDPOINT": "http://127.0.0.1:9", "BENCH_CACHE": str(tmp_path / "c")})
     assert_clean_error(proc, "hub is unreachable")
+
+
+def test_a_gguf_variant_is_compared_with_a_hugging_face_reference(tmp_path, embedded_model):
+    """A GGUF variant whose reference is a Hugging Face folder (as a shipped Q4_K_M's reference is
+    its developer's BF16 release): the reference is scored by transformers, the variant by
+    llama.cpp, both on the reference's token ids. The embedded model's F16 GGUF and its F32 folder
+    hold the same weights at two precisions, so their divergence is near zero; a 4-bit requantized
+    GGUF diverges far more from the same reference, measured in the same run."""
+    pytest.importorskip("torch", reason="the hf extra is not installed")
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "-m", "smollm2-135m:f16", "-m", "smollm2-135m:q4_0-derived",
+                     "--prompt-tokens", "8", "--gen-tokens", "4", "--quality", "--quality-ctx", "128",
+                     "--quality-chunks", "2", "--reference", "hf-f32", "-o", str(out), timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["config"]["variant_id"]: r["quality"] for r in read_jsonl(out)}
+    f16, q4 = rows["f16"], rows["q4_0-derived"]
+    for q in (f16, q4):
+        assert q["status"] == "ok", q
+        assert q["reference"]["variant_id"] == "hf-f32" and q["reference"]["load"]["backend"] == "transformers"
+        assert q["load"]["backend"] == "llama.cpp" and "tokenization" in q
+    assert f16["kld"]["mean"] < 0.01 and f16["same_top_token"] > 0.95
+    assert q4["kld"]["mean"] > 5 * f16["kld"]["mean"]

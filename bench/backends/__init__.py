@@ -98,6 +98,19 @@ def backend_spec(name: str) -> BackendSpec:
         raise BenchError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
 
 
+def reference_scorer(spec: BackendSpec, reference_format: str) -> BackendSpec | None:
+    """The backend that scores a reference of ``reference_format`` for cells of ``spec``: the cell
+    backend's own reference backend where it loads that format, else a plain backend that does (a
+    GGUF variant's Hugging Face BF16 reference is scored by transformers; both passes then score
+    the reference's token ids, so the tokenizers must agree: the variant's pass checks it). None
+    where no backend loads the format."""
+    own = backend_spec(spec.reference_backend)
+    if reference_format in own.formats:
+        return own
+    plain = [b for b in BACKENDS.values() if b.reference_backend == b.name and reference_format in b.formats]
+    return plain[0] if plain else None
+
+
 def check_options(spec: BackendSpec, options: dict[str, object]) -> None:
     """Refuse an option the backend does not read: a typo must not pass as a measured setting."""
     unknown = sorted(set(options) - set(spec.options))

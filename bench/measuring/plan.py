@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backends import CARRIED_OPTIONS, backend_spec, check_available, check_options
+from bench.backends import (
+    CARRIED_OPTIONS,
+    BackendSpec,
+    backend_spec,
+    check_available,
+    check_options,
+    reference_scorer,
+)
 from bench.errors import BenchError
 from bench.hardware.profiles import HostInfo, Profile, get_profile
 from bench.hardware.tiers import (
@@ -56,11 +63,11 @@ class CellPlan:
         """The reference variant scored at full precision by its plain backend, with the tier's
         own settings (threads, device, caps, carried options) kept from the cell."""
         assert self.reference is not None
-        spec = backend_spec(self.config.backend)
+        scorer = reference_scorer(backend_spec(self.config.backend), self.reference.format)
+        assert scorer is not None  # resolve_models keeps a reference only where one can score it
         carried = {k: v for k, v in self.config.backend_options.items() if k in CARRIED_OPTIONS}
         return dataclasses.replace(self.load().for_pass(model_path=str(self.reference.path), n_ctx=self.quality_ctx),
-                                   backend=spec.reference_backend,
-                                   options={**dict(spec.reference_options), **carried})
+                                   backend=scorer.name, options={**dict(scorer.reference_options), **carried})
 
     @property
     def quality_ctx(self) -> int:
@@ -153,16 +160,28 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_pat
             ref_id = (req.quality.reference if req.quality else None) or variant.reference
             if req.quality is not None and ref_id:
                 ref_variant = model.variant(ref_id)
-                ref_spec = backend_spec(spec.reference_backend)
-                if ref_variant.format in ref_spec.formats:
-                    ref = store.resolve(model, ref_variant)
-                else:
-                    note = (f"reference {model.id}:{ref_id} is {ref_variant.format}; backend {spec.name}'s reference "
-                            f"is scored by {ref_spec.name}, which loads {', '.join(ref_spec.formats)}: perplexity only")
+                note = _reference_unscorable(spec, ref_variant.format, f"{model.id}:{ref_id}")
+                if note is None:
+                    try:  # a reference only the hub serves, with the hub unreachable: perplexity only, and why
+                        ref = store.resolve(model, ref_variant)
+                    except BenchError as exc:
+                        note = f"reference {model.id}:{ref_id} could not be had ({exc}): perplexity only"
             elif req.quality is not None:
                 note = f"{model.id}:{variant.id} names no reference variant: perplexity only"
             out.append((resolved, ref, note))
     return out
+
+
+def _reference_unscorable(spec: BackendSpec, ref_format: str, ref_name: str) -> str | None:
+    """Why the reference cannot be scored for cells of ``spec`` (then: perplexity only), or None."""
+    scorer = reference_scorer(spec, ref_format)
+    if scorer is None:
+        return f"reference {ref_name} is {ref_format}, which no backend loads: perplexity only"
+    try:
+        check_available(scorer)
+    except BenchError as exc:
+        return f"reference {ref_name} is {ref_format}, scored by {scorer.name}: {exc}; perplexity only"
+    return None
 
 
 def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int, dict[str, Any], dict[str, Any]]:

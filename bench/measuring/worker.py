@@ -131,14 +131,42 @@ def run_score(job: Job, out_path: Path) -> dict[str, Any]:
     with loaded(job, out_path, scoring=True) as state:
         backend = state["backend"]
         reference = ReferenceCache(Path(work.reference)) if work.reference else None
+        text = Path(work.corpus_path).read_text(encoding="utf-8").replace("\r\n", "\n")
+        own = backend.tokenize(text)
+        tokenization: dict[str, Any] | None = None
         if reference is not None:
             tokens = reference.meta()["tokens"]  # the reference's tokenization, for both sides
+            tokenization = check_same_tokens(backend, own, tokens, text)
         else:
-            tokens = backend.tokenize(Path(work.corpus_path).read_text(encoding="utf-8").replace("\r\n", "\n"))
+            tokens = own
         write = ReferenceCache(Path(work.write_reference)) if work.write_reference else None
         _phase("first tokens")
         result = run_scoring(backend, tokens, job.load.n_ctx, work.chunks, reference, write)
+    if tokenization is not None:
+        result["tokenization"] = tokenization
     return {**result, "memory": state["memory"], "status": "ok"}
+
+
+def check_same_tokens(backend: Any, own: list[int], ref_tokens: list[int], text: str) -> dict[str, Any]:
+    """Both passes score the reference's token ids. Where the reference was scored by another
+    backend (a Hugging Face reference of a GGUF variant), those ids must mean the same text to the
+    variant's tokenizer; else divergence would compare different tokens, and the pass stops."""
+    from bench.errors import BenchError
+
+    n = len(ref_tokens)
+    same = own[:n] == ref_tokens
+    out: dict[str, Any] = {"same_as_reference": same, "tokens": n}
+    if same:
+        return out
+    out["positions_differing"] = sum(a != b for a, b in zip(own[:n], ref_tokens, strict=False)) + max(0, n - len(own))
+    decoded = backend.detokenize(ref_tokens).decode("utf-8", errors="replace").strip()
+    if not text.strip().startswith(decoded[:-8]):  # the last token may end inside a character
+        raise BenchError("the reference's token ids decode to other text with this variant's tokenizer: the "
+                         "two tokenizers differ, so divergence between them is undefined")
+    out["note"] = (f"the variant's own tokenization differs from the reference's ({out['positions_differing']} of {n} "
+                   "positions; a start token added on one side shifts them all); both passes scored the reference's "
+                   "ids, which decode to the corpus text with either tokenizer")
+    return out
 
 
 def run_task(job: Job, out_path: Path) -> dict[str, Any]:
