@@ -89,8 +89,11 @@ def test_a_sweep_of_two_concurrency_levels_on_a_real_llama_server(tmp_path, llam
 def test_ctrl_c_keeps_the_point_measured_so_far_and_stops_the_server(tmp_path, llama_server_exe):
     out, log = tmp_path / "serve.jsonl", tmp_path / "stderr.txt"
     with log.open("w") as err:
+        # --duration 600: the point cannot end on its own before the Ctrl-C below, however slowly a
+        # loaded host gets to it (once, under load, it ran its default 120 s and exited 0 first)
         proc = subprocess.Popen([sys.executable, "-m", "bench", "serve", "-c", "1", "-n", "500", "-o", str(out),
-                                 "--warmup", "0", *SMALL], cwd=REPO, stderr=err, stdout=subprocess.DEVNULL)
+                                 "--warmup", "0", "--duration", "600", *SMALL], cwd=REPO, stderr=err,
+                                stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while "[1/1]" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
