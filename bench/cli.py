@@ -291,17 +291,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _TermAsInterrupt:
-    """SIGTERM ends ``bench serve`` as Ctrl-C does: the point in progress is written, the server stopped."""
+    """SIGTERM ends ``bench serve`` as Ctrl-C does: the point in progress is written, the server
+    stopped. Both handlers are installed explicitly (as ``bench run``'s are): Python leaves SIGINT
+    ignored when the process was started with it ignored (a job a script put in the background),
+    and then a Ctrl-C sent to it would do nothing."""
 
     def _handle(self, signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     def __enter__(self) -> _TermAsInterrupt:
-        self._old = signal.signal(signal.SIGTERM, self._handle)
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _request(args: argparse.Namespace) -> Any:
