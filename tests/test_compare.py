@@ -13,6 +13,11 @@ LENGTHS = ("--prompt-tokens", "96", "--gen-tokens", "24", "-r", "5", "--no-progr
 # 156.9 decode tok/s (14%), each internally consistent. The gate's minimum effect must exceed the
 # machine's run-to-run spread, so these tests use 25% (the throttled run's prefill drops ~50%).
 GATE = ("--min-effect", "0.25")
+# Same code twice: on 2026-12-01 a fresh-clone CI run here measured prefill 160.6 then 243.8 tok/s
+# (+56%) and decode 69.5 then 86.1 (+23%) in two back-to-back runs of identical code, with no load
+# from other processes and no steal seen by the machine-state watch. Two separate runs on this VM
+# can only be called `same` with a minimum effect above that spread.
+SAME_GATE = ("--min-effect", "0.6")
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +43,21 @@ def _undisturbed(row: dict) -> str:
     return json.dumps(row) + "\n"
 
 
-def _gate(runs, new: str, tmp_path, expected_exit: int) -> tuple[str, str]:
+def _gate(runs, new: str, tmp_path, expected_exit: int, gate: tuple[str, ...] = GATE) -> tuple[str, str]:
     """`bench compare base NEW` with the Markdown summary: (stderr, summary), exit status checked;
     on a wrong exit the message shows what compare printed."""
     summary = tmp_path / "summary.md"
-    proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / f"{new}.jsonl"), *GATE, "--markdown", str(summary))
+    proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / f"{new}.jsonl"), *gate, "--markdown", str(summary))
     shown = proc.stdout + proc.stderr + (summary.read_text() if summary.exists() else "")
     assert proc.returncode == expected_exit, shown
     return proc.stderr, summary.read_text()
 
 
 def test_same_code_is_same(runs, tmp_path):
-    stderr, md = _gate(runs, "same", tmp_path, 0)
+    stderr, md = _gate(runs, "same", tmp_path, 0, SAME_GATE)
     assert "0 regression(s)" in stderr
     assert md.startswith("## bench compare") and "**OK**" in md
-    assert "| smollm2-135m:q4_1 llama.cpp auto p=96 n=24 | same |" in md
+    assert "| smollm2-135m:q4_1 llama.cpp auto p=96 n=24 | same |" in md, md
 
 
 def test_throttled_run_is_slower_and_fails_the_gate(runs, tmp_path):
