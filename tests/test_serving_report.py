@@ -168,7 +168,8 @@ def test_compare_matches_points_and_flags_a_slower_one(results, tmp_path):
     ratios = [float(m.group(1)) for m in re.finditer(r"\| ([0-9.]+) \[[0-9.]+, [0-9.]+\]", section)]
     assert len(ratios) == 4
     for rate, ttft in zip(ratios[::2], ratios[1::2], strict=True):  # per point: output rate, then TTFT
-        assert rate == pytest.approx(1 / k, rel=1e-3) and ttft == pytest.approx(k, rel=1e-3)
+        # printed with 3 decimals: 0.353 for 0.35264 is 3.6e-4 off, beyond a relative 1e-3
+        assert rate == pytest.approx(1 / k, rel=1e-3, abs=5e-4) and ttft == pytest.approx(k, rel=1e-3, abs=5e-4)
 
 
 CLAIMS = """\
