@@ -566,6 +566,23 @@ def serving_markdown(cmp: Comparison) -> list[str]:
     return lines
 
 
+def _metric_cell(c: Any) -> Callable[[str], str]:
+    """A table cell per metric of one compared cell or load point: its ratio and verdict."""
+    by = {mc.metric: mc for mc in c.metrics}
+
+    def cell(key: str) -> str:
+        mc = by.get(key)
+        return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict.value}"
+
+    return cell
+
+
+def _verdict_markup(c: Any) -> str:
+    """The verdict in red for a regression, green for an improvement."""
+    color = "red" if c.regression else ("green" if c.verdict in (CellVerdict.FASTER, CellVerdict.FIXED) else "")
+    return f"[{color}]{c.verdict_text}[/{color}]" if color else c.verdict_text
+
+
 def summary_table(cmp: Comparison) -> Any:
     from rich.table import Table
 
@@ -574,14 +591,7 @@ def summary_table(cmp: Comparison) -> Any:
                 "notes"):
         t.add_column(col, overflow="fold")
     for c in cmp.cells:
-        by = {mc.metric: mc for mc in c.metrics}
-
-        def cell(key: str, by: dict[str, MetricComparison] = by) -> str:
-            mc = by.get(key)
-            return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict.value}"
-
-        color = "red" if c.regression else ("green" if c.verdict in (CellVerdict.FASTER, CellVerdict.FIXED) else "")
-        verdict = f"[{color}]{c.verdict_text}[/{color}]" if color else c.verdict_text
+        cell, verdict = _metric_cell(c), _verdict_markup(c)
         shown = ("decode_tps", "prefill_tps", "ttft_s", "peak_rss_bytes")
         notes = c.notes + [f"{mc.label}: {mc.verdict.value} {mc.note}" for mc in c.metrics
                            if mc.metric not in shown and mc.verdict is MetricVerdict.WORSE]
@@ -597,13 +607,6 @@ def serving_table(cmp: Comparison) -> Any:
     for col in ("load point", "verdict", "output tok/s per request ratio", "TTFT ratio", "notes"):
         t.add_column(col, overflow="fold")
     for c in cmp.serving:
-        by = {mc.metric: mc for mc in c.metrics}
-
-        def cell(key: str, by: dict[str, MetricComparison] = by) -> str:
-            mc = by.get(key)
-            return "-" if mc is None else f"{_ratio_text(mc)} {mc.verdict.value}"
-
-        color = "red" if c.regression else ("green" if c.verdict in (CellVerdict.FASTER, CellVerdict.FIXED) else "")
-        verdict = f"[{color}]{c.verdict_text}[/{color}]" if color else c.verdict_text
+        cell, verdict = _metric_cell(c), _verdict_markup(c)
         t.add_row(c.label, verdict, cell("output_tps"), cell("ttft_s"), "; ".join(c.notes))
     return t
