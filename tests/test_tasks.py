@@ -53,6 +53,27 @@ def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     for r in t["records"]:
         assert 1 <= r["generated_tokens"] <= 48 and r["seconds"] > 0
         assert r["correct"] == is_correct(r["predicted"], r["gold"])
+    # the second item's prompt shares the two shots with the first: their KV cache is kept
+    first, second = t["records"]
+    assert first["prompt_tokens_reused"] == 0 and 0 < second["prompt_tokens_reused"] < second["prompt_tokens"]
+    assert t["prompt_tokens_reused"] == second["prompt_tokens_reused"]
+
+
+def test_a_kept_prefix_gives_the_answer_a_fresh_cache_gives(tmp_path, embedded_model):
+    """The same item twice: the second reuses all its prompt but the last token, and must generate
+    exactly what the first did from an empty cache (a stale KV cell past the prefix would not)."""
+    twice = tmp_path / "twice.jsonl"
+    item = ('{"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", '
+            '"answer": "3+4=7\\n#### 7"}\n')
+    twice.write_text(item * 3)
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", str(twice),
+                     "--task-shots", "1", "--task-max-tokens", "32", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    first, second = read_jsonl(out)[0]["task"]["records"]
+    assert first["prompt_tokens_reused"] == 0
+    assert second["prompt_tokens_reused"] == second["prompt_tokens"] - 1
+    assert second["text"] == first["text"] and second["generated_tokens"] == first["generated_tokens"]
 
 
 def test_task_file_that_does_not_parse(tmp_path, embedded_model):

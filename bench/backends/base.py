@@ -34,6 +34,7 @@ class GenerationTrace:
     # prefill_compute_s / prefill_compute_tokens, decode_compute_s / decode_compute_tokens.
     backend_counters: dict[str, float] | None = None
     text_bytes: int | None = None  # UTF-8 bytes of the generated text, as the pieces came (None: len of text)
+    prompt_tokens_reused: int = 0  # leading prompt tokens whose KV cache a previous request left (reuse_prefix)
 
 
 class Backend(ABC):
@@ -55,9 +56,14 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
         """Greedy generation with a timestamp per token as the caller receives it; it ends early at
-        end-of-sequence if asked, and once the text contains one of ``stop`` (generate_until)."""
+        end-of-sequence if asked, and once the text contains one of ``stop`` (generate_until).
+
+        ``reuse_prefix``: a backend that can may keep the KV cache of the leading tokens this prompt
+        shares with the previous request (as llama-server's prompt cache does), and say how many in
+        ``prompt_tokens_reused``; others ignore it. Timed speed passes never ask (each request starts
+        from an empty cache); task passes do, since their few-shot examples are one shared prefix."""
 
     def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
         """Next-token logits for a token sequence, one window at a time (memory stays bounded by a

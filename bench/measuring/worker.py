@@ -192,11 +192,14 @@ def run_task(job: Job, out_path: Path) -> dict[str, Any]:
                                  f"exceed the task context {job.load.n_ctx}")
             before = meter.read_joules() if meter else None
             t0 = time.perf_counter()
-            trace = backend.generate(prompt, work.max_new_tokens, stop_at_eos=True, stop=STOP)
+            # The shared few-shot prefix stays cached between items where the backend can keep it
+            # (as a server's prompt cache would); each record says how many prompt tokens were reused.
+            trace = backend.generate(prompt, work.max_new_tokens, stop_at_eos=True, stop=STOP, reuse_prefix=True)
             seconds = time.perf_counter() - t0
             predicted = extract_answer(trace.text)
             records.append({"index": work.shots + i, "predicted": predicted, "gold": item.gold,
                             "correct": is_correct(predicted, item.gold), "prompt_tokens": len(prompt),
+                            "prompt_tokens_reused": trace.prompt_tokens_reused,
                             "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
                             "energy_j": meter.read_joules() - before if meter and before is not None else None})
             _progress(i + 1, len(pool))

@@ -118,6 +118,8 @@ def summarize_task(records: list[dict[str, Any]], usd_per_hour: float | None) ->
     out: dict[str, Any] = {
         "items": n, "correct": correct, "accuracy": p, "accuracy_se": math.sqrt(p * (1 - p) / n),
         "seconds": seconds, "generated_tokens": tokens,
+        # prompt tokens served from the KV cache the previous item left (the shared few-shot prefix)
+        "prompt_tokens_reused": sum(r.get("prompt_tokens_reused", 0) for r in records),
         "seconds_per_correct": seconds / correct if correct else None,
         "tokens_per_correct": tokens / correct if correct else None,
     }

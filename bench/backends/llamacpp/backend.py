@@ -2,8 +2,8 @@
 
 We drive ``Llama.eval`` and ``Llama.sample`` ourselves rather than ``create_completion`` so that
 the prefill pass is timed on its own and each token's timestamp is taken when the caller has it
-(sampled and detokenized). ``reset()`` before each request clears the KV cache, so no repetition
-reuses an earlier prompt's cache.
+(sampled and detokenized). Each request starts from an empty KV cache, so no repetition reuses an
+earlier prompt's cache; only a caller that asks (``reuse_prefix``, the task pass) keeps the prefix.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class LlamaCppBackend(Backend):
         return build_prompt(n_tokens, lambda text: self.llm.tokenize(text.encode(), add_bos=False), bos)
 
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
         llm, clock = self.llm, time.perf_counter
         lc = self._llama_cpp
         is_eog, sample, greedy, ctx = lc.llama_vocab_is_eog, lc.llama_sampler_sample, self._greedy, llm.ctx
@@ -105,10 +105,11 @@ class LlamaCppBackend(Backend):
         times: list[float] = []
         pieces: list[bytes] = []
         eos = False
-        llm.reset()
+        reused = self._common_prefix(prompt) if reuse_prefix else 0
+        llm.n_tokens = reused  # eval() first drops every KV cell from n_tokens on; 0 is reset()
         lc.llama_perf_context_reset(ctx)
         t0 = clock()
-        llm.eval(prompt)  # prefill: all p prompt tokens in batches of n_batch
+        llm.eval(prompt[reused:])  # prefill: the prompt tokens not cached, in batches of n_batch
         prefill_end = clock() - t0
         for i in range(max_new_tokens):
             token = sample(greedy, ctx, -1)  # argmax of the last position's logits
@@ -131,11 +132,23 @@ class LlamaCppBackend(Backend):
             stopped_at_eos=eos,
             text=b"".join(pieces).decode("utf-8", errors="replace"),
             text_bytes=sum(len(p) for p in pieces),
+            prompt_tokens_reused=reused,
             backend_counters={  # llama_perf_context: batched (prompt) vs single-token decode calls
                 "prefill_compute_s": perf.t_p_eval_ms / 1e3, "prefill_compute_tokens": perf.n_p_eval,
                 "decode_compute_s": perf.t_eval_ms / 1e3, "decode_compute_tokens": perf.n_eval,
             },
         )
+
+    def _common_prefix(self, prompt: list[int]) -> int:
+        """Leading tokens of ``prompt`` already in the KV cache, less one: the last prompt token is
+        always evaluated so that its logits give the first new token."""
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        n = 0
+        for a, b in zip(cached, prompt[:-1], strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
 
     def environment(self) -> dict[str, Any]:
         lc = self._llama_cpp

@@ -75,7 +75,8 @@ class TransformersBackend(Backend):
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
+        # reuse_prefix is not supported here: every request recomputes its whole prompt
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
