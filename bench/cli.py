@@ -632,11 +632,14 @@ def _load(paths: list[str], err: Any) -> tuple[list[Any], list[Any], list[str]]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import DEFAULT_FORMATS, Report, write_report
+    from bench.datafiles import find_data_path
     from bench.display import console
+    from bench.hardware.profiles import load_profiles
 
     err = console(stderr=True)
     rows, serving, warnings = _load(args.results, err)
-    report = Report(rows=rows, sources=args.results, warnings=warnings, serving=serving)
+    profiles = load_profiles(find_data_path("hardware_profiles", None, "BENCH_PROFILES"))
+    report = Report(rows=rows, sources=args.results, warnings=warnings, serving=serving, profiles=profiles)
     for path in write_report(report, Path(args.output_dir), args.format or DEFAULT_FORMATS, args.name):
         print(path)
     err.print(report.provenance())

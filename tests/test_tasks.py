@@ -7,6 +7,7 @@ import math
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
+from bench.measuring.cost import task_seconds, usd_per_correct
 from bench.quality.tasks import extract_answer, is_correct, load_items, summarize_task, task_file
 
 
@@ -41,6 +42,15 @@ def test_summary_statistics():
     assert "energy_j_per_correct" not in s  # no counter, no number
 
 
+def test_task_time_and_cost_formulas():
+    records = [{"prompt_tokens": 600, "prompt_tokens_reused": 500, "generated_tokens": 50},
+               {"prompt_tokens": 100, "generated_tokens": 10}]  # a record from before prefix reuse: none reused
+    # (600 - 500 + 100) / 100 tok/s prefill + (50 + 10) / 20 tok/s decode
+    assert task_seconds(records, 100.0, 20.0) == pytest.approx(2.0 + 3.0)
+    assert usd_per_correct(3.6, 1000.0, 4) == pytest.approx(3.6 * 1000 / 3600 / 4)
+    assert usd_per_correct(3.6, 1000.0, 0) is None
+
+
 def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
@@ -57,6 +67,16 @@ def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     first, second = t["records"]
     assert first["prompt_tokens_reused"] == 0 and 0 < second["prompt_tokens_reused"] < second["prompt_tokens"]
     assert t["prompt_tokens_reused"] == second["prompt_tokens_reused"]
+    # the report: measured on this host, projected (and labelled so) onto the priced tiers
+    rep = run_bench("report", str(out), "-o", str(tmp_path / "rep"), "--format", "md")
+    assert rep.returncode == 0, rep.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    section = md.split("## Task accuracy: time and $ per correct answer", 1)[1]
+    assert f"({t['correct']}/2)" in section and "PROJECTIONS, not measurements" in section
+    per_item = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in section.splitlines()
+                if line.startswith("| ") and not line.startswith("| tier")}
+    # same items, same formula: a Raspberry Pi 5 takes longer per item than an H100
+    assert float(per_item["rpi5-8g"]) > float(per_item["cloud-h100"])
 
 
 def test_a_kept_prefix_gives_the_answer_a_fresh_cache_gives(tmp_path, embedded_model):

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.analysis.flat import COLUMNS, flatten, tier_label
 from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
+from bench.hardware.profiles import Profile
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
 
@@ -51,6 +52,8 @@ class Report:
     sources: list[str]
     warnings: list[str] = field(default_factory=list)
     serving: list[ServingRecord] = field(default_factory=list)  # bench serve's records (points, sweeps, tasks)
+    # the tiers a task's time and $ per correct answer are projected onto (bench report: every priced profile)
+    profiles: dict[str, Profile] = field(default_factory=dict)
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def ordered(self) -> list[Row]:
@@ -108,6 +111,7 @@ def markdown(report: Report) -> str:
     if front:
         lines += ["", "## Pareto front: decode speed vs quality loss", ""] + [f"- {x}" for x in front]
     lines += tier_speed_lines(report)
+    lines += task_markdown(report)
     lines += serving_markdown(report)
     return "\n".join(lines) + "\n"
 
@@ -192,6 +196,85 @@ def tier_speed_lines(report: Report) -> list[str]:
     return lines
 
 
+TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-p)/n). Time is the task pass "
+             "measured on the row's own tier (few-shot prefix kept in the KV cache between items where the backend "
+             "can). On other tiers, time and $ per correct answer are PROJECTIONS, not measurements: the measured "
+             "time scaled by the items' token counts at the tier's projected prefill and decode speeds over the same "
+             "at this row's measured speeds (bench.measuring.cost.task_cost_on_tier), with the projection's "
+             "interval; $ = the tier's $/hour x time / 3600 / correct answers.")
+TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
+
+
+def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
+    """Each row with a task pass: (row, its measured summary, one table line per priced tier)."""
+    from bench.analysis.flat import latest_per_cell
+    from bench.measuring.cost import task_cost_on_tier
+
+    out = []
+    for r in latest_per_cell(report.ordered()):
+        t = r.task
+        if not (r.status == "ok" and t.ok and t.items):
+            continue
+        reused = sum(x.get("prompt_tokens_reused", 0) for x in t.records or [])
+        prompt = sum(x.get("prompt_tokens", 0) for x in t.records or [])
+        energy = (f"{t.energy_j_per_correct:.0f} J per correct answer" if t.energy_j_per_correct is not None
+                  else f"energy {t.energy_source or 'not read'}")
+        usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
+               else "no $ on this tier (no price)")
+        summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: {t.name} "
+                   f"accuracy {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} ({t.correct}/{t.items}); "
+                   f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
+                   f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "
+                   f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")
+        lines = []
+        for profile in report.profiles.values():
+            if profile.id == r.config.profile_id or not profile.price:
+                continue
+            c = task_cost_on_tier(r.to_dict(), profile)
+            if "seconds" not in c:
+                lines.append([profile.id, fmt(profile.price.hourly_usd(), '.3g'), "-", "-", "-", c["why"]])
+                continue
+            per = c["items"]
+            fast, slow = c["seconds_interval"]
+            lines.append([profile.id, fmt(c.get("usd_per_hour"), ".3g"), f"{c['seconds'] / per:.1f}",
+                          f"{fast / per:.1f}-{slow / per:.1f}" if slow is not None else f"{fast / per:.1f}-?",
+                          fmt(c.get("usd_per_correct"), ".3g"),
+                          "-".join(fmt(v, ".3g") for v in c.get("usd_per_correct_interval") or [])])
+        out.append((r, summary, lines))
+    return out
+
+
+def task_markdown(report: Report) -> list[str]:
+    """The "Task accuracy" section: accuracy, time, energy and $ per correct answer, measured on the
+    row's tier and projected onto every priced tier."""
+    found = task_rows(report)
+    if not found:
+        return []
+    lines = ["", "## Task accuracy: time and $ per correct answer", "", TASK_NOTE]
+    for _, summary, table in found:
+        lines += ["", f"- {_md_escape(summary)}"]
+        if table:
+            lines += ["", "| " + " | ".join(TASK_TIER_HEADS) + " |", "|" + "---|" * len(TASK_TIER_HEADS)]
+            lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in table]
+    return lines
+
+
+def task_html(report: Report) -> list[str]:
+    e = html.escape
+    found = task_rows(report)
+    if not found:
+        return []
+    parts = ['<h2 id="tasks">Task accuracy: time and $ per correct answer</h2>', f'<p class="small">{e(TASK_NOTE)}</p>']
+    for _, summary, table in found:
+        parts.append(f"<p>{e(summary)}</p>")
+        if table:
+            parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in TASK_TIER_HEADS)
+                         + "</tr></thead><tbody>" + "".join(
+                             "<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in table)
+                         + "</tbody></table>")
+    return parts
+
+
 HTML_STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;
 padding:0 1rem}
@@ -244,6 +327,7 @@ def html_page(report: Report) -> str:
         parts.append("<h2>Cells that did not complete</h2><ul>" + "".join(
             f"<li>{e(r.config.model_id)}:{e(r.config.variant_id)} {e(r.config.backend)} on {e(tier_label(r))}: "
             f"<b>{e(r.status)}</b>: {e(r.reason or '')}</li>" for r in failed) + "</ul>")
+    parts += task_html(report)
     parts += serving_html(report)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -79,3 +79,53 @@ def tier_speed(row: Mapping[str, Any], profile: Profile, measured_on_tier: bool)
                                                       if decode.low > 0 else None],
                 "speed_basis": f"decode tok/s {projection.basis} (PROJECTION, not a measurement)"}
     return {"speed_basis": projection.basis, "projection": projection.to_dict(), "cost": cost}
+
+
+def task_seconds(records: list[Mapping[str, Any]], prefill_tps: float, decode_tps: float) -> float:
+    """Time a task's items take at these speeds, by the item's own token counts:
+    sum_i (p_i - r_i) / prefill_tps + g_i / decode_tps, where p_i is item i's prompt tokens, r_i those
+    of them served from the KV cache (the shared few-shot prefix) and g_i its generated tokens."""
+    return sum((r["prompt_tokens"] - r.get("prompt_tokens_reused", 0)) / prefill_tps
+               + r["generated_tokens"] / decode_tps for r in records)
+
+
+def usd_per_correct(usd_per_hour: float, seconds: float, correct: int) -> float | None:
+    """$ per correct answer = $/hour x seconds / 3600 / correct answers (None with none correct)."""
+    return usd_per_hour * seconds / 3600 / correct if correct else None
+
+
+def task_cost_on_tier(row: Mapping[str, Any], profile: Profile) -> dict[str, Any]:
+    """A task pass measured on this host carried onto ``profile``: its time and $ per correct answer
+    there, a PROJECTION with its interval. The tier's time is the host's measured task time scaled by
+    task_seconds at the tier's projected speeds over task_seconds at the host's measured speeds (the
+    row's timed pass), so what the formula leaves out (deeper context than the timed pass, sampling,
+    stop checks) is carried at the host's measured proportion rather than dropped.
+    ``{"tier", "why"}`` where it cannot be projected."""
+    from bench.hardware.perfmodel import project_row
+
+    task, summary = row.get("task") or {}, row.get("summary") or {}
+    records, correct = task.get("records") or [], task.get("correct") or 0
+    host_prefill = (summary.get("prefill_tps") or {}).get("mean")
+    host_decode = (summary.get("decode_tps") or {}).get("mean")
+    if task.get("status") != "ok" or not records or not host_prefill or not host_decode:
+        return {"tier": profile.id, "why": "no task pass and timed pass measured together in this row"}
+    projection = project_row(row, profile, efficiency="published")
+    if projection.decode_tps is None or projection.prefill_tps is None:
+        why = projection.unmeasured.get("decode_tps") or projection.unmeasured.get("prefill_tps")
+        return {"tier": profile.id, "why": f"no projection onto {profile.id}: {why}"}
+    scale = task["seconds"] / task_seconds(records, host_prefill, host_decode)
+    d, p = projection.decode_tps, projection.prefill_tps
+    seconds = scale * task_seconds(records, p.value, d.value)
+    slow = scale * task_seconds(records, p.low, d.low) if p.low > 0 and d.low > 0 else None
+    fast = scale * task_seconds(records, p.high, d.high) if p.high != float("inf") and d.high != float("inf") else 0.0
+    out: dict[str, Any] = {"tier": profile.id, "basis": f"{projection.basis} (PROJECTION, not a measurement)",
+                           "items": len(records), "seconds": seconds, "seconds_interval": [fast, slow]}
+    hourly = profile.price.hourly_usd() if profile.price else None
+    if hourly:
+        out["usd_per_hour"] = hourly
+        out["usd_per_correct"] = usd_per_correct(hourly, seconds, correct)
+        out["usd_per_correct_interval"] = [usd_per_correct(hourly, fast, correct),
+                                           usd_per_correct(hourly, slow, correct) if slow is not None else None]
+    else:
+        out["why_no_usd"] = f"profile {profile.id} has no price"
+    return out

@@ -354,6 +354,7 @@ class Task(Section):
     accuracy_se: float | None = None
     seconds: float | None = None
     generated_tokens: int | None = None
+    prompt_tokens_reused: int | None = None  # prompt tokens served from the KV cache (the shared few-shot prefix)
     seconds_per_correct: float | None = None
     tokens_per_correct: float | None = None
     energy_j_per_correct: float | None = None
