@@ -6,7 +6,8 @@ session on the embedded model's derived fp32 folder. (llama.cpp: see ``benchmark
 
 Direct decode tok/s = 63 / (T(generate 64 tokens) - T(generate 1 token)), median of 3; the suite's
 is its mean decode tok/s over 3 repetitions of p=128, n=64. The table's ratio is the median over
-rounds of suite/direct measured back to back.
+rounds of suite/direct measured back to back (the suite first in odd rounds, second in even ones),
+with its distribution-free 95% interval and whether that settles "within 2%" (at least 6 rounds).
 """
 
 from __future__ import annotations
@@ -113,24 +114,34 @@ def main(argv: list[str] | None = None) -> int:
         if c not in CASES:
             ap.error(f"unknown case {c}; known: {', '.join(CASES)}")
     results: dict[str, dict[str, list[float]]] = {c: {"suite": [], "direct": []} for c in cases}
+    def direct(c: str) -> float:
+        out = subprocess.run([sys.executable, __file__, "-t", str(args.t), "--direct-child", json.dumps([c, folder])],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     for rnd in range(args.rounds):
-        for c in cases:  # interleaved: suite and direct of a case run back to back
+        for c in cases:  # interleaved: suite and direct of a case run back to back, ABBA
+            if rnd % 2:
+                results[c]["direct"].append(direct(c))
             results[c]["suite"].append(run_suite(c, args.t))
-            out = subprocess.run([sys.executable, __file__, "-t", str(args.t), "--direct-child",
-                                  json.dumps([c, folder])], capture_output=True, text=True, check=True)
-            results[c]["direct"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            if not rnd % 2:
+                results[c]["direct"].append(direct(c))
         print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
     # Paired: each round's suite and direct runs are adjacent in time, so the median of the per-round
     # ratios is less exposed to the machine's slow drift than a ratio of medians.
+    from bench.analysis.significance import median_interval, within_tolerance
+
     print("| case | backend | options | suite decode tok/s | direct decode tok/s "
-          "| suite/direct (median of paired rounds) | range |")
-    print("|---|---|---|---|---|---|---|")
+          "| suite/direct (median of paired rounds) | 95% interval | within 2% | range |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         s, d = statistics.median(results[c]["suite"]), statistics.median(results[c]["direct"])
         ratios = [a / b for a, b in zip(results[c]["suite"], results[c]["direct"], strict=True)]
         backend, opts = CASES[c]
+        iv = median_interval(ratios)
+        span = f"{iv.low:.3f}-{iv.high:.3f}" if iv else "-"
         print(f"| {c} | {backend} | {' '.join(opts) or '-'} | {s:.2f} | {d:.2f} | {statistics.median(ratios):.3f} | "
-              f"{min(ratios):.3f}-{max(ratios):.3f} |")
+              f"{span} | {within_tolerance(ratios, 0.02)} | {min(ratios):.3f}-{max(ratios):.3f} |")
     return 0
 
 

@@ -7,8 +7,11 @@ and lengths, interleaved in rounds in one session (so drift on a shared host hit
 
 llama-bench is built once from the llama.cpp vendored in the installed llama-cpp-python's sdist with
 the installed wheel's own ggml flags (bench.native.tools), so both run the same kernels. For each
-file, every round runs the suite and then llama-bench back to back; the table gives the median of
-the per-round ratios (pairs cancel the drift of a shared host) and each round's ratio.
+file, every round runs the suite and llama-bench back to back, the suite first in odd rounds and
+second in even ones (ABBA: a warm-up or drift effect of going first falls on both); the table gives
+the median of the per-round ratios (pairs cancel the drift of a shared host), its distribution-free
+95% interval where the rounds allow one (at least 6), whether that settles "within 2%", and each
+round's ratio.
 
 Matching llama-bench: prefill is its ``pp`` test (p tokens from an empty context); decode is its
 ``tg`` test at depth p (``-d p``: n tokens after a p-token context, as in our requests); flash
@@ -83,14 +86,28 @@ def run_llama_bench(binary: str, model: str, p: int, n: int, t: int, r: int) -> 
 METRICS = ("prefill_tps", "decode_tps")
 
 
+TOLERANCE = 0.02  # the goal: every file within 2% of llama-bench, prefill and decode
+
+
 def paired_table(rounds: list[dict[str, dict[str, list[float]]]], base: str, other: str) -> dict[str, Any]:
     """Per round, median(base) / median(other) for each metric; then the median of those paired
-    ratios and their range (drift between rounds cancels within a pair)."""
+    ratios (drift between rounds cancels within a pair), its 95% interval and the judgement."""
+    from bench.analysis.significance import median_interval, within_tolerance
+
     out: dict[str, Any] = {}
     for m in METRICS:
         ratios = [statistics.median(r[base][m]) / statistics.median(r[other][m]) for r in rounds]
-        out[m] = {"median": statistics.median(ratios), "rounds": ratios}
+        iv = median_interval(ratios)
+        out[m] = {"median": statistics.median(ratios), "rounds": ratios,
+                  "interval": [iv.low, iv.high, iv.coverage] if iv else None,
+                  "within_2pct": within_tolerance(ratios, TOLERANCE)}
     return out
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    iv = entry["interval"]
+    span = f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
+    return f"{entry['median']:.3f}{span} {entry['within_2pct']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for rnd in range(args.rounds):
             res: dict[str, dict[str, list[float]]] = {}
+            if rnd % 2 == 1:  # ABBA: llama-bench first in every other round
+                res["llama-bench"] = run_llama_bench(binary, model, args.p, args.n, args.t, args.r)
             res["suite"] = run_suite(model, args.p, args.n, args.t, args.r)
             res["suite counters"] = res["suite"].pop("backend")
-            res["llama-bench"] = run_llama_bench(binary, model, args.p, args.n, args.t, args.r)
+            if rnd % 2 == 0:
+                res["llama-bench"] = run_llama_bench(binary, model, args.p, args.n, args.t, args.r)
             if args.direct:
                 res["direct"] = run_direct(model, args.p, args.n, args.t, args.r)
             rounds.append(res)
@@ -130,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                           "counters/llama-bench": paired_table(rounds, "suite counters", "llama-bench")}
     print(f"p={args.p}, n={args.n}, threads={args.t}, {args.rounds} rounds x {args.r} repetitions, interleaved; "
           f"llama-bench: {binary}\n")
+    print("Each ratio: the median over rounds of suite/llama-bench, its 95% interval from order statistics, "
+          "and whether that interval lies within 2% of 1 (yes), outside it (no), or across its edge (cannot tell).\n")
     print("| file | prefill suite/llama-bench | decode suite/llama-bench | llama.cpp counters in the suite "
           "(prefill/decode) | rounds (prefill/decode) |")
     print("|---|---|---|---|---|")
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         s, c = r["suite/llama-bench"], r["counters/llama-bench"]
         per_round = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(s["prefill_tps"]["rounds"], s["decode_tps"]["rounds"],
                                                                    strict=True))
-        print(f"| {Path(model).name} | {s['prefill_tps']['median']:.3f} | {s['decode_tps']['median']:.3f} | "
+        print(f"| {Path(model).name} | {_cell(s['prefill_tps'])} | {_cell(s['decode_tps'])} | "
               f"{c['prefill_tps']['median']:.3f}/{c['decode_tps']['median']:.3f} | {per_round} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

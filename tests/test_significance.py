@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from bench.analysis.significance import mann_whitney_u, null_cdf, ratio_estimate, smallest_p
+from bench.analysis.significance import (
+    mann_whitney_u,
+    median_interval,
+    null_cdf,
+    ratio_estimate,
+    smallest_p,
+    within_tolerance,
+)
 
 
 def test_null_distribution_is_exact():
@@ -83,3 +90,22 @@ def test_few_samples_report_the_lower_coverage_they_can_reach():
     est = ratio_estimate([10.0, 11.0, 12.0], [10.5, 11.5, 12.5])
     assert est.coverage == pytest.approx(0.9)
     assert math.isclose(est.low, 10.5 / 12) and math.isclose(est.high, 12.5 / 10)
+
+
+def test_median_interval_from_order_statistics():
+    # n = 10: P(Binomial(10, 1/2) <= 1) = 11/1024 <= 0.025 < P(<= 2) = 56/1024, so [x_(2), x_(9)]
+    iv = median_interval([float(v) for v in range(10, 0, -1)])
+    assert (iv.median, iv.low, iv.high) == (5.5, 2.0, 9.0)
+    assert iv.coverage == pytest.approx(1 - 2 * 11 / 1024)
+    # five rounds: even [min, max] covers only 1 - 2/32 = 93.75%, so no 95% interval exists
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0], alpha=0.1).coverage == pytest.approx(1 - 2 / 32)
+
+
+def test_within_tolerance_needs_the_whole_interval_on_one_side():
+    tight = [1.0 + d for d in (-0.01, -0.005, 0.0, 0.002, 0.004, 0.006, 0.008, 0.01, -0.008, 0.003)]
+    assert within_tolerance(tight, 0.02) == "yes"
+    assert within_tolerance([0.9 + 0.001 * i for i in range(10)], 0.02) == "no"
+    wide = [0.85, 0.9, 0.95, 0.99, 1.0, 1.01, 1.05, 1.1, 1.2, 1.6]  # this VM's rounds: median 1.005
+    assert within_tolerance(wide, 0.02) == "cannot tell"
+    assert within_tolerance(tight[:5], 0.02) == "cannot tell (too few rounds: 5)"

@@ -143,6 +143,49 @@ def ratio_estimate(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) 
                          n_baseline=m, n_new=n)
 
 
+@dataclass(frozen=True)
+class MedianInterval:
+    median: float
+    low: float
+    high: float
+    coverage: float  # the interval's exact confidence level (order statistics give discrete levels)
+
+
+def median_interval(values: Sequence[float], alpha: float = 0.05) -> MedianInterval | None:
+    """Distribution-free interval for a median from order statistics: [x_(k), x_(n+1-k)] with the
+    largest k such that P(Binomial(n, 1/2) <= k - 1) <= alpha / 2; its exact coverage is
+    1 - 2 P(Binomial(n, 1/2) <= k - 1). None when n is too small for any k >= 1 (n < 6 at 0.05:
+    five paired rounds cannot give a 95% interval for their median, only [min, max] at 93.75%)."""
+    n = len(values)
+    if n == 0:
+        return None
+
+    def below(k: int) -> float:  # P(Binomial(n, 1/2) <= k - 1)
+        return sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 0
+    while k + 1 <= (n + 1) // 2 and below(k + 1) <= alpha / 2:
+        k += 1
+    if k == 0:
+        return None
+    s = sorted(values)
+    return MedianInterval(median=_median(s), low=s[k - 1], high=s[n - k], coverage=1 - 2 * below(k))
+
+
+def within_tolerance(ratios: Sequence[float], tolerance: float, alpha: float = 0.05) -> str:
+    """Is the median of paired ratios within 1 +- tolerance? "yes" when its median_interval lies
+    inside, "no" when it lies wholly outside, "cannot tell" when it crosses an edge (the spread
+    between rounds is wider than the question) or there are too few rounds for an interval."""
+    iv = median_interval(ratios, alpha)
+    if iv is None:
+        return f"cannot tell (too few rounds: {len(ratios)})"
+    if 1 - tolerance <= iv.low and iv.high <= 1 + tolerance:
+        return "yes"
+    if iv.high < 1 - tolerance or iv.low > 1 + tolerance:
+        return "no"
+    return "cannot tell"
+
+
 def z_critical(alpha: float) -> float:
     """Two-sided normal critical value by bisection on erfc (no scipy needed)."""
     lo, hi = 0.0, 10.0

@@ -1,0 +1,58 @@
+"""The fidelity benchmarks are scripts, not timed tests: here they only have to run on the real
+embedded model and real tools and print their table (their numbers go in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def llama_bench(embedded_model) -> Path:
+    from bench.native.tools import tool_path
+
+    return tool_path("llama-bench", say=lambda line: print(line, file=sys.stderr))
+
+
+def test_llama_fidelity_prints_the_paired_table(tmp_path, llama_bench, embedded_gguf):
+    out = tmp_path / "fidelity.json"
+    proc = subprocess.run([sys.executable, "benchmarks/llama_fidelity.py", str(embedded_gguf), "--rounds", "2",
+                           "-p", "16", "-n", "8", "-r", "3", "--llama-bench", str(llama_bench), "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| file | prefill suite/llama-bench | decode suite/llama-bench |" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {embedded_gguf.name} |"))
+    assert "cannot tell (too few rounds: 2)" in row  # two rounds settle nothing, and it says so
+    table = json.loads(out.read_text())[str(embedded_gguf)]
+    assert len(table["rounds"]) == 2
+    assert set(table["rounds"][1]) == {"suite", "suite counters", "llama-bench"}
+    for metric in ("prefill_tps", "decode_tps"):
+        ratios = table["suite/llama-bench"][metric]["rounds"]
+        assert len(ratios) == 2 and all(r > 0 for r in ratios)
+
+
+def test_hf_fidelity_prints_its_table(embedded_model):
+    proc = subprocess.run([sys.executable, "benchmarks/hf_fidelity.py", "--rounds", "1", "--cases", "transformers"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| transformers |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[7] == "cannot tell (too few rounds: 1)"
+
+
+def test_quality_fidelity_prints_its_table(embedded_model):
+    proc = subprocess.run([sys.executable, "benchmarks/quality_fidelity.py", "--model", "smollm2-135m",
+                           "--variants", "q4_0-derived", "--reference", "f16", "--ctx", "128", "--chunks", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| variant")}
+    assert set(rows) == {"f16", "q4_0-derived"}
+    # both tools score the same text with the same windows: a variant's perplexity and KLD are numbers from each
+    assert float(rows["q4_0-derived"][1]) > 1 and float(rows["q4_0-derived"][2]) > 1
+    assert float(rows["q4_0-derived"][4]) > 0 and float(rows["q4_0-derived"][5]) > 0
