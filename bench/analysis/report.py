@@ -213,7 +213,7 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
     out = []
     for r in latest_per_cell(report.ordered()):
         t = r.task
-        if not (r.status == "ok" and t.ok and t.items):
+        if not (r.status == "ok" and t.items):  # a pass cut short by its timeout keeps its finished items
             continue
         reused = sum(x.get("prompt_tokens_reused", 0) for x in t.records or [])
         prompt = sum(x.get("prompt_tokens", 0) for x in t.records or [])
@@ -221,7 +221,8 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
                   else f"energy {t.energy_source or 'not read'}")
         usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
                else "no $ on this tier (no price)")
-        summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: {t.name} "
+        cut = "" if t.ok else f" (**{t.status}**: only the {t.items} item(s) finished before it)"
+        summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: {t.name}{cut} "
                    f"accuracy {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} ({t.correct}/{t.items}); "
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
                    f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measuring.job import Job
-from bench.measuring.worker import PHASE_PREFIX, PROGRESS_PREFIX
+from bench.measuring.worker import PHASE_PREFIX, PROGRESS_PREFIX, partial_path
 
 ProgressFn = Callable[[int, int], None]
 
@@ -114,7 +114,8 @@ def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
                 returncode = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill(proc)
-                return "timeout", f"no result within {timeout_s:g} s; the worker was killed", None
+                return ("timeout", f"no result within {timeout_s:g} s; the worker was killed",
+                        _partial(partial_path(out_path)))
             except BaseException:  # KeyboardInterrupt: never leave a worker behind
                 _kill(proc)
                 raise
@@ -122,9 +123,25 @@ def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
                 reader.join(timeout=5)
         if not out_path.exists():
             status, reason = _classify_exit(returncode, _tail(err_path), watch.phase, job.load.backend, build)
-            return status, reason, None
+            return status, reason, _partial(partial_path(out_path))
         result = json.loads(out_path.read_text())
     return result["status"], result.get("reason"), result
+
+
+def _partial(path: Path) -> dict[str, Any] | None:
+    """What a killed or crashed pass finished before it ended: ``{"partial": [items]}``, or None.
+    A last line cut short by the kill is dropped."""
+    items = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            items.append(json.loads(line))
+        except ValueError:
+            break
+    return {"partial": items} if items else None
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:

@@ -107,7 +107,7 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
         status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
     row.environment = row.environment.replace(machine_state=watch.report())
-    if result is None:
+    if result is None or "status" not in result:  # no result written (a timed pass keeps no partial one)
         row.status, row.reason = status, reason  # type: ignore[assignment]
         return row
     row.status, row.reason = result["status"], result.get("reason")
@@ -202,9 +202,13 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     job = plan.task_job(path)
     status, reason, res = run_job(job, c.timeout_s, build=ctx.build)
     out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe()}
+    price = plan.profile.price.hourly_usd() if plan.profile.price else None
+    if status != "ok" and res and res.get("partial"):  # killed or crashed: the items it finished are kept
+        done = res["partial"]
+        return {**out, **summarize_task(done, price), "records": done,
+                "reason": f"{reason}; the {len(done)} item(s) finished before it are kept (accuracy over those only)"}
     if res is None or status != "ok":
         return {**out, "reason": reason}
-    price = plan.profile.price.hourly_usd() if plan.profile.price else None
     return {**out, **summarize_task(res["records"], price), "energy_source": res["energy_source"],
             "memory": res.get("memory"), "records": res["records"]}
 

@@ -11,6 +11,7 @@ a result with a reason; a crash or kill leaves no result file and the parent cla
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -182,7 +183,9 @@ def run_task(job: Job, out_path: Path) -> dict[str, Any]:
         raise BenchError(f"no task items left after {work.shots} few-shot examples")
     meter, energy_source = open_meter(job.load.device)
     records = []
-    with loaded(job, out_path) as state:
+    # Each finished item is also appended to partial.jsonl beside the result: a pass killed on its
+    # timeout (or by a crash) keeps the items it completed (bench.measuring.launcher reads them).
+    with loaded(job, out_path) as state, partial_path(out_path).open("w", encoding="utf-8") as partial:
         backend = state["backend"]
         _progress(0, len(pool))
         for i, item in enumerate(pool):
@@ -202,8 +205,15 @@ def run_task(job: Job, out_path: Path) -> dict[str, Any]:
                             "prompt_tokens_reused": trace.prompt_tokens_reused,
                             "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
                             "energy_j": meter.read_joules() - before if meter and before is not None else None})
+            partial.write(json.dumps(records[-1]) + "\n")
+            partial.flush()
             _progress(i + 1, len(pool))
     return {"status": "ok", "records": records, "energy_source": energy_source, "memory": state["memory"]}
+
+
+def partial_path(out_path: Path) -> Path:
+    """Where a pass that works item by item appends each finished item (one JSON object a line)."""
+    return out_path.with_name("partial.jsonl")
 
 
 def run_prepare(job: Job, out_path: Path) -> dict[str, Any]:
