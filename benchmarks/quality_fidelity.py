@@ -36,8 +36,19 @@ def suite(model: str, variant: str, reference: str, ctx: int, chunks: int, threa
             raise SystemExit(f"bench run failed for {variant}: {proc.stderr.strip().splitlines()[-1:]}")
         row = json.loads(out.read_text().splitlines()[0])
     q = row["quality"]
+    cache = (q.get("reference") or {}).get("cache")
+    ref_pass = q.get("reference_pass") or {}
     return {"ppl": q.get("perplexity"), "kld": (q.get("kld") or {}).get("mean"), "path": row["model"]["path"],
-            "status": q.get("status"), "reason": q.get("reason") or q.get("note")}
+            "status": q.get("status"), "reason": q.get("reason") or q.get("note"),
+            "peak_rss": (q.get("memory") or {}).get("peak_rss_bytes"),
+            "ref_peak_rss": (ref_pass.get("memory") or {}).get("peak_rss_bytes"),
+            "cache_bytes": ref_pass.get("cache_bytes") or _size(cache), "cache": cache}
+
+
+def _size(cache: str | None) -> int | None:
+    """An existing cache's size on disk (its .npy and the .json beside it)."""
+    files = [Path(cache), Path(cache).with_suffix(".json")] if cache else []
+    return sum(f.stat().st_size for f in files if f.exists()) or None
 
 
 def llama_perplexity(binary: str, model: str, corpus: Path, ctx: int, chunks: int, threads: int,
@@ -77,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                   for v, r in rows.items()}
     print(f"{args.model}, corpus alice29, ctx {args.ctx}, {args.chunks} chunks, threads {args.t}; reference "
           f"{args.reference}; llama-perplexity: {binary}\n")
-    print("| variant | suite PPL | llama-perplexity PPL | ratio | suite KLD | llama-perplexity KLD | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | suite PPL | llama-perplexity PPL | ratio | suite KLD | llama-perplexity KLD | ratio "
+          "| suite quality pass peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     table = [(args.reference, ref, theirs_ref)] + [(v, rows[v], theirs[v]) for v in variants]
     for name, ours, them in table:
         def ratio(a: float | None, b: float | None) -> str:
@@ -88,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             return "-" if v is None else format(v, spec)
 
         print(f"| {name} | {num(ours['ppl'], '.4f')} | {num(them['ppl'], '.4f')} | {ratio(ours['ppl'], them['ppl'])} | "
-              f"{num(ours['kld'], '.5f')} | {num(them['kld'], '.5f')} | {ratio(ours['kld'], them['kld'])} |")
+              f"{num(ours['kld'], '.5f')} | {num(them['kld'], '.5f')} | {ratio(ours['kld'], them['kld'])} | "
+              f"{num(ours['peak_rss'] / 2**20 if ours['peak_rss'] else None, '.0f')} |")
+    sized = [r for r in rows.values() if r["cache_bytes"]]  # the first variant's run made the reference pass
+    if sized:
+        r = sized[0]
+        print(f"\nThe reference's cached log-probabilities (float16, scored positions x vocabulary): "
+              f"{r['cache_bytes'] / 2**20:.0f} MiB on disk; its pass peaked at "
+              f"{num(r['ref_peak_rss'] / 2**20 if r['ref_peak_rss'] else None, '.0f')} MiB RSS.")
     return 0
 
 

@@ -179,6 +179,8 @@ def run_quality(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
             if res is None or status != "ok":
                 return {**out, "status": status, "reason": f"reference pass: {reason}"}
             out["reference_pass"] = {k: res[k] for k in ("perplexity", "seconds", "tokens_evaluated_per_s")}
+            out["reference_pass"]["memory"] = res.get("memory")  # its peak RSS: bounded by one window
+            out["reference_pass"]["cache_bytes"] = cache.size_bytes()
     else:
         out["reference"] = None
         out["note"] = plan.quality_note or "no reference variant: perplexity only"

@@ -123,6 +123,10 @@ class ReferenceCache:
     def meta(self) -> dict[str, Any]:
         return json.loads(self.meta_path.read_text())
 
+    def size_bytes(self) -> int:
+        """Its size on disk: scored positions x vocabulary x 2 bytes, plus the JSON beside it."""
+        return sum(p.stat().st_size for p in (self.npy, self.meta_path) if p.exists())
+
     def reader(self) -> RowReader:
         return RowReader(self.npy)
 
