@@ -7,16 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bench.results.schema import Row
 
+R = TypeVar("R")
+
 
 @dataclass(frozen=True)
-class Column:
+class Column(Generic[R]):
+    """One flat column of a record (a Row here, a serving point in bench.analysis.serving)."""
+
     name: str
     kind: str  # "text" | "real" | "integer"
-    get: Callable[[Row], Any]
+    get: Callable[[R], Any]
     doc: str = ""
 
 

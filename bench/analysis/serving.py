@@ -5,21 +5,13 @@ each load, and the ``bench run`` row of the same model, variant and tier beside 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from bench.analysis.flat import Column
 from bench.results.schema import Row
 from bench.serving.metrics import usd_per_million_output
 from bench.serving.rows import ServingRecord
-
-
-@dataclass(frozen=True)
-class ServingColumn:
-    name: str
-    kind: str  # "text" | "real" | "integer"
-    get: Callable[[ServingRecord], Any]
-    doc: str = ""
 
 
 def stat(p: ServingRecord, metric: str, q: str = "p50") -> float | None:
@@ -45,44 +37,44 @@ def per_user_decode_tps(p: ServingRecord) -> float | None:
     return 1 / t if t else None
 
 
-SERVING_COLUMNS: tuple[ServingColumn, ...] = (
-    ServingColumn("run_id", "text", lambda p: p.run_id),
-    ServingColumn("created_at", "text", lambda p: p.created_at),
-    ServingColumn("host", "text", lambda p: p.host, "machine that ran the client (and a server it started)"),
-    ServingColumn("basis", "text", lambda p: p.basis,
+SERVING_COLUMNS: tuple[Column[ServingRecord], ...] = (
+    Column("run_id", "text", lambda p: p.run_id),
+    Column("created_at", "text", lambda p: p.created_at),
+    Column("host", "text", lambda p: p.host, "machine that ran the client (and a server it started)"),
+    Column("basis", "text", lambda p: p.basis,
                   "measured (the host as it is, or a remote server of the tier) or emulated on HOST (host speed)"),
-    ServingColumn("status", "text", lambda p: p.status),
-    ServingColumn("reason", "text", lambda p: p.reason),
-    ServingColumn("model", "text", lambda p: p.model_id),
-    ServingColumn("variant", "text", lambda p: p.variant_id),
-    ServingColumn("server", "text", lambda p: p.server_kind, "llama-server (the suite's) or openai-compatible"),
-    ServingColumn("tier", "text", lambda p: p.tier_label),
-    ServingColumn("workload", "text", lambda p: p.workload_label, "prompt kind and length, output tokens"),
-    ServingColumn("mode", "text", lambda p: p.mode, "concurrency (closed loop) or rate (open-loop arrivals)"),
-    ServingColumn("load", "real", lambda p: p.load_value, "concurrent users, or requests/s offered"),
-    ServingColumn("requests", "integer", lambda p: p.summary.get("requests"), "counted requests"),
-    ServingColumn("ok", "integer", lambda p: p.summary.get("ok"), "completed requests"),
-    ServingColumn("window_s", "real", lambda p: p.summary.get("window_s")),
-    ServingColumn("request_throughput_rps", "real", lambda p: p.summary.get("request_throughput_rps")),
-    ServingColumn("output_tps", "real", lambda p: p.summary.get("output_tps"), "output tokens/s over the window"),
-    ServingColumn("total_tps", "real", lambda p: p.summary.get("total_tps")),
-    ServingColumn("ttft_s_p50", "real", lambda p: stat(p, "ttft_s")),
-    ServingColumn("ttft_s_p90", "real", lambda p: stat(p, "ttft_s", "p90")),
-    ServingColumn("ttft_s_p99", "real", lambda p: stat(p, "ttft_s", "p99")),
-    ServingColumn("tpot_s_p50", "real", lambda p: stat(p, "tpot_s")),
-    ServingColumn("itl_s_p50", "real", lambda p: stat(p, "itl_s")),
-    ServingColumn("itl_s_p99", "real", lambda p: stat(p, "itl_s", "p99")),
-    ServingColumn("e2e_s_p50", "real", lambda p: stat(p, "e2e_s")),
-    ServingColumn("e2e_s_p99", "real", lambda p: stat(p, "e2e_s", "p99")),
-    ServingColumn("per_user_decode_tps", "real", per_user_decode_tps, "1 / TPOT p50"),
-    ServingColumn("goodput_rps", "real", lambda p: goodput(p, "goodput_rps"), "requests meeting both SLOs / window"),
-    ServingColumn("goodput_share", "real", lambda p: goodput(p, "share")),
-    ServingColumn("kept_up", "integer", lambda p: (p.data.get("client") or {}).get("kept_up"),
+    Column("status", "text", lambda p: p.status),
+    Column("reason", "text", lambda p: p.reason),
+    Column("model", "text", lambda p: p.model_id),
+    Column("variant", "text", lambda p: p.variant_id),
+    Column("server", "text", lambda p: p.server_kind, "llama-server (the suite's) or openai-compatible"),
+    Column("tier", "text", lambda p: p.tier_label),
+    Column("workload", "text", lambda p: p.workload_label, "prompt kind and length, output tokens"),
+    Column("mode", "text", lambda p: p.mode, "concurrency (closed loop) or rate (open-loop arrivals)"),
+    Column("load", "real", lambda p: p.load_value, "concurrent users, or requests/s offered"),
+    Column("requests", "integer", lambda p: p.summary.get("requests"), "counted requests"),
+    Column("ok", "integer", lambda p: p.summary.get("ok"), "completed requests"),
+    Column("window_s", "real", lambda p: p.summary.get("window_s")),
+    Column("request_throughput_rps", "real", lambda p: p.summary.get("request_throughput_rps")),
+    Column("output_tps", "real", lambda p: p.summary.get("output_tps"), "output tokens/s over the window"),
+    Column("total_tps", "real", lambda p: p.summary.get("total_tps")),
+    Column("ttft_s_p50", "real", lambda p: stat(p, "ttft_s")),
+    Column("ttft_s_p90", "real", lambda p: stat(p, "ttft_s", "p90")),
+    Column("ttft_s_p99", "real", lambda p: stat(p, "ttft_s", "p99")),
+    Column("tpot_s_p50", "real", lambda p: stat(p, "tpot_s")),
+    Column("itl_s_p50", "real", lambda p: stat(p, "itl_s")),
+    Column("itl_s_p99", "real", lambda p: stat(p, "itl_s", "p99")),
+    Column("e2e_s_p50", "real", lambda p: stat(p, "e2e_s")),
+    Column("e2e_s_p99", "real", lambda p: stat(p, "e2e_s", "p99")),
+    Column("per_user_decode_tps", "real", per_user_decode_tps, "1 / TPOT p50"),
+    Column("goodput_rps", "real", lambda p: goodput(p, "goodput_rps"), "requests meeting both SLOs / window"),
+    Column("goodput_share", "real", lambda p: goodput(p, "share")),
+    Column("kept_up", "integer", lambda p: (p.data.get("client") or {}).get("kept_up"),
                   "the client kept to the schedule"),
-    ServingColumn("usd_per_hour", "real", lambda p: p.usd_per_hour),
-    ServingColumn("usd_per_1m_output_tokens", "real", usd_per_1m,
+    Column("usd_per_hour", "real", lambda p: p.usd_per_hour),
+    Column("usd_per_1m_output_tokens", "real", usd_per_1m,
                   "$/hour / (output tok/s x 3600) x 1e6 at this load; blank where the speed is not the tier's"),
-    ServingColumn("source", "text", lambda p: p.source, "file:line it was read from"),
+    Column("source", "text", lambda p: p.source, "file:line it was read from"),
 )
 
 
