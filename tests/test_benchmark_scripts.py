@@ -56,3 +56,13 @@ def test_quality_fidelity_prints_its_table(embedded_model):
     # both tools score the same text with the same windows: a variant's perplexity and KLD are numbers from each
     assert float(rows["q4_0-derived"][1]) > 1 and float(rows["q4_0-derived"][2]) > 1
     assert float(rows["q4_0-derived"][4]) > 0 and float(rows["q4_0-derived"][5]) > 0
+
+
+def test_decode_suspects_prints_each_variant(embedded_gguf):
+    proc = subprocess.run([sys.executable, "benchmarks/decode_suspects.py", str(embedded_gguf), "--rounds", "2",
+                           "-p", "16", "-n", "8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")}
+    assert set(rows) == {"bare", "argmax", "suite", "suite+rss", "greedy-sampler", "Llama.eval"}
+    assert rows["bare"].split("|")[2].strip() == "1.000"  # each round's bare against itself
