@@ -222,6 +222,8 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
         usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
                else "no $ on this tier (no price)")
         cut = "" if t.ok else f" (**{t.status}**: only the {t.items} item(s) finished before it)"
+        if t.reason and t.reason.startswith("DISTURBED"):
+            cut += f" ({t.reason.split(';')[0]}: its time is not this tier's alone)"
         summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: {t.name}{cut} "
                    f"accuracy {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} ({t.correct}/{t.items}); "
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "

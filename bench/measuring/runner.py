@@ -202,8 +202,15 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     c, t = plan.config, plan.config.task or {}
     path = task_file(t["name"])
     job = plan.task_job(path)
-    status, reason, res = run_job(job, c.timeout_s, build=ctx.build)
-    out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe()}
+    # Its time and $ per correct answer are measurements too: the machine is watched as for the timed pass.
+    with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
+        status, reason, res = run_job(job, c.timeout_s, build=ctx.build)
+    state = watch.report()
+    out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe(),
+                           "machine_state": state}
+    if state.get("disturbed"):
+        disturbed = f"DISTURBED: {'; '.join(state['flags'])}"
+        reason = f"{disturbed}; {reason}" if reason else disturbed
     price = plan.profile.price.hourly_usd() if plan.profile.price else None
     if status != "ok" and res and res.get("partial"):  # killed or crashed: the items it finished are kept
         done = res["partial"]
@@ -212,7 +219,7 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     if res is None or status != "ok":
         return {**out, "reason": reason}
     return {**out, **summarize_task(res["records"], price), "energy_source": res["energy_source"],
-            "memory": res.get("memory"), "records": res["records"]}
+            "memory": res.get("memory"), "records": res["records"], **({"reason": reason} if reason else {})}
 
 
 def tier_outcome(plan: CellPlan, peak: int | None) -> dict[str, Any]:

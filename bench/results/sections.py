@@ -361,6 +361,7 @@ class Task(Section):
     usd_per_correct: float | None = None
     energy_source: str | None = None
     memory: dict[str, Any] | None = None
+    machine_state: dict[str, Any] | None = None  # as the timed pass's (bench.measuring.machine_state)
     records: list[dict[str, Any]] | None = None
 
     NULLABLE = ("seconds_per_correct", "tokens_per_correct")
