@@ -59,6 +59,7 @@ def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     t = read_jsonl(out)[0]["task"]
     assert t["status"] == "ok" and t["items"] == 2 and len(t["records"]) == 2
     assert [r["index"] for r in t["records"]] == [2, 3]  # the shots are never scored
+    assert t["machine_state"]["wall_s"] > 0 and isinstance(t["machine_state"]["flags"], list)  # watched as timed
     assert 0 <= t["accuracy"] <= 1
     for r in t["records"]:
         assert 1 <= r["generated_tokens"] <= 48 and r["seconds"] > 0
