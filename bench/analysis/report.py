@@ -198,10 +198,10 @@ def tier_speed_lines(report: Report) -> list[str]:
 
 TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-p)/n). Time is the task pass "
              "measured on the row's own tier (few-shot prefix kept in the KV cache between items where the backend "
-             "can). On other tiers, time and $ per correct answer are PROJECTIONS, not measurements: the measured "
-             "time scaled by the items' token counts at the tier's projected prefill and decode speeds over the same "
-             "at this row's measured speeds (bench.measuring.cost.task_cost_on_tier), with the projection's "
-             "interval; $ = the tier's $/hour x time / 3600 / correct answers.")
+             "can). On other tiers, time and $ per correct answer are PROJECTIONS, not measurements: the items' token "
+             "counts at the tier's projected prefill and decode speeds, scaled by the median over items of measured "
+             "time over the same at this row's measured speeds (bench.measuring.cost.task_cost_on_tier), with the "
+             "projection's interval; $ = the tier's $/hour x time / 3600 / correct answers.")
 TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
 
 

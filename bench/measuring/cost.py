@@ -96,11 +96,14 @@ def usd_per_correct(usd_per_hour: float, seconds: float, correct: int) -> float 
 
 def task_cost_on_tier(row: Mapping[str, Any], profile: Profile) -> dict[str, Any]:
     """A task pass measured on this host carried onto ``profile``: its time and $ per correct answer
-    there, a PROJECTION with its interval. The tier's time is the host's measured task time scaled by
-    task_seconds at the tier's projected speeds over task_seconds at the host's measured speeds (the
-    row's timed pass), so what the formula leaves out (deeper context than the timed pass, sampling,
-    stop checks) is carried at the host's measured proportion rather than dropped.
+    there, a PROJECTION with its interval. The tier's time is task_seconds at the tier's projected
+    speeds times the median over items of (item's measured seconds / task_seconds of that item at
+    the host's measured speeds, the row's timed pass): what the formula leaves out (deeper context
+    than the timed pass, stop checks) is carried at the host's measured proportion, and the median
+    keeps a few items slowed by something else on the host from scaling every tier.
     ``{"tier", "why"}`` where it cannot be projected."""
+    import statistics
+
     from bench.hardware.perfmodel import project_row
 
     task, summary = row.get("task") or {}, row.get("summary") or {}
@@ -113,7 +116,7 @@ def task_cost_on_tier(row: Mapping[str, Any], profile: Profile) -> dict[str, Any
     if projection.decode_tps is None or projection.prefill_tps is None:
         why = projection.unmeasured.get("decode_tps") or projection.unmeasured.get("prefill_tps")
         return {"tier": profile.id, "why": f"no projection onto {profile.id}: {why}"}
-    scale = task["seconds"] / task_seconds(records, host_prefill, host_decode)
+    scale = statistics.median(r["seconds"] / task_seconds([r], host_prefill, host_decode) for r in records)
     d, p = projection.decode_tps, projection.prefill_tps
     seconds = scale * task_seconds(records, p.value, d.value)
     slow = scale * task_seconds(records, p.low, d.low) if p.low > 0 and d.low > 0 else None
