@@ -111,6 +111,13 @@ def best_ratio(rounds: list[dict[str, dict[str, list[float]]]], base: str, other
     return max(v for r in rounds for v in r[base][metric]) / max(v for r in rounds for v in r[other][metric])
 
 
+def own_share(rounds: list[dict[str, dict[str, list[float]]]], metric: str) -> float:
+    """Median over every request of suite / llama.cpp's own counter in the same request: what the
+    suite adds to llama.cpp's work (Python per token), free of the host's drift (same request)."""
+    return statistics.median(s / c for r in rounds
+                             for s, c in zip(r["suite"][metric], r["suite counters"][metric], strict=True))
+
+
 def _cell(entry: dict[str, Any]) -> str:
     iv = entry["interval"]
     span = f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 def tables(rounds: list[dict[str, dict[str, list[float]]]]) -> dict[str, Any]:
     return {"suite/llama-bench": paired_table(rounds, "suite", "llama-bench"),
             "counters/llama-bench": paired_table(rounds, "suite counters", "llama-bench"),
-            "best suite/best llama-bench": {m: best_ratio(rounds, "suite", "llama-bench", m) for m in METRICS}}
+            "best suite/best llama-bench": {m: best_ratio(rounds, "suite", "llama-bench", m) for m in METRICS},
+            "suite/counters per request": {m: own_share(rounds, m) for m in METRICS}}
 
 
 def print_table(results: dict[str, Any], head: str) -> None:
@@ -177,15 +185,18 @@ def print_table(results: dict[str, Any], head: str) -> None:
     print("Each ratio: the median over rounds of suite/llama-bench, its 95% interval from order statistics, "
           "and whether that interval lies within 2% of 1 (yes), outside it (no), or across its edge (cannot tell).\n")
     print("| file | prefill suite/llama-bench | decode suite/llama-bench | llama.cpp counters in the suite "
-          "(prefill/decode) | best of all rounds, suite/llama-bench (prefill/decode) | rounds (prefill/decode) |")
-    print("|---|---|---|---|---|---|")
+          "(prefill/decode) | best of all rounds, suite/llama-bench (prefill/decode) | suite/its own llama.cpp "
+          "counters, same request (prefill/decode) | rounds (prefill/decode) |")
+    print("|---|---|---|---|---|---|---|")
     for model, r in results.items():
         s, c, b = r["suite/llama-bench"], r["counters/llama-bench"], r["best suite/best llama-bench"]
+        own = r["suite/counters per request"]
         per_round = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(s["prefill_tps"]["rounds"], s["decode_tps"]["rounds"],
                                                                    strict=True))
         print(f"| {Path(model).name} | {_cell(s['prefill_tps'])} | {_cell(s['decode_tps'])} | "
               f"{c['prefill_tps']['median']:.3f}/{c['decode_tps']['median']:.3f} | "
-              f"{b['prefill_tps']:.3f}/{b['decode_tps']:.3f} | {per_round} |")
+              f"{b['prefill_tps']:.3f}/{b['decode_tps']:.3f} | {own['prefill_tps']:.4f}/{own['decode_tps']:.4f} | "
+              f"{per_round} |")
 
 
 def _llama_bench() -> Path:
