@@ -79,6 +79,47 @@ def direct_child(case: str, folder: str, threads: int) -> float:
     return statistics.median(63 / (run(64) - run(1)) for _ in range(3))
 
 
+def in_process(folder: str, threads: int, rounds: int) -> list[tuple[float, float]]:
+    """The transformers case with both sides in one process on one loaded model, interleaved per
+    round (ABBA), so the host's drift between processes drops out: (suite, direct) decode tok/s.
+    The suite side is the backend's own generate (its streamer, prefill mark and stop check); the
+    direct side is model.generate with nothing attached, 63 / (T(64) - T(1))."""
+    from bench.backends.base import LoadSettings
+    from bench.backends.transformers.backend import TransformersBackend
+
+    backend = TransformersBackend()
+    backend.load(Path(folder), LoadSettings(threads=threads, device="cpu", n_ctx=192, seed=0))
+    prompt = backend.prompt(128)
+    torch, model = backend.torch, backend.model
+    ids = torch.tensor([prompt])
+
+    def direct(n: int) -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=backend.tokenizer.eos_token_id)
+            return time.perf_counter() - t0
+
+    def suite() -> float:
+        t = backend.generate(prompt, 64, stop_at_eos=False).token_times
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def direct_rate() -> float:
+        return 63 / (direct(64) - direct(1))
+
+    suite(), direct_rate()  # warm-up
+    out = []
+    for rnd in range(rounds):
+        if rnd % 2:
+            d = direct_rate()
+            out.append((suite(), d))
+        else:
+            s = suite()
+            out.append((s, direct_rate()))
+        print(f"in-process round {rnd + 1}/{rounds} done", file=sys.stderr)
+    return out
+
+
 def run_suite(case: str, threads: int) -> float:
     backend, opts = CASES[case]
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--in-process", action="store_true",
+                    help="transformers only: both sides in one process on one model (no drift between processes)")
     ap.add_argument("--direct-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.direct_child:
@@ -109,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG")).model("smollm2-135m")
     folder = str(ModelStore().resolve(model, model.variant("hf-f32")).path)
+    if args.in_process:
+        from bench.analysis.significance import median_interval, within_tolerance
+
+        pairs = in_process(folder, args.t, args.rounds)
+        ratios = [a / b for a, b in pairs]
+        iv = median_interval(ratios)
+        print("| case | suite decode tok/s | direct decode tok/s | suite/direct (median of paired rounds) "
+              "| 95% interval | within 2% |")
+        print("|---|---|---|---|---|---|")
+        print(f"| transformers, one process | {statistics.median(a for a, _ in pairs):.2f} | "
+              f"{statistics.median(b for _, b in pairs):.2f} | {statistics.median(ratios):.3f} | "
+              f"{f'{iv.low:.3f}-{iv.high:.3f}' if iv else '-'} | {within_tolerance(ratios, 0.02)} |")
+        return 0
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
         if c not in CASES:

@@ -66,3 +66,12 @@ def test_decode_suspects_prints_each_variant(embedded_gguf):
             if line.startswith("| ") and not line.startswith("| variant")}
     assert set(rows) == {"bare", "argmax", "suite", "suite+rss", "greedy-sampler", "Llama.eval"}
     assert rows["bare"].split("|")[2].strip() == "1.000"  # each round's bare against itself
+
+
+def test_hf_fidelity_in_one_process_prints_its_row(embedded_model):
+    proc = subprocess.run([sys.executable, "benchmarks/hf_fidelity.py", "--in-process", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| transformers, one process |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[5] == "cannot tell (too few rounds: 1)"
