@@ -21,7 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-PPL = re.compile(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)")
+# llama-perplexity prints "Final estimate: PPL = X +/- Y" on its own, and "Mean PPL(Q) : X ± Y" with
+# --kl-divergence (tools/perplexity/perplexity.cpp in the vendored llama.cpp)
+PPL = re.compile(r"(?:Final estimate: PPL = |Mean PPL\(Q\)\s+:\s+)([0-9.]+)\s+(?:\+/-|±)\s+([0-9.]+)")
 KLD = re.compile(r"Mean\s+KLD:\s+([0-9.]+)\s+±\s+([0-9.]+)")
 
 
