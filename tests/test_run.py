@@ -21,7 +21,9 @@ def run_row(tmp_path_factory, embedded_model):
 
 def test_row_is_complete_and_ok(run_row, embedded_model):
     row, proc = run_row
-    assert row["status"] == "ok" and row["reason"] is None
+    # ok, with no reason unless the machine watch flagged the host (steal on a shared VM): a
+    # disturbed cell is still a complete row, and says so
+    assert row["status"] == "ok" and (row["reason"] is None or row["reason"].startswith("DISTURBED: ")), row["reason"]
     c = row["config"]
     cell = (c["model_id"], c["variant_id"], c["backend"], c["profile_id"])
     assert cell == ("smollm2-135m", "q4_1", "llama.cpp", "auto")

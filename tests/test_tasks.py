@@ -100,9 +100,9 @@ def test_a_kept_prefix_gives_the_answer_a_fresh_cache_gives(tmp_path, embedded_m
 def test_a_task_pass_killed_on_its_timeout_keeps_the_items_it_finished(tmp_path, embedded_model):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
-                     "--task-limit", "1000", "--task-shots", "1", "--task-max-tokens", "64", "--timeout", "40",
+                     "--task-limit", "1000", "--task-shots", "1", "--task-max-tokens", "64", "--timeout", "60",
                      "-o", str(out))
-    assert proc.returncode == 0, proc.stderr  # the timed pass is done; the task pass's timeout is in the row
+    assert proc.returncode == 1, proc.stderr  # a pass that did not complete: exit 1, and its row is written
     t = read_jsonl(out)[0]["task"]
     assert t["status"] == "timeout" and "item(s) finished before it are kept" in t["reason"]
     assert 1 <= t["items"] == len(t["records"]) < 1000
