@@ -13,13 +13,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.analysis.flat import COLUMNS, flatten, tier_label
 from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
-from bench.hardware.profiles import Profile
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
+
+if TYPE_CHECKING:
+    from bench.hardware.profiles import Profile
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
 DISPLAY: tuple[tuple[str, str, str], ...] = (
@@ -229,11 +232,11 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
                    f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "
                    f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")
-        lines = []
+        lines, stored = [], r.to_dict()
         for profile in report.profiles.values():
             if profile.id == r.config.profile_id or not profile.price:
                 continue
-            c = task_cost_on_tier(r.to_dict(), profile)
+            c = task_cost_on_tier(stored, profile)
             if "seconds" not in c:
                 lines.append([profile.id, fmt(profile.price.hourly_usd(), '.3g'), "-", "-", "-", c["why"]])
                 continue

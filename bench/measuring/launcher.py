@@ -114,8 +114,8 @@ def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
                 returncode = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill(proc)
-                return ("timeout", f"no result within {timeout_s:g} s; the worker was killed",
-                        _partial(partial_path(out_path)))
+                reason = f"no result within {timeout_s:g} s; the worker was killed"
+                return "timeout", reason, _partial(partial_path(out_path), "timeout", reason)
             except BaseException:  # KeyboardInterrupt: never leave a worker behind
                 _kill(proc)
                 raise
@@ -123,14 +123,15 @@ def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
                 reader.join(timeout=5)
         if not out_path.exists():
             status, reason = _classify_exit(returncode, _tail(err_path), watch.phase, job.load.backend, build)
-            return status, reason, _partial(partial_path(out_path))
+            return status, reason, _partial(partial_path(out_path), status, reason)
         result = json.loads(out_path.read_text())
     return result["status"], result.get("reason"), result
 
 
-def _partial(path: Path) -> dict[str, Any] | None:
-    """What a killed or crashed pass finished before it ended: ``{"partial": [items]}``, or None.
-    A last line cut short by the kill is dropped."""
+def _partial(path: Path, status: str, reason: str) -> dict[str, Any] | None:
+    """What a killed or crashed pass finished before it ended, as a result of its own (``status``,
+    ``reason`` and ``partial``: the items), or None when it finished none. A last line cut short
+    by the kill is dropped."""
     items = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -141,7 +142,7 @@ def _partial(path: Path) -> dict[str, Any] | None:
             items.append(json.loads(line))
         except ValueError:
             break
-    return {"partial": items} if items else None
+    return {"status": status, "reason": reason, "partial": items} if items else None
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:

@@ -172,3 +172,12 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
             out["flags"].append(f"the GPU's SM clock fell from {max(sm)} to {min(sm)} MHz")
     out["disturbed"] = bool(out["flags"])
     return out
+
+
+def flag_reason(state: dict[str, Any] | None, reason: str | None) -> str | None:
+    """``reason`` with "DISTURBED: <flags>" put first when ``state`` (a StateWatch report) says the
+    pass was disturbed; the same wording for every pass, so compare and the report can match it."""
+    if not (state and state.get("disturbed")):
+        return reason
+    flags = f"DISTURBED: {'; '.join(state['flags'])}"
+    return f"{flags}; {reason}" if reason else flags

@@ -16,7 +16,7 @@ from typing import Any
 from bench.backends import backend_spec
 from bench.measuring.cost import efficiency, tier_speed
 from bench.measuring.launcher import ProgressFn, run_job
-from bench.measuring.machine_state import StateWatch
+from bench.measuring.machine_state import StateWatch, flag_reason
 from bench.measuring.metrics import (
     DEFINITIONS,
     Timeline,
@@ -107,7 +107,7 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
         status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
     row.environment = row.environment.replace(machine_state=watch.report())
-    if result is None or "status" not in result:  # no result written (a timed pass keeps no partial one)
+    if result is None:
         row.status, row.reason = status, reason  # type: ignore[assignment]
         return row
     row.status, row.reason = result["status"], result.get("reason")
@@ -117,9 +117,7 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     fill_speed(row, plan, result, calibration)
     row.environment = row.environment.replace(
         backend={**dict(result.get("environment", {})), "load": job.load.describe()})
-    if row.environment.machine_state and row.environment.machine_state.get("disturbed"):
-        flags = "; ".join(row.environment.machine_state["flags"])
-        row.reason = f"DISTURBED: {flags}" + (f"; {row.reason}" if row.reason else "")
+    row.reason = flag_reason(row.environment.machine_state, row.reason)
     if c.quality:
         row.quality = Quality.from_dict(run_quality(plan, ctx))
     if c.task:
@@ -208,11 +206,9 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     state = watch.report()
     out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe(),
                            "machine_state": state}
-    if state.get("disturbed"):
-        disturbed = f"DISTURBED: {'; '.join(state['flags'])}"
-        reason = f"{disturbed}; {reason}" if reason else disturbed
+    reason = flag_reason(state, reason)
     price = plan.profile.price.hourly_usd() if plan.profile.price else None
-    if status != "ok" and res and res.get("partial"):  # killed or crashed: the items it finished are kept
+    if res and res.get("partial"):  # killed or crashed: the items it finished are kept
         done = res["partial"]
         return {**out, **summarize_task(done, price), "records": done,
                 "reason": f"{reason}; the {len(done)} item(s) finished before it are kept (accuracy over those only)"}
