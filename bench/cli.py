@@ -596,24 +596,26 @@ def _fetch_progress(store: Any, err: Any, disabled: bool = False) -> Iterator[No
 
 
 class _GracefulStop:
-    """First Ctrl-C: finish the current cell, then stop. Second Ctrl-C: abort it now."""
+    """First Ctrl-C: finish the current cell, then stop. Second Ctrl-C, or SIGTERM (a scheduler or CI
+    stopping the run): abort the current cell now, its worker stopped, the completed rows kept."""
 
     def __init__(self, console: Any) -> None:
         self.console = console
         self.requested = False
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
+        if self.requested or signum == signal.SIGTERM:
             raise KeyboardInterrupt
         self.requested = True
         self.console.print("[yellow]stopping after the current cell (Ctrl-C again to abort it)[/yellow]")
 
     def __enter__(self) -> _GracefulStop:
-        self._old = signal.signal(signal.SIGINT, self._handle)
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _load(paths: list[str], err: Any) -> tuple[list[Any], list[Any], list[str]]:

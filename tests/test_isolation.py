@@ -72,11 +72,27 @@ def test_parent_killed_mid_run_keeps_completed_rows_and_leaves_no_worker(tmp_pat
     proc = _start("--prompt-tokens", "8", "--gen-tokens", "4,3000", "-o", str(out))
     _wait_for(lambda: len(_rows(out)) == 1, what="the first row")
     worker = _wait_for(lambda: _worker_of(proc), what="the second worker")
+    scratch = Path(worker.cmdline()[-1]).parent  # the worker's RESULT.json lies in the cell's scratch folder
+    assert scratch.is_dir()
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     rows = _rows(out)  # every line parses: no half-written row
     assert [r["status"] for r in rows] == ["ok"]
     worker.wait(timeout=10)  # the orphaned worker notices and exits
+    assert not scratch.exists()  # and removes what the killed parent could not
+
+
+def test_sigterm_aborts_the_current_cell_stops_its_worker_and_keeps_completed_rows(tmp_path, embedded_model):
+    out = tmp_path / "r.jsonl"
+    proc = _start("--prompt-tokens", "8", "--gen-tokens", "4,3000,5", "-o", str(out))
+    _wait_for(lambda: len(_rows(out)) == 1, what="the first row")
+    worker = _wait_for(lambda: _worker_of(proc), what="the second worker")
+    scratch = Path(worker.cmdline()[-1]).parent
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "every completed row was kept" in stderr
+    assert [(r["config"]["gen_tokens"], r["status"]) for r in _rows(out)] == [(4, "ok")]
+    assert not worker.is_running() and not scratch.exists()  # stopped by the parent, not left to notice
 
 
 def test_ctrl_c_finishes_the_current_cell_then_stops(tmp_path, embedded_model):

@@ -175,6 +175,12 @@ def serving_markdown(report: Report) -> list[str]:
     return lines
 
 
+INTERVAL_NOTE = ("The interval is where real machines fell (10th-90th percentile of measured/projected over the "
+                 "validation entries); the value is not corrected for the model's bias, so where the model "
+                 "under-projects (CPU tiers) the value can lie outside its own interval (README, \"The interval is "
+                 "empirical, the value is not corrected\").")
+
+
 def tier_speed_lines(report: Report) -> list[str]:
     """Rows run under an emulated tier's caps: their speed is the host's, so the tier's speed is a
     PROJECTION (with its interval) or unknown ("caps only")."""
@@ -185,7 +191,8 @@ def tier_speed_lines(report: Report) -> list[str]:
              "A tier emulated on another machine (its threads and RAM capped) measures fit; its speed there is "
              "the host's. The tier's speed is projected by the performance model (README, \"The performance "
              "model\"; bench/hardware/perfmodel.py) from the host's measured efficiency and the tier's sourced "
-             "figures, with the interval the model reached on published measurements of real machines.", ""]
+             "figures, with the interval the model reached on published measurements of real machines. "
+             + INTERVAL_NOTE, ""]
     for r in emulated:
         f = flatten(r)
         cell = f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}"
@@ -204,7 +211,7 @@ TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-
              "can). On other tiers, time and $ per correct answer are PROJECTIONS, not measurements: the items' token "
              "counts at the tier's projected prefill and decode speeds, scaled by the median over items of measured "
              "time over the same at this row's measured speeds (bench.measuring.cost.task_cost_on_tier), with the "
-             "projection's interval; $ = the tier's $/hour x time / 3600 / correct answers.")
+             "projection's interval; $ = the tier's $/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
 TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
 
 

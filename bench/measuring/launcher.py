@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measuring.job import Job
-from bench.measuring.worker import PHASE_PREFIX, PROGRESS_PREFIX, partial_path
+from bench.measuring.worker import PHASE_PREFIX, PROGRESS_PREFIX, SCRATCH_PREFIX, partial_path
 
 ProgressFn = Callable[[int, int], None]
 
@@ -98,7 +98,7 @@ def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
             build: dict[str, Any] | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
     """Run one pass in a child process: (status, reason, result or None). ``build`` (the llama.cpp
     build's facts) lets a crash name the build and its fix."""
-    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
         spec_path, out_path, err_path = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
         spec_path.write_text(job.to_json())
         with err_path.open("w") as err:

@@ -19,13 +19,17 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench.fileio import atomic_write_json
 from bench.measuring.job import Job, ScorePass, SpeedPass, TaskPass
 
 PROGRESS_PREFIX = "@@progress"
 PHASE_PREFIX = "@@phase"
+SCRATCH_PREFIX = "bench-cell-"  # the launcher's folder for one pass: job, result, stderr, partial items
+
+
+_scratch: Path | None = None  # the pass's scratch folder (main sets it), for _orphaned to remove
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -33,16 +37,35 @@ def _watch_parent(parent_pid: int) -> None:
     while True:
         time.sleep(0.5)
         if os.getppid() != parent_pid:
-            os._exit(3)
+            _orphaned()
+
+
+def _orphaned() -> NoReturn:
+    """The parent is gone, killed outright (SIGKILL): nobody will read a result, and the parent
+    cannot remove the pass's scratch folder, so the worker removes it and exits."""
+    import shutil
+
+    if _scratch is not None and _scratch.name.startswith(SCRATCH_PREFIX):
+        shutil.rmtree(_scratch, ignore_errors=True)
+    os._exit(3)
+
+
+def _tell_parent(line: str) -> None:
+    """One line to the parent's reader; the pipe breaks only when the parent has died (it reads
+    until the worker exits), often before the watch notices."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _orphaned()
 
 
 def _progress(done: int, total: int) -> None:
-    print(f"{PROGRESS_PREFIX} {done} {total}", flush=True)
+    _tell_parent(f"{PROGRESS_PREFIX} {done} {total}")
 
 
 def _phase(name: str) -> None:
     """Tell the parent what the child is doing, so a crash can be placed (loading, first tokens...)."""
-    print(f"{PHASE_PREFIX} {name}", flush=True)
+    _tell_parent(f"{PHASE_PREFIX} {name}")
 
 
 def apply_caps(caps: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +255,9 @@ PASSES: dict[str, Callable[[Job, Path], dict[str, Any]]] = {
 
 
 def main(argv: list[str]) -> int:
+    global _scratch
     spec_path, out_path = Path(argv[0]), Path(argv[1])
+    _scratch = spec_path.parent
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     job = Job.from_json(spec_path.read_text())
     try:
