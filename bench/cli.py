@@ -595,7 +595,7 @@ def _fetch_progress(store: Any, err: Any, disabled: bool = False) -> Iterator[No
             bars.stop()
 
 
-class _GracefulStop:
+class _GracefulStop(_TermAsInterrupt):
     """First Ctrl-C: finish the current cell, then stop. Second Ctrl-C, or SIGTERM (a scheduler or CI
     stopping the run): abort the current cell now, its worker stopped, the completed rows kept."""
 
@@ -608,14 +608,6 @@ class _GracefulStop:
             raise KeyboardInterrupt
         self.requested = True
         self.console.print("[yellow]stopping after the current cell (Ctrl-C again to abort it)[/yellow]")
-
-    def __enter__(self) -> _GracefulStop:
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _load(paths: list[str], err: Any) -> tuple[list[Any], list[Any], list[str]]:
