@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,43 @@ def test_quality_row_names_its_corpus_and_reference(ladder_rows):
     assert q["corpus"]["sha256"] == "4cbce86540bcef439f901c89de486d295aa3848e8c4cbc911561054479e73960"
     assert q["reference"]["variant_id"] == "f16"
     assert q["memory"]["peak_rss_bytes"] > 0 and q["tokens_evaluated_per_s"] > 0
+
+
+def test_quality_memory_is_one_window_not_the_corpus(tmp_path, embedded_model):
+    """Six times the corpus, same peak RSS: the reference pass writes its log-probabilities and a
+    variant's pass reads them one block at a time with plain file I/O (a memory map would keep
+    every page it wrote resident, growing RSS by the cache's size). Measured in the same run:
+    2 windows against 12, on a corpus of its own so that both reference passes run."""
+    import uuid
+
+    from bench.quality.corpus import load_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(load_corpus("alice29").path.read_text(encoding="utf-8") + f"\n{uuid.uuid4()}\n")
+    rows = {}
+    try:
+        for chunks in (2, 12):
+            out = tmp_path / f"r{chunks}.jsonl"
+            proc = run_bench("run", "--no-progress", "-m", "smollm2-135m:q8_0-derived", "--prompt-tokens", "8",
+                             "--gen-tokens", "4", "--quality", "--reference", "f16", "--corpus", str(corpus),
+                             "--quality-ctx", "256", "--quality-chunks", str(chunks), "-o", str(out))
+            assert proc.returncode == 0, proc.stderr
+            (row,) = read_jsonl(out)
+            rows[chunks] = row["quality"]
+            assert rows[chunks]["status"] == "ok", rows[chunks]
+    finally:  # the two caches are this test's alone: leave none behind
+        for q in rows.values():
+            npy = Path(q["reference"]["cache"])
+            for p in (npy, npy.with_suffix(".json")):
+                p.unlink(missing_ok=True)
+    small, large = rows[2], rows[12]
+    grown = large["reference_pass"]["cache_bytes"] - small["reference_pass"]["cache_bytes"]
+    assert grown >= 10 * 127 * 49152 * 2  # ten more windows of 127 scored positions x vocabulary x float16
+    ref_growth = (large["reference_pass"]["memory"]["peak_rss_bytes"]
+                  - small["reference_pass"]["memory"]["peak_rss_bytes"])
+    variant_growth = large["memory"]["peak_rss_bytes"] - small["memory"]["peak_rss_bytes"]
+    assert ref_growth < grown / 4, (ref_growth, grown)
+    assert variant_growth < grown / 4, (variant_growth, grown)
 
 
 def test_formulas_on_known_distributions():
@@ -115,6 +153,20 @@ def test_different_vocabulary_is_refused(tmp_path):
 
     with pytest.raises(BenchError, match="divergence is undefined"):
         run_scoring(Backend(), list(range(64)), 16, 2, cache, None)
+
+
+def test_a_reference_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path):
+    """Checked up front: written through a memory map, a full disk would have killed the pass with SIGBUS."""
+    import shutil
+
+    from bench.errors import BenchError
+    from bench.quality.scoring import CacheWriter, ReferenceCache
+
+    cache = ReferenceCache(tmp_path / "ref")
+    positions = shutil.disk_usage(tmp_path).free // (151936 * 2) + 1
+    with pytest.raises(BenchError, match="the reference cache needs .* GiB .* free"):
+        CacheWriter(cache, (positions, 151936))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hub_corpus_unreachable_is_a_clean_error(tmp_path, embedded_model):

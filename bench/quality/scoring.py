@@ -158,6 +158,70 @@ class RowReader:
         self.fh.close()
 
 
+class CacheWriter:
+    """The reference pass's log P, appended block by block to ``NAME.part.npy`` with plain writes,
+    then renamed into place with its JSON. A memory map would keep every page written resident (RSS
+    growing with the corpus, not one window) and on a full disk would kill the pass with SIGBUS, so
+    the space is checked before the first byte."""
+
+    def __init__(self, cache: ReferenceCache, shape: tuple[int, int]) -> None:
+        import shutil
+
+        import numpy as np
+
+        self.cache = cache
+        self.tmp = cache.npy.with_name(cache.npy.stem + ".part.npy")
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        needed = shape[0] * shape[1] * 2
+        free = shutil.disk_usage(self.tmp.parent).free
+        if needed > free:
+            raise BenchError(f"the reference cache needs {needed / 2**30:.2f} GiB in {self.tmp.parent} and "
+                             f"{free / 2**30:.2f} GiB are free: free some space, set BENCH_CACHE, "
+                             "or score fewer chunks")
+        self.fh = self.tmp.open("wb")
+        np.lib.format.write_array_header_2_0(self.fh, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                       "shape": shape})
+        self.entropy_terms: list[float] = []
+        self.tops: list[int] = []
+
+    def add(self, logits: Any) -> None:
+        """Store log P of a block, and its entropy term and argmax as stored (float16)."""
+        import numpy as np
+
+        stored16 = log_softmax(logits).astype(np.float16)
+        self.fh.write(stored16.tobytes())
+        stored = stored16.astype(np.float32)
+        p = np.exp(stored)
+        p /= p.sum(axis=1, keepdims=True)
+        self.entropy_terms.extend(np.einsum("ij,ij->i", p, stored, dtype=np.float64).tolist())
+        self.tops.extend(stored.argmax(axis=1).tolist())
+
+    def commit(self, meta: dict[str, Any]) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.cache.npy)
+        self.cache.meta_path.write_text(json.dumps({**meta, "entropy_term": self.entropy_terms, "top": self.tops}))
+
+    def abort(self) -> None:
+        """A failed or interrupted pass leaves no half-written cache."""
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_reference(reference: ReferenceCache, vocab: int, positions: int) -> tuple[RowReader, Any, Any]:
+    """The reference's rows, entropy terms and argmaxes, after checking they fit this pass."""
+    import numpy as np
+
+    meta = reference.meta()
+    if meta["vocab_size"] != vocab:
+        raise BenchError(f"vocabulary sizes differ (reference {meta['vocab_size']}, variant {vocab}): "
+                         "divergence is undefined")
+    reader = reference.reader()
+    if reader.shape[0] != positions:
+        reader.close()
+        raise BenchError("the reference cache does not match this corpus and window")
+    return reader, np.asarray(meta["entropy_term"]), np.asarray(meta["top"])
+
+
 def run_scoring(backend: Any, tokens: list[int], n_ctx: int, chunks: int, reference: ReferenceCache | None,
                 write: ReferenceCache | None) -> dict[str, Any]:
     """One pass over ``chunks`` windows. With ``reference``: KLD and friends against it. With
@@ -171,59 +235,41 @@ def run_scoring(backend: Any, tokens: list[int], n_ctx: int, chunks: int, refere
         raise BenchError(f"the corpus has {len(tokens)} tokens, fewer than one window of {n_ctx}")
     tokens = tokens[: n_chunks * n_ctx]
     vocab = backend.vocab_size()
-    ref = None
+    ref = ref_entropy = ref_top = None
     if reference is not None:
-        meta = reference.meta()
-        if meta["vocab_size"] != vocab:
-            raise BenchError(f"vocabulary sizes differ (reference {meta['vocab_size']}, variant {vocab}): "
-                             "divergence is undefined")
-        ref = reference.reader()
-        if ref.shape[0] != n_chunks * per_window:
-            raise BenchError("the reference cache does not match this corpus and window")
-        ref_entropy, ref_top = np.asarray(meta["entropy_term"]), np.asarray(meta["top"])
-    out = None
-    if write is not None:
-        write.npy.parent.mkdir(parents=True, exist_ok=True)
-        tmp_npy = write.npy.with_name(write.npy.stem + ".part.npy")
-        out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float16, shape=(n_chunks * per_window, vocab))
+        ref, ref_entropy, ref_top = open_reference(reference, vocab, n_chunks * per_window)
+    out = CacheWriter(write, (n_chunks * per_window, vocab)) if write is not None else None
     stats = PositionStats([], [], [], [])
-    entropy_terms: list[float] = []
-    tops: list[int] = []
     pos = 0
     t0 = time.perf_counter()
-    for targets, logits in backend.score_windows(tokens, n_ctx, first):
-        for b in range(0, len(targets), BLOCK):
-            x = logits[b:b + BLOCK]
-            tgt = targets[b:b + BLOCK]
-            k = len(tgt)
-            if ref is not None:
-                logp = ref.rows(pos, k).astype(np.float32)
-                nll, kld, same, nll_p = score_block(x, tgt, logp, ref_entropy[pos:pos + k], ref_top[pos:pos + k])
-                stats.kld.extend(kld.tolist())
-                stats.same_top.extend(same.tolist())
-                stats.ref_nll.extend(nll_p.tolist())
-            else:
-                nll, _, _, _ = score_block(x, tgt, None)
-            stats.nll.extend(nll.tolist())
-            if out is not None:  # the reference pass stores log P, its entropy term and argmax
-                logq = log_softmax(x)
-                out[pos:pos + k] = logq
-                stored = out[pos:pos + k].astype(np.float32)
-                p = np.exp(stored)
-                p /= p.sum(axis=1, keepdims=True)
-                entropy_terms.extend(np.einsum("ij,ij->i", p, stored, dtype=np.float64).tolist())
-                tops.extend(stored.argmax(axis=1).tolist())
-            pos += k
+    try:
+        for targets, logits in backend.score_windows(tokens, n_ctx, first):
+            for b in range(0, len(targets), BLOCK):
+                x = logits[b:b + BLOCK]
+                tgt = targets[b:b + BLOCK]
+                k = len(tgt)
+                if ref is not None:
+                    logp = ref.rows(pos, k).astype(np.float32)
+                    nll, kld, same, nll_p = score_block(x, tgt, logp, ref_entropy[pos:pos + k], ref_top[pos:pos + k])
+                    stats.kld.extend(kld.tolist())
+                    stats.same_top.extend(same.tolist())
+                    stats.ref_nll.extend(nll_p.tolist())
+                else:
+                    nll, _, _, _ = score_block(x, tgt, None)
+                stats.nll.extend(nll.tolist())
+                if out is not None:  # the reference pass stores log P, its entropy term and argmax
+                    out.add(x)
+                pos += k
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    finally:
+        if ref is not None:
+            ref.close()
     seconds = time.perf_counter() - t0
-    if ref is not None:
-        ref.close()
-    if out is not None and write is not None:
-        out.flush()
-        del out
-        os.replace(tmp_npy, write.npy)
-        write.meta_path.write_text(json.dumps({"vocab_size": vocab, "n_ctx": n_ctx, "chunks": n_chunks,
-                                               "positions": pos, "tokens": list(tokens),
-                                               "entropy_term": entropy_terms, "top": tops}))
+    if out is not None:
+        out.commit({"vocab_size": vocab, "n_ctx": n_ctx, "chunks": n_chunks, "positions": pos, "tokens": list(tokens)})
     result = summarize_quality(stats)
     result.update({"n_ctx": n_ctx, "chunks": n_chunks, "first_scored_position": first,
                    "tokens_evaluated": n_chunks * n_ctx, "seconds": seconds,
