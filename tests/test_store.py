@@ -89,16 +89,22 @@ def test_damaged_gguf_is_refused(damaged, name, needle):
     assert not out.exists()
 
 
-def test_unreachable_hub_says_so_quickly(tmp_path):
+@pytest.mark.parametrize("variant", [
+    "format: gguf\n        quantization: Q8_0\n        source:\n"
+    "          hf: {repo: someone/some-GGUF, file: some-Q8_0.gguf}\n",
+    # a folder (a developer's BF16 release, the usual reference): a snapshot, with no file to look up first
+    "format: hf\n        quantization: bf16\n        source:\n          hf: {repo: someone/some-model}\n",
+], ids=["file", "folder"])
+def test_unreachable_hub_says_so_quickly(tmp_path, variant):
     cat = tmp_path / "models.yaml"
     cat.write_text(
         "schema_version: 1\ndefault_model: m\nmodels:\n  - id: m\n    name: M\n    family: f\n    developer: d\n"
-        "    variants:\n      - id: v\n        kind: quantized\n        format: gguf\n        quantization: Q8_0\n"
-        "        source:\n          hf: {repo: someone/some-GGUF, file: some-Q8_0.gguf}\n")
+        "    variants:\n      - id: v\n        kind: quantized\n        " + variant)
     # A closed local port stands in for a hub we cannot reach (no traffic leaves the machine).
     proc = run_bench("--catalog", str(cat), "models", "fetch", "m",
                      env={"HF_ENDPOINT": "http://127.0.0.1:9", "BENCH_CACHE": str(tmp_path / "c")}, timeout=60)
-    assert_clean_error(proc, "hub is unreachable", "--model PATH.gguf")
+    # the probe's own reason, not another error taken for the network's
+    assert_clean_error(proc, "hub is unreachable (127.0.0.1:9: ", "--model PATH.gguf")
 
 
 def test_models_fetch_reports_cache_hit(embedded_model):

@@ -226,6 +226,7 @@ class ModelStore:
         hf: HfSource = src.hf  # type: ignore[assignment]
         try:
             import huggingface_hub as hub
+            from huggingface_hub import constants as hub_constants  # a submodule: not an attribute until imported
         except ImportError:
             raise BenchError("hf: sources need huggingface_hub: pip install huggingface_hub") from None
         try:
@@ -233,10 +234,10 @@ class ModelStore:
             was_cached = bool(hf.file) and not force and isinstance(
                 hub.try_to_load_from_cache(hf.repo, hf.file, cache_dir=cache, revision=hf.revision,
                                            repo_type=hf.repo_type), str)
-            if not was_cached and not hub.constants.HF_HUB_OFFLINE:
-                why = _probe_endpoint(hub.constants.ENDPOINT)
+            if not was_cached and not hub_constants.HF_HUB_OFFLINE:
+                why = _probe_endpoint(hub_constants.ENDPOINT)
                 if why:
-                    raise BenchError(_unreachable(f"{hf.repo}/{hf.file or ''}@{hf.revision}", why))
+                    raise BenchError(_unreachable(_hf_what(hf), why))
             if hf.file:
                 # Shards first: llama.cpp finds them beside the first file, which we return.
                 for extra in hf.extra_files:
@@ -389,9 +390,13 @@ def _describe(src: Source) -> str:
     return f"path:{src.path}"
 
 
+def _hf_what(hf: HfSource) -> str:
+    return f"{hf.repo}" + (f"/{hf.file}" if hf.file else "") + f"@{hf.revision}"
+
+
 def _explain_hf_error(exc: Exception, hf: HfSource) -> str:
     names = {cls.__name__ for cls in type(exc).__mro__}
-    what = f"{hf.repo}" + (f"/{hf.file}" if hf.file else "") + f"@{hf.revision}"
+    what = _hf_what(hf)
     if "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names:
         return _unreachable(what, type(exc).__name__)
     if "GatedRepoError" in names:
@@ -402,7 +407,10 @@ def _explain_hf_error(exc: Exception, hf: HfSource) -> str:
         return f"{what}: revision {hf.revision!r} not found"
     if "EntryNotFoundError" in names or "RemoteEntryNotFoundError" in names:
         return f"{what}: file {hf.file!r} not found in the repo"
-    return _unreachable(what, type(exc).__name__)
+    if isinstance(exc, OSError) or "HfHubHTTPError" in names:  # requests' errors are OSErrors
+        return _unreachable(what, type(exc).__name__)
+    # Anything else is not the network's doing: say what it was, never "unreachable".
+    return f"{what}: fetching from the Hugging Face hub failed: {type(exc).__name__}: {exc}"
 
 
 def _unreachable(what: str, why: str) -> str:
