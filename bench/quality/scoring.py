@@ -45,6 +45,22 @@ def logsumexp_rows(x: Any) -> Any:
     return (m[:, 0] + np.log(np.exp(x - m).sum(axis=1))).astype(np.float64)
 
 
+def reference_probs(logp: Any) -> Any:
+    """P = exp(log P), renormalized so sum P = 1 exactly (float16 storage rounds log P)."""
+    import numpy as np
+
+    p = np.exp(logp)
+    p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+def entropy_term(p: Any, logp: Any) -> Any:
+    """sum_v P(v) log P(v) per row: the reference's half of the KLD."""
+    import numpy as np
+
+    return np.einsum("ij,ij->i", p, logp, dtype=np.float64)
+
+
 @dataclass
 class PositionStats:
     """Per-position values accumulated over a scoring pass."""
@@ -69,10 +85,9 @@ def score_block(logits: Any, targets: Any, logp: Any | None, ref_entropy_term: A
     nll_q = lse - logits[rows, targets].astype(np.float64)
     if logp is None:
         return nll_q, None, None, None
-    p = np.exp(logp)
-    p /= p.sum(axis=1, keepdims=True)  # float16 storage rounds: renormalize so sum P = 1 exactly
+    p = reference_probs(logp)
     if ref_entropy_term is None:
-        ref_entropy_term = np.einsum("ij,ij->i", p, logp, dtype=np.float64)
+        ref_entropy_term = entropy_term(p, logp)
     cross = np.einsum("ij,ij->i", p, logits, dtype=np.float64)
     kld = np.maximum(ref_entropy_term - (cross - lse), 0.0)
     top = ref_top if ref_top is not None else logp.argmax(axis=1)
@@ -172,7 +187,7 @@ class CacheWriter:
         self.cache = cache
         self.tmp = cache.npy.with_name(cache.npy.stem + ".part.npy")
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        needed = shape[0] * shape[1] * 2
+        needed = shape[0] * shape[1] * np.dtype(np.float16).itemsize
         free = shutil.disk_usage(self.tmp.parent).free
         if needed > free:
             raise BenchError(f"the reference cache needs {needed / 2**30:.2f} GiB in {self.tmp.parent} and "
@@ -191,9 +206,7 @@ class CacheWriter:
         stored16 = log_softmax(logits).astype(np.float16)
         self.fh.write(stored16.tobytes())
         stored = stored16.astype(np.float32)
-        p = np.exp(stored)
-        p /= p.sum(axis=1, keepdims=True)
-        self.entropy_terms.extend(np.einsum("ij,ij->i", p, stored, dtype=np.float64).tolist())
+        self.entropy_terms.extend(entropy_term(reference_probs(stored), stored).tolist())
         self.tops.extend(stored.argmax(axis=1).tolist())
 
     def commit(self, meta: dict[str, Any]) -> None:
