@@ -3,7 +3,9 @@
 1. Probe the CPU's instruction-set extensions (each in a child process; see ``bench.native.cpu``).
 2. Install llama-cpp-python built for this CPU: the fastest build on the ladder that the probes
    allow (``bench.native.llama_build``), from the suite's cache when this kind of CPU built it
-   before, else compiled now.
+   before, else compiled now. On a CPU that advertises AMX the native build (with AMX) is an
+   explicit upgrade, ``--try-native``: kept only if its smoke test runs, else the safe build
+   is put back (docs/install.md, "The AMX rung").
 3. ``pip install -e .[EXTRAS]`` (llama-cpp-python is already satisfied, so pip builds nothing).
 4. Smoke-test llama.cpp in a child: load the embedded model, prefill, decode. If the child dies
    from a signal, the build uses an instruction this machine cannot run: say so in one line,
@@ -12,7 +14,8 @@
    them (``bench doctor``, every result row, the llama-bench/llama-server builds).
 
 Standard library only until step 3: it runs before the suite's dependencies exist.
-Exit status: 0 ready; 1 no build of llama.cpp runs here, or pip failed; 2 bad arguments.
+Exit status: 0 ready; 1 no build of llama.cpp runs here, pip failed, or ``--try-native`` could not
+keep the native build (a build that runs is installed all the same); 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -49,14 +52,16 @@ def _installed_version() -> str | None:
         return None
 
 
-def _crashed_builds(state_path: Path) -> dict[str, Any]:
+def _read_state(state_path: Path) -> dict[str, dict[str, Any]]:
+    """What earlier setups on this kind of CPU learnt: builds that crashed, and builds that ran."""
     try:
-        return json.loads(state_path.read_text()).get("crashed", {})
+        data = json.loads(state_path.read_text())
     except (OSError, ValueError):
-        return {}
+        data = {}
+    return {"crashed": dict(data.get("crashed") or {}), "ran": dict(data.get("ran") or {})}
 
 
-def install(extras: str | None, rebuild: bool, smoke: bool) -> int:
+def install(extras: str | None, rebuild: bool, smoke: bool, try_native: bool = False) -> int:
     version = lb.pinned_version()
     cpu = read_cpu()
     folder = lb.builds_dir(version, cpu)
@@ -65,9 +70,15 @@ def install(extras: str | None, rebuild: bool, smoke: bool) -> int:
     _say(f"CPU {cpu.model_name or cpu.machine} (key {cpu.key}); extensions probed: "
          + (", ".join(f"{p.extension} FAULTS ({p.detail})" for p in faulty) if faulty
             else f"all {len(probes)} advertised ones run"))
-    ladder = lb.build_ladder(cpu, probes)
+    if try_native and faulty:
+        raise SystemExit(f"bench.install: --try-native: the probe of {', '.join(p.extension for p in faulty)} "
+                         "faulted on this CPU, and a native build would compile it in")
     state_path = folder / "state.json"
-    crashed = {} if rebuild else _crashed_builds(state_path)
+    state = _read_state(state_path)
+    if rebuild:
+        state = {"crashed": {}, "ran": {}}
+    crashed, ran = state["crashed"], state["ran"]
+    ladder = lb.build_ladder(cpu, probes, try_native=try_native, native_ran_here=lb.NATIVE.key in ran)
     attempts: list[dict[str, Any]] = [{"build": c.name, "outcome": f"skipped: crashed before ({crashed[c.key]})"}
                                       for c in ladder if c.key in crashed]
     for a in attempts:
@@ -88,28 +99,47 @@ def install(extras: str | None, rebuild: bool, smoke: bool) -> int:
             suite_installed = True
         result = run_smoke() if smoke else None
         attempts.append({"build": config.name, "outcome": "ok" if result is None or result.ok else result.detail})
-        if result is not None and result.crashed:
+        upgrade_failed = try_native and config.name == lb.NATIVE.name and result is not None and not result.ok
+        if result is not None and (result.crashed or upgrade_failed):
             crashed[config.key] = result.detail
-            lb.write_json(state_path, {"crashed": crashed})
+            lb.write_json(state_path, state)
             nxt = lb.next_build(ladder, crashed)
-            _say(f"llama.cpp's {config.name} build crashed in the smoke test ({result.detail}): "
-                 + (f"rebuilding {nxt.why}" if nxt else "no other build is left to try"))
+            _say(f"llama.cpp's {config.name} build {'crashed in' if result.crashed else 'failed'} the smoke test "
+                 f"({result.detail}): " + (f"next, the {nxt.name} build ({nxt.why})" if nxt
+                                           else "no other build is left to try"))
             continue
         if result is not None and not result.ok:
             _say(f"the smoke test failed without a crash: {result.detail}")
             return 1
-        failed = [f"{c.name} ({crashed[c.key]})" for c in ladder if c.key in crashed]
-        reason = config.why + (f"; faster builds crashed in the smoke test: {', '.join(failed)}" if failed else "")
-        record = {"package": lb.PACKAGE, "version": version, "build": config.to_dict(), "reason": reason,
-                  "cpu": cpu.to_dict(), "probes": [p.__dict__ for p in probes], "attempts": attempts,
-                  "wheel": str(wheel), "wheel_sha256": lb.sha256_file(wheel),
-                  "smoke": result.to_dict() if result else None, "installed_by": "python -m bench.install"}
-        path = lb.write_record(record)
-        speed = f"; decode {result.decode_tps:.0f} tok/s in the smoke test" if result and result.decode_tps else ""
-        _say(f"ready: llama.cpp {config.name} build ({' '.join(config.cmake_args)}){speed}; recorded in {path}")
-        return 0
+        return _installed(version, cpu, probes, ladder, config, wheel, result, attempts, state, state_path, try_native)
     _say("no build of llama.cpp runs on this machine: " + "; ".join(f"{a['build']}: {a['outcome']}" for a in attempts))
     return 1
+
+
+def _installed(version: str, cpu: Any, probes: list[Any], ladder: list[lb.BuildConfig], config: lb.BuildConfig,
+               wheel: Path, result: Any, attempts: list[dict[str, Any]], state: dict[str, dict[str, Any]],
+               state_path: Path, try_native: bool) -> int:
+    """Record the build that runs (install record, and in ``state``), say so, and what else could be tried."""
+    crashed = state["crashed"]
+    failed = [f"{c.name} ({crashed[c.key]})" for c in ladder if c.key in crashed]
+    reason = config.why + (f"; faster builds crashed in the smoke test: {', '.join(failed)}" if failed else "")
+    record = {"package": lb.PACKAGE, "version": version, "build": config.to_dict(), "reason": reason,
+              "cpu": cpu.to_dict(), "probes": [p.__dict__ for p in probes], "attempts": attempts,
+              "wheel": str(wheel), "wheel_sha256": lb.sha256_file(wheel),
+              "smoke": result.to_dict() if result else None, "installed_by": "python -m bench.install"}
+    path = lb.write_record(record)
+    if result is not None:
+        state["ran"][config.key] = result.detail
+        lb.write_json(state_path, state)
+    speed = f"; decode {result.decode_tps:.0f} tok/s in the smoke test" if result and result.decode_tps else ""
+    _say(f"ready: llama.cpp {config.name} build ({' '.join(config.cmake_args)}){speed}; recorded in {path}")
+    if try_native and config.name != lb.NATIVE.name:
+        _say(f"--try-native: the native build did not run here; the {config.name} build is installed and runs")
+        return 1
+    if config.name != lb.NATIVE.name and lb.advertises_amx(probes) and all(p.usable for p in probes):
+        _say("this CPU advertises AMX: `python -m bench.install --try-native` builds the native build (with "
+             "AMX), smoke-tests it and keeps it only if it runs")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true",
                    help="ignore cached wheels and earlier crashes: build and smoke-test again")
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test (the build is then unproven)")
+    p.add_argument("--try-native", action="store_true",
+                   help="on a CPU that advertises AMX: build the native build (-march=native, AMX included), "
+                        "smoke-test it, and keep it only if it runs (exit 1 if it did not: the safe build stays)")
     args = p.parse_args(argv)
+    if args.try_native and args.no_smoke:
+        p.error("--try-native keeps the native build only if its smoke test runs: it cannot skip it")
     try:
-        return install(args.extras, args.rebuild, not args.no_smoke)
+        return install(args.extras, args.rebuild, not args.no_smoke, args.try_native)
     except RuntimeError as exc:
         print(f"bench.install: error: {exc}", file=sys.stderr)
         return 1

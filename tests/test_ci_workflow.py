@@ -1,4 +1,5 @@
-"""The GitHub Actions workflow is valid YAML, and every `bench` / `pytest` command in it parses
+"""The GitHub Actions workflow is valid YAML, runs the README's own blocks through `.ci/run` (as the
+project's own CI does) before its benchmark gate, and every `bench` / `pytest` command in it parses
 with the suite's real argument parsers (an option renamed in the code fails here, not in CI)."""
 
 from __future__ import annotations
@@ -9,17 +10,24 @@ import yaml
 from conftest import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "bench.yml"
+BENCH, PYTEST = ".venv/bin/bench", ".venv/bin/python -m pytest"
+
+
+def _steps() -> list[dict]:
+    return yaml.safe_load(WORKFLOW.read_text())["jobs"]["bench"]["steps"]
 
 
 def _commands() -> list[list[str]]:
-    doc = yaml.safe_load(WORKFLOW.read_text())
+    """Each `bench ...` or `pytest ...` command line of the workflow, as the suite's own venv runs it."""
     out = []
-    for step in doc["jobs"]["bench"]["steps"]:
+    for step in _steps():
         script = step.get("run", "").replace("\\\n", " ")
         for line in script.splitlines():
             line = line.strip()
-            if line.startswith(("bench ", "pytest ")):
-                out.append(shlex.split(line))
+            if line.startswith((BENCH + " ", PYTEST + " ")):
+                words = shlex.split(line)
+                out.append(["bench", *words[1:]] if words[0] == BENCH else ["pytest", *words[3:]])
+            assert not line.startswith(("bench ", "pytest ", "pip install")), f"not the README's venv: {line}"
     return out
 
 
@@ -27,8 +35,23 @@ def test_workflow_structure():
     doc = yaml.safe_load(WORKFLOW.read_text())
     triggers = doc.get("on") or doc.get(True)  # YAML 1.1 reads a bare `on` key as True
     assert "pull_request" in triggers and "push" in triggers
-    names = [s.get("name", s.get("uses", "")) for s in doc["jobs"]["bench"]["steps"]]
+    names = [s.get("name", s.get("uses", "")) for s in _steps()]
     assert any("bench compare" in n for n in names) and any("pytest-benchmark" in n for n in names)
+
+
+def test_the_workflow_runs_the_readme_blocks_before_the_gate():
+    """The same blocks as the project's CI: setup (python -m bench.install), `bench run`, ruff and the
+    whole test suite, through `.ci/run`, before any benchmark step."""
+    runs = [s.get("run", "").strip() for s in _steps()]
+    assert ".ci/run" in runs
+    first_bench = next(i for i, r in enumerate(runs) if r.startswith(BENCH))
+    assert runs.index(".ci/run") < first_bench
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "for step in setup run test" in ci
+    readme = (REPO / "README.md").read_text()
+    for step in ("setup", "run", "test"):
+        assert f"<!-- ci:{step} -->" in readme
+    assert "python -m pytest" in readme.split("<!-- ci:test -->", 1)[1].split("```", 2)[1]
 
 
 def test_every_bench_command_parses():

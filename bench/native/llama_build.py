@@ -110,19 +110,40 @@ def explicit_config(name: str, extensions: set[str], why: str) -> BuildConfig:
     return BuildConfig(name, tuple(args), tuple(e for e in GGML_OPTIONS if e in on), why)
 
 
-def build_ladder(cpu: CpuInfo, probes: list[ProbeResult]) -> list[BuildConfig]:
-    """The builds to try on this CPU, fastest first. Pure: the probes decide, nothing is run."""
-    native = BuildConfig("native", ("-DGGML_NATIVE=ON",), ("native",),
-                         "llama.cpp's default: -march=native, every extension the CPU advertises")
+NATIVE = BuildConfig("native", ("-DGGML_NATIVE=ON",), ("native",),
+                     "llama.cpp's default: -march=native, every extension the CPU advertises")
+
+
+def advertises_amx(probes: list[ProbeResult]) -> bool:
+    """The CPU advertises AMX (its probe ran, faulted or could not run: it was advertised)."""
+    return any(p.extension in ("amx", "amx_bf16") for p in probes)
+
+
+def build_ladder(cpu: CpuInfo, probes: list[ProbeResult], try_native: bool = False,
+                 native_ran_here: bool = False) -> list[BuildConfig]:
+    """The builds to try on this CPU, fastest first. Pure: the probes decide, nothing is run.
+
+    The native build comes first only where every advertised extension ran in its probe and, on a
+    CPU that advertises AMX, only when asked (``try_native``: ``--try-native``) or when it already
+    passed its smoke test on this kind of CPU (``native_ran_here``). An AMX probe that runs is not
+    proof: on an Intel Xeon VM it ran while llama.cpp's AMX kernels crashed the native build's
+    smoke test, which cost a second build of ten minutes (docs/install.md, "The AMX rung")."""
+    native = NATIVE
     if cpu.machine not in ("x86_64", "AMD64"):
         return [native, BuildConfig("generic", ("-DGGML_NATIVE=OFF",), (), "no -march=native")]
     faulty = sorted(p.extension for p in probes if not p.usable)
     usable = {p.extension for p in probes if p.usable}
+    deferred = not faulty and advertises_amx(probes) and not (try_native or native_ran_here)
     ladder: list[BuildConfig] = []
-    if not faulty:
+    if not faulty and not deferred:
         ladder.append(native)
     for name, what, dropped in _RUNGS:
-        why = f"{what}" + (f"; the CPU advertises {', '.join(faulty)} but its probe faulted" if faulty else "")
+        why = what
+        if faulty:
+            why += f"; the CPU advertises {', '.join(faulty)} but its probe faulted"
+        elif deferred and not ladder:
+            why += ("; the CPU advertises AMX: the safe build first (`python -m bench.install --try-native` "
+                    "builds the native one, with AMX, and keeps it only if its smoke test runs)")
         cfg = explicit_config(name, usable - dropped, why)
         if all(cfg.cmake_args != c.cmake_args for c in ladder):
             ladder.append(cfg)
@@ -155,23 +176,45 @@ def builds_dir(version: str, cpu: CpuInfo) -> Path:
     return cache_root() / "native" / f"llama-cpp-python-{version}" / f"{cpu.machine}-{cpu.key}"
 
 
+# The pinned source's sha256, per version: building it runs its code, so no other bytes are built.
+# Source: PyPI's simple index for llama-cpp-python (https://pypi.org/simple/llama-cpp-python/, the
+# PEP 691 JSON form pip reads), read 2026-12-03: llama_cpp_python-0.3.36.tar.gz, 76,589,250 bytes,
+# uploaded 2026-10-01, sha256 as below; the file pip downloaded here hashed to the same value.
+SDIST_SHA256 = {"0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"}
+
+
 def sdist(version: str, python: str = sys.executable) -> Path:
-    """The pinned source distribution, downloaded once into the cache (the wheel and the tools
+    """The pinned source distribution, downloaded once into the cache with pip's
+    ``--require-hashes`` and checked against ``SDIST_SHA256`` on every use (the wheel and the tools
     are built from this one file)."""
+    expected = SDIST_SHA256.get(version)
+    if expected is None:
+        raise RuntimeError(f"no sha256 is pinned for the {PACKAGE} {version} source (SDIST_SHA256 in "
+                           "bench/native/llama_build.py): add the one PyPI's simple index states for it")
     folder = cache_root() / "native" / "sdist"
-    found = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
-    if found:
-        return found[0]
+    target = folder / f"llama_cpp_python-{version}.tar.gz"
+    if target.exists():
+        got = sha256_file(target)
+        if got != expected:
+            raise RuntimeError(f"{target}: sha256 {got}, but {PACKAGE} {version}'s source is pinned to {expected}: "
+                               "not building it (delete the file to download it again)")
+        return target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-        proc = subprocess.run([python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                               "--disable-pip-version-check", "-d", tmp, f"{PACKAGE}=={version}"],
-                              capture_output=True, text=True)
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text(f"{PACKAGE}=={version} --hash=sha256:{expected}\n")
+        proc = subprocess.run([python, "-m", "pip", "download", "--no-deps", "--no-binary", PACKAGE,
+                               "--disable-pip-version-check", "--require-hashes", "-r", str(requirements),
+                               "-d", tmp], capture_output=True, text=True)
         got = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
         if proc.returncode != 0 or len(got) != 1:
-            tail = (proc.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise RuntimeError(f"cannot download the {PACKAGE}=={version} source from PyPI: {tail}")
-        target = folder / got[0].name
+            lines = [ln.strip() for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            bad = re.search(r"Got\s+([0-9a-f]{64})", proc.stderr)
+            why = (f"the downloaded file's sha256 is {bad.group(1)}, the pinned one {expected}" if bad
+                   else lines[-1] if lines else "no sdist")
+            raise RuntimeError(f"cannot download the {PACKAGE}=={version} source from PyPI: {why}")
+        if sha256_file(got[0]) != expected:  # pip checked it; a second look costs a second
+            raise RuntimeError(f"{got[0].name}: sha256 differs from the pinned {expected}")
         os.replace(got[0], target)
     return target
 
