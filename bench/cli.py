@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = msub.add_parser("fetch", help="download and verify a model variant into the cache")
     f.add_argument("ids", nargs="+", metavar="ID[:VARIANT]")
     f.add_argument("--all-variants", action="store_true", help="every variant of each model")
-    f.add_argument("--force", action="store_true", help="download again even if cached")
+    f.add_argument("--force", action="store_true", help="download again even if cached (checked as the first time)")
+    au = msub.add_parser("audit", help="what pins each catalog variant's bytes (commit, sha256), what the lock file "
+                         "recorded at first fetch, and why a source is not pinned")
+    au.add_argument("--json", action="store_true", help="as JSON")
 
     d = msub.add_parser("derive", help="make the quantization ladder of a GGUF offline (F16 reference, then "
                         "Q8_0 ... Q2_K with llama.cpp's quantizer)")
@@ -171,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     flsub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
     fh = flsub.add_parser("head", help="start this machine's Ray head (ray start --head), optionally offering tiers")
     fh.add_argument("--port", type=int, default=6379, help="the head's port (default 6379; 0: a free one)")
+    fh.add_argument("--new-token", action="store_true",
+                    help="make a new fleet token (printed once) instead of reusing this machine's; every node must "
+                         "then join again with it")
     fj = flsub.add_parser("join", help="join this machine to a fleet as a node offering the tier(s) it really is")
     fj.add_argument("--address", required=True, metavar="HEAD:PORT", help="the head's address")
     for sp, ip_help in ((fh, "the address other machines reach this one at (default 127.0.0.2: this machine only)"),
@@ -440,6 +446,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     err = console(stderr=True)
     if args.models_command == "derive":
         return _derive_ladder(args, catalog, store)
+    if args.models_command == "audit":
+        return _audit(args, catalog, store, catalog_path)
     for item in args.ids:
         model_id, _, variant_id = item.partition(":")
         model = catalog.model(model_id)
@@ -450,7 +458,35 @@ def cmd_models(args: argparse.Namespace) -> int:
                 resolved = store.resolve(model, v, force=args.force)
             how = "fetched" if len(store.fetched) > before else "cached"
             err.print(f"{model.id}:{v.id} {how}: {resolved.path} ({resolved.size_bytes / 2**20:.1f} MiB, "
-                          f"sha256 {resolved.sha256 or '-'})")
+                      f"sha256 {resolved.sha256 or '-'}; check: {resolved.check})")
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace, catalog: Any, store: Any, catalog_path: Path) -> int:
+    import json
+
+    from rich.table import Table
+
+    from bench.display import console
+    from bench.models.audit import audit
+
+    rows = audit(catalog, store.lock, store.base_dir)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = (f"{len(rows)} variants in {catalog_path}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+               + f"; lock file {store.lock.path}")
+    if args.json:
+        print(json.dumps({"catalog": str(catalog_path), "lock_file": str(store.lock.path),
+                          "variants": [r.to_dict() for r in rows]}, indent=1))
+    else:
+        t = Table(title=f"What pins each variant's bytes ({catalog_path})")
+        for col in ("variant", "source", "commit", "file sha256", "check", "why not pinned"):
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(r.variant, r.source, r.commit, r.files, r.status, r.why_not or "-")
+        console().print(t)
+    console(stderr=True).print(summary, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

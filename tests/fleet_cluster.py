@@ -6,7 +6,10 @@ Every connection stays on loopback. Where this user may create a private network
 has only `lo`: there node address 127.0.0.1 is kept by Ray and every Ray listener binds
 127.0.0.1, and nothing outside the namespace can reach them. Elsewhere the nodes use 127.0.0.2
 (Ray rewrites 127.0.0.1 to the machine's network address; its gRPC servers then listen on every
-interface, which is why the namespace is preferred). No dashboard, usage statistics off.
+interface, which is why the namespace is preferred). No dashboard, usage statistics off. Ray's
+token authentication is on, as for every fleet the suite starts: the head makes the token in this
+fleet's own token file (BENCH_FLEET_TOKEN_FILE, never the user's), and the nodes and drivers of the
+fleet, all on this machine, read it there.
 
 Stopping kills exactly what the fleet started: every process of each node's session (each
 `bench fleet head|join` runs in a session of its own, and Ray's daemons and workers keep it) and
@@ -59,8 +62,11 @@ class LocalFleet:
                                            start_new_session=True)
             self._wait_for_lo()
         self.ip = "127.0.0.1" if self.holder else "127.0.0.2"
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_PROFILES": str(profiles_dir),
-                    "RAY_USAGE_STATS_ENABLED": "0", MARKER: self.marker, **FAST_DEATH}
+        self.token_file = self.root / "fleet-token"
+        self.env = {**{k: v for k, v in os.environ.items() if k not in ("BENCH_FLEET_TOKEN", "RAY_AUTH_TOKEN")},
+                    "PYTHONPATH": str(REPO), "BENCH_PROFILES": str(profiles_dir), "RAY_USAGE_STATS_ENABLED": "0",
+                    "BENCH_FLEET_TOKEN_FILE": str(self.token_file), MARKER: self.marker, **FAST_DEATH}
+        self.head_output = ""
         self.address: str | None = None
         self.timings: dict[str, float] = {}
 
@@ -86,29 +92,34 @@ class LocalFleet:
         return subprocess.run(self.bench_cmd(*args), cwd=REPO, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
-    def _start(self, name: str, *args: str) -> str:
+    def launch(self, name: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run `bench fleet ...` as node ``name`` (its own session and Ray folder): (exit status, output)."""
         log = self.root / f"{name}.log"
         with log.open("w") as fh:
             proc = subprocess.Popen(self.bench_cmd(*args, "--node-ip-address", self.ip, "--node-ports", "0",
                                                    "--worker-ports", "0", "--temp-dir", str(self.root / name)),
-                                    cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+                                    cwd=REPO, env={**self.env, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             self.sessions[name] = proc.pid  # a new session's id is its leader's pid
             rc = proc.wait(timeout=300)
-        text = log.read_text()
+        return rc, log.read_text()
+
+    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> str:
+        rc, text = self.launch(name, *args, env=env)
         if rc != 0:
             raise RuntimeError(f"bench fleet {args[1] if len(args) > 1 else ''} {name} failed ({rc}): {text[-2000:]}")
         return text
 
     def start_head(self, *profiles: str) -> str:
         out = self._start("head", "fleet", "head", "--port", "0", *[a for p in profiles for a in ("-p", p)])
+        self.head_output = out
         self.address = next(ln.split(": ", 1)[1].strip() for ln in out.splitlines() if ln.startswith("address: "))
         return self.address
 
-    def join(self, name: str, *profiles: str) -> str:
+    def join(self, name: str, *profiles: str, env: dict[str, str] | None = None) -> str:
         assert self.address
         return self._start(name, "fleet", "join", "--address", self.address,
-                           *[a for p in profiles for a in ("-p", p)])
+                           *[a for p in profiles for a in ("-p", p)], env=env)
 
     # -- processes ----------------------------------------------------------------------------
     def processes(self, sessions: set[int] | None = None) -> list[psutil.Process]:

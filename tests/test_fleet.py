@@ -383,3 +383,96 @@ def test_a_node_lost_mid_cell_becomes_a_failed_row_the_cell_is_retried_and_the_r
         ("fleet-a", 8), ("fleet-a", 16), ("fleet-b", 8), ("fleet-b", 16)]
     assert all(r["environment"]["fleet"]["node_id"] != dead_id for r in ok)
     print(f"\nfleet timings (s): {fleet.timings}")
+
+
+# -- the fleet token ---------------------------------------------------------------------------------
+TOKEN_LINE = re.compile(r"^fleet token \(shown this once; kept in (\S+), mode 0600\): ([0-9a-f]{64})$", re.M)
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path):
+    token = tmp_path / "fleet-token"
+    token.write_text("a" * 64)
+    token.chmod(0o644)
+    proc = run_bench("fleet", "head", "--port", "0", env={"BENCH_FLEET_TOKEN_FILE": str(token)}, timeout=120)
+    _clean_error(proc, f"fleet token {token}: readable by others (mode 0644)", f"chmod 600 {token}")
+
+
+def test_the_head_requires_a_token_prints_it_once_and_names_its_ports(fleet_head):
+    """The head made the fleet's token (0600), printed it once with the join command, and listed the
+    TCP ports its processes listen on: the GCS at the address it printed, the raylet's."""
+    import stat
+
+    out = fleet_head.head_output
+    (match,) = TOKEN_LINE.finditer(out)
+    path, value = Path(match.group(1)), match.group(2)
+    assert path == fleet_head.token_file and path.read_text() == value
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert out.count(value) == 2  # the token line and the join command, nothing else
+    assert f"BENCH_FLEET_TOKEN={value} bench fleet join --address {fleet_head.address}" in out
+    assert "requiring the fleet token" in out
+    gcs_port = int(fleet_head.address.rpartition(":")[2])
+    listening = [ln for ln in out.splitlines() if ln.startswith("listening (TCP): ")]
+    assert any(ln.startswith(f"listening (TCP): {gcs_port} GCS on ") for ln in listening), listening
+    assert any(" raylet on " in ln for ln in listening), listening
+    if fleet_head.holder is not None:  # in the private namespace every listener is on loopback
+        assert all(ln.endswith(" on 127.0.0.1") for ln in listening), listening
+    assert "every port requires the fleet token" in out
+
+
+def test_a_join_without_the_token_is_refused(fleet, tmp_path):
+    """A machine with no token (none in its token file, none given) is refused in one line, before Ray."""
+    rc, out = fleet.launch("no-token", "fleet", "join", "--address", fleet.address, "-p", "fleet-a",
+                           env={"BENCH_FLEET_TOKEN_FILE": str(tmp_path / "none")})
+    lines = _lines(out)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in out, out
+    assert lines[0].startswith("error: no fleet token: set BENCH_FLEET_TOKEN") and "refuses a node" in lines[0]
+    assert not fleet.processes({fleet.sessions["no-token"]})
+
+
+def test_a_join_with_a_wrong_token_is_refused_by_the_head(fleet, tmp_path):
+    """The head itself (Ray's GCS) refuses a wrong token: one line, nothing left running, no token kept."""
+    kept = tmp_path / "token"
+    rc, out = fleet.launch("wrong-token", "fleet", "join", "--address", fleet.address, "-p", "fleet-a",
+                           env={"BENCH_FLEET_TOKEN_FILE": str(kept), "BENCH_FLEET_TOKEN": "f" * 64})
+    lines = _lines(out)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in out, out
+    assert "the head refused this machine's fleet token" in lines[0]
+    assert not kept.exists() and not fleet.processes({fleet.sessions["wrong-token"]})
+
+
+def test_ray_itself_refuses_a_stranger_without_the_token(fleet, tmp_path):
+    """Not the suite's check: plain `ray start` and a plain driver, with no token and Ray's own
+    defaults (no RAY_AUTH_MODE, an empty home), are refused by the running head."""
+    from bench.fleet.cluster import ray_cli
+
+    env = {k: v for k, v in fleet.env.items() if not k.startswith(("RAY_AUTH", "BENCH_FLEET_TOKEN"))}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    ports = [f"--{name}=0" for name in ("node-manager-port", "object-manager-port", "runtime-env-agent-port",
+                                        "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
+                                        "metrics-export-port", "min-worker-port", "max-worker-port")]
+    node = subprocess.run([*fleet.prefix, ray_cli(), "start", f"--address={fleet.address}", *ports,
+                           f"--node-ip-address={fleet.ip}", f"--temp-dir={fleet.root / 'stranger'}",
+                           "--disable-usage-stats"],
+                          env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert node.returncode != 0 and "InvalidAuthToken" in node.stdout + node.stderr
+    driver = subprocess.run([*fleet.prefix, sys.executable, "-c",
+                             f"import ray; ray.init(address={fleet.address!r}); print('connected')"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert driver.returncode != 0 and "connected" not in driver.stdout
+    assert "AuthenticationError" in driver.stderr or "InvalidAuthToken" in driver.stderr, driver.stderr[-2000:]
+
+
+def test_a_join_with_the_printed_token_works_and_keeps_it_for_this_machine(fleet, tmp_path):
+    """Another machine's way in: the value the head printed, in BENCH_FLEET_TOKEN; the node joins and
+    the token is kept in that machine's token file (0600) for its later commands."""
+    import stat
+
+    value = fleet.token_file.read_text()
+    kept = tmp_path / "token"
+    out = fleet.join("d", env={"BENCH_FLEET_TOKEN_FILE": str(kept), "BENCH_FLEET_TOKEN": value})
+    assert "joined the fleet" in out and f"the fleet token is kept in {kept}" in out
+    assert kept.read_text() == value and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    proc = fleet.bench("fleet", "status", "--address", fleet.address, "--json")
+    assert proc.returncode == 0, proc.stderr
+    hosts = [n for n in json.loads(proc.stdout)["nodes"] if n["alive"] and not n["runs_cells"]]
+    assert len(hosts) == 2  # the head and node d, neither offering a tier

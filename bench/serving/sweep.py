@@ -297,7 +297,8 @@ def open_target(req: ServeRequest, placement: Placement, log_path: Path, say: Sa
                 "ctx_per_slot": spec.ctx_per_slot, "parallel": parallel, "kv_unified": False,
                 "ready_s": server.ready_s, "props": _props(target)}
         model = {"id": resolved.model_id, "variant": resolved.variant_id, "path": str(resolved.path),
-                 "sha256": resolved.sha256, "size_bytes": resolved.size_bytes, "quantization": resolved.quantization}
+                 "sha256": resolved.sha256, "size_bytes": resolved.size_bytes, "quantization": resolved.quantization,
+                 "check": resolved.check}
         yield Opened(target, info, model, server)
 
 
