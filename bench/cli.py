@@ -211,7 +211,9 @@ def _serve_parser(sub: Any) -> None:
                    help="start llama-server with this model (default: the catalog's default model)")
     g.add_argument("--url", help="measure a server you run instead: its OpenAI-compatible base, http://HOST:PORT/v1")
     g.add_argument("--served-model", help="with --url: the model name the server knows (default: its only model)")
-    g.add_argument("--api-key-env", metavar="VAR", help="with --url: environment variable holding the API key")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="environment variable holding the API key, sent with every request; a server the suite "
+                        "starts gets it too (one is generated when --server-arg --host exposes it beyond loopback)")
     g.add_argument("--endpoint", default="completions", help="completions (default) or chat")
     g.add_argument("--profile", "-p", default="auto", help="hardware tier: threads and price (default auto)")
     g.add_argument("--threads", "-t", type=int, help="server threads (default: the tier's, leaving the client a core)")

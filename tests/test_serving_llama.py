@@ -179,3 +179,101 @@ def test_in_process_side_by_side_and_task_answers_under_load(tmp_path, llama_ser
     inproc = [json.loads(line) for line in Path(ip["file"]).read_text().splitlines()]
     assert inproc[0]["config"]["prompt_tokens"] == 32 and inproc[0]["config"]["threads"] == ip["threads"]
     assert "in process (bench run" in proc.stdout and "task gsm8k" in proc.stdout
+
+
+# -- who may use the server: an API key beyond loopback ----------------------------------------------
+def test_a_server_with_an_api_key_refuses_requests_without_it(tmp_path, llama_server_exe, embedded_model):
+    """llama-server started by the suite with a key (in its environment, not its command line):
+    a request without the key or with another is refused by the server itself; /health stays open."""
+    from bench.serving.client import http_json
+    from bench.serving.server import ManagedServer, ServerSpec
+
+    key = "k-" + "x" * 40
+    spec = ServerSpec(exe=llama_server_exe, model_path=embedded_model.path, alias="m", threads=1, ctx_per_slot=256,
+                      parallel=1, cpus=[], log_path=tmp_path / "server.log", api_key=key)
+    with ManagedServer(spec) as server:
+        assert key not in " ".join(psutil.Process(server.proc.pid).cmdline())
+        assert http_json(server.root + "/health")[0] == 200
+        assert http_json(server.base_url + "/models")[0] == 401
+        assert http_json(server.base_url + "/models", api_key="wrong")[0] == 401
+        body = {"model": "m", "prompt": "Hello", "max_tokens": 2}
+        assert http_json(server.base_url + "/completions", "POST", body, timeout_s=120)[0] == 401
+        assert http_json(server.base_url + "/models", api_key=key)[0] == 200
+        status, data = http_json(server.base_url + "/completions", "POST", body, timeout_s=120, api_key=key)
+        assert status == 200 and data["choices"][0]["text"] is not None
+    assert key not in (tmp_path / "server.log").read_text()
+
+
+def test_bench_serve_passes_the_key_it_is_given_and_its_requests_succeed(tmp_path, llama_server_exe):
+    out = tmp_path / "serve.jsonl"
+    key = "given-" + "y" * 40
+    proc = run_bench("serve", "-c", "1", "-n", "2", "--warmup", "0", "-o", str(out), "--api-key-env", "BENCH_TEST_KEY",
+                     *SMALL, env={"BENCH_TEST_KEY": key})
+    assert proc.returncode == 0, proc.stderr
+    rows, _ = read_serving_rows(out)
+    (point,) = [r for r in rows if r["record"] == "point"]
+    assert point["status"] == "ok" and point["summary"]["ok"] == 2
+    assert point["target"]["api_key"] == "$BENCH_TEST_KEY" and point["target"]["listens_on"] == ["127.0.0.1"]
+    assert "beyond loopback" not in proc.stderr  # loopback: nothing to warn about
+    assert key not in out.read_text() and key not in Path(point["target"]["log"]).read_text()
+
+
+def _netns() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10).returncode == 0
+
+
+def test_a_server_exposed_beyond_loopback_gets_a_generated_key_and_one_warning(tmp_path, llama_server_exe):
+    """--server-arg --host 0.0.0.0 in a private network namespace (only `lo` there, so nothing is
+    exposed for real): the suite generates a key, gives it to the server, sends it, and warns once."""
+    if not _netns():
+        pytest.skip("needs a private network namespace (unshare --net, root) to bind 0.0.0.0 safely")
+    out = tmp_path / "serve.jsonl"
+    cmd = " ".join([sys.executable, "-m", "bench", "serve", "-c", "1", "-n", "2", "--warmup", "0", "-o", str(out),
+                    "--server-arg=--host", "--server-arg=0.0.0.0", *SMALL])
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", f"ip link set lo up && exec {cmd}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "beyond loopback" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: llama-server listens on 0.0.0.0, beyond loopback")
+    assert "generated for this run" in warned[0]
+    rows, _ = read_serving_rows(out)
+    (point,) = [r for r in rows if r["record"] == "point"]
+    assert point["status"] == "ok" and point["summary"]["ok"] == 2  # the suite's own requests carry the key
+    assert point["target"]["api_key"] == "generated for this run (not written anywhere)"
+    assert point["target"]["listens_on"] == ["0.0.0.0"] and any("beyond loopback" in w for w in point["warnings"])
+
+
+def test_who_may_use_the_server_is_decided_from_the_arguments():
+    from bench.serving.sweep import server_access, server_hosts, url_warning
+
+    assert server_hosts([]) == ["127.0.0.1"]
+    assert server_hosts(["--host", "127.0.0.2", "--port", "1", "--host=10.0.0.5,127.0.0.1"]) == ["10.0.0.5",
+                                                                                             "127.0.0.1"]
+    loop = server_access(["--host", "127.0.0.2"], None)
+    assert loop.api_key is None and loop.warning is None and loop.connect_host == "127.0.0.2"
+    lan = server_access(["--host", "192.168.1.10"], None)
+    assert lan.connect_host == "192.168.1.10" and len(lan.api_key or "") >= 40 and "192.168.1.10" in lan.warning
+    assert server_access(["--host", "192.168.1.10"], None).api_key != lan.api_key  # a new one per run
+    os.environ["BENCH_TEST_KEY_2"] = "mine"
+    try:
+        given = server_access(["--host", "0.0.0.0"], "BENCH_TEST_KEY_2")
+    finally:
+        del os.environ["BENCH_TEST_KEY_2"]
+    assert given.api_key == "mine" and given.api_key_source == "$BENCH_TEST_KEY_2" and given.connect_host == "127.0.0.1"
+    assert url_warning("http://127.0.0.1:8000/v1", None, True) is None
+    assert "anyone who reaches it can use it" in url_warning("http://10.0.0.5:8000/v1", None, True)
+    assert "unencrypted" in url_warning("http://10.0.0.5:8000/v1", "k", False)
+    assert url_warning("https://10.0.0.5/v1", "k", False) is None
+
+
+def test_an_api_key_on_the_server_command_line_is_refused(tmp_path):
+    out = tmp_path / "serve.jsonl"
+    proc = run_bench("serve", "-c", "1", "-o", str(out), "--server-arg=--api-key", "--server-arg=secret")
+    from conftest import assert_clean_error
+
+    assert_clean_error(proc, "--api-key-env VAR, not --server-arg --api-key")
+    assert not out.exists()

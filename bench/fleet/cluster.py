@@ -212,6 +212,8 @@ def check_reachable(host: str, port: int, timeout_s: float = 5.0) -> None:
 def connect(address: str) -> str:
     """Connect this process to the cluster as its driver, presenting this machine's fleet token;
     returns the address connected to. ``auto``: the cluster running on this machine."""
+    if address != "auto":
+        check_reachable(*parse_address(address))
     token = join_token()
     apply_to_this_process(token)
     already = "ray" in sys.modules
@@ -221,8 +223,6 @@ def connect(address: str) -> str:
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
-    if address != "auto":
-        check_reachable(*parse_address(address))
     for key, value in NODE_ENV.items():
         os.environ.setdefault(key, value)
     try:

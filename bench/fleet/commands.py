@@ -87,6 +87,7 @@ def join(args: Any, profiles_dir: Path) -> list[str]:
     host = detect_host()
     profiles = claimed_profiles(args.profile or [], profiles_dir, host)
     opts = node_options(args, args.node_ip_address)
+    cluster.check_reachable(*cluster.parse_address(args.address))  # no head there: say that first
     token = auth.join_token()
     try:
         cluster.join(args.address, node_resources([p.id for p in profiles], host.hostname, cells=bool(profiles)),

@@ -61,7 +61,8 @@ def _hf_row(src: Source, rec: Recorded | None) -> tuple[str, str, str, list[str]
             files += f"; its {len(hf.extra_files)} other shard(s) " + ("recorded at first fetch" if rec else NOT_YET)
             why.append("the other shards' sha256 are not in the catalog")
     else:
-        files = f"recorded at first fetch: {rec.files[hf.file]['sha256']}" if rec and hf.file in rec.files else NOT_YET
+        name = Path(hf.file).name  # the lock names a file as it sits in its snapshot folder
+        files = f"recorded at first fetch: {rec.files[name]['sha256']}" if rec and name in rec.files else NOT_YET
         why.append(NO_FILE_HASH)
     return source, commit, files, why
 

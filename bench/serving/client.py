@@ -41,6 +41,7 @@ class Target:
     api_key: str | None = None
     server_kind: str = "openai-compatible"  # llama-server | openai-compatible
     managed: bool = False  # started and stopped by the suite
+    api_key_source: str | None = None  # where the key came from ("$VAR", "generated for this run"); never the key
 
     @property
     def root(self) -> str:
@@ -56,7 +57,19 @@ class Target:
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "model": self.model, "api": self.api, "server_kind": self.server_kind,
-                "managed": self.managed, "api_key": "from the environment" if self.api_key else None}
+                "managed": self.managed, "api_key": (self.api_key_source or "given") if self.api_key else None}
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1, localhost; a UNIX socket path (llama-server's ``--host X.sock``) is local too."""
+    import ipaddress
+
+    if host == "localhost" or host.endswith(".sock"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:

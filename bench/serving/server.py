@@ -1,11 +1,13 @@
 """llama.cpp's llama-server, started and stopped by the suite.
 
-Bound to 127.0.0.1 on a free port, pinned to its CPUs, health-checked before any load, its log
-kept beside the results, and always stopped: the context manager stops it on any exit (an
-exception, Ctrl-C, a timeout); an ``atexit`` hook stops any still running at interpreter exit; and
-the server is started with the kernel's parent-death signal set (``PR_SET_PDEATHSIG`` = SIGKILL),
-so even a ``kill -9`` of the suite takes the server with it. (That signal follows the *thread*
-that started the server: start it from the main thread, as ``bench serve`` does.)
+Bound to 127.0.0.1 on a free port (or where ``--host`` among its extra arguments says, with an API
+key when that is beyond loopback: ``bench.serving.sweep.server_access``), pinned to its CPUs,
+health-checked before any load, its log kept beside the results, and always stopped: the context
+manager stops it on any exit (an exception, Ctrl-C, a timeout); an ``atexit`` hook stops any still
+running at interpreter exit; and the server is started with the kernel's parent-death signal set
+(``PR_SET_PDEATHSIG`` = SIGKILL), so even a ``kill -9`` of the suite takes the server with it. (That
+signal follows the *thread* that started the server: start it from the main thread, as ``bench
+serve`` does.)
 
 The server runs in a session (process group) of its own, so a Ctrl-C at the terminal reaches the
 suite, which then stops the server in order, rather than the server directly.
@@ -102,6 +104,16 @@ class ServerSpec:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     ready_timeout_s: float = 600.0
+    connect_host: str = "127.0.0.1"  # where the suite reaches it (extra_args may bind it elsewhere)
+    api_key: str | None = None  # handed to the server in its environment (LLAMA_API_KEY), never on its command line
+
+    def env(self) -> dict[str, str]:
+        """The server's environment: this one, with its API key (or none: a key set in this environment
+        for llama-server, which the suite would not send, is left out)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE")}
+        if self.api_key:
+            env["LLAMA_API_KEY"] = self.api_key
+        return env
 
     def argv(self, port: int) -> list[str]:
         """Every setting explicit: slots, context (per slot, not unified), threads, metrics on."""
@@ -131,7 +143,8 @@ class ManagedServer:
 
     @property
     def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.spec.connect_host}]" if ":" in self.spec.connect_host else self.spec.connect_host
+        return f"http://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -145,7 +158,7 @@ class ManagedServer:
         for _ in range(3):  # another process may take the free port between our check and its bind
             self.port = free_port()
             started = time.monotonic()
-            self.proc = spawn_pinned(self.spec.argv(self.port), self.spec.cpus, self.spec.log_path)
+            self.proc = spawn_pinned(self.spec.argv(self.port), self.spec.cpus, self.spec.log_path, self.spec.env())
             _LIVE.add(self)
             try:
                 ready = self._wait_ready(started)

@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.serving import metrics as sm
-from bench.serving.client import HttpFailure, Target, http_json, parse_url
+from bench.serving.client import HttpFailure, Target, http_json, is_loopback_host, parse_url
 from bench.serving.load import Job, LoadPoint, PhaseResult, default_sender, run_phase
 from bench.serving.prompts import GenLength, Prompt, PromptFactory, encode_job
 from bench.serving.rows import ServingRow, append_serving_row
@@ -108,6 +108,11 @@ def validate(req: ServeRequest) -> None:
         raise BenchError("--in-process compares fixed lengths: use --prompts fixed and --gen-tokens N")
     if req.api_key_env and not os.environ.get(req.api_key_env):
         raise BenchError(f"--api-key-env {req.api_key_env}: that environment variable is not set")
+    if any(a.split("=", 1)[0] in ("--api-key", "--api-key-file") for a in req.server_args):
+        raise BenchError("give llama-server's API key with --api-key-env VAR, not --server-arg --api-key: the suite "
+                         "must send it, and a key on a command line is visible to every user of the machine (ps)")
+    if any(h.endswith(".sock") for h in server_hosts(req.server_args)):
+        raise BenchError("--server-arg --host: bench serve reaches llama-server over TCP, not a UNIX socket")
 
 
 def _validate_numbers(req: ServeRequest) -> None:
@@ -238,6 +243,7 @@ class Opened:
     info: dict[str, Any]
     model: dict[str, Any]
     server: ManagedServer | None = None
+    warnings: list[str] = field(default_factory=list)  # about who may use the server: said once
 
 
 def _resolve_model(req: ServeRequest) -> Any:
@@ -270,6 +276,65 @@ def ctx_per_slot(req: ServeRequest) -> int:
     return -(-need // 256) * 256
 
 
+# -- who may use the server ---------------------------------------------------------------------
+def server_hosts(server_args: list[str]) -> list[str]:
+    """The addresses llama-server listens on: the last ``--host`` among the extra arguments
+    (comma-separated, as llama-server reads it), else 127.0.0.1."""
+    hosts = "127.0.0.1"
+    for i, arg in enumerate(server_args):
+        if arg == "--host" and i + 1 < len(server_args):
+            hosts = server_args[i + 1]
+        elif arg.startswith("--host="):
+            hosts = arg.split("=", 1)[1]
+    return [h.strip() for h in hosts.split(",") if h.strip()] or ["127.0.0.1"]
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the suite reaches a server it starts, and with which key."""
+
+    connect_host: str
+    api_key: str | None
+    api_key_source: str | None
+    warning: str | None  # said once, and kept in every row's warnings
+
+
+def server_access(server_args: list[str], api_key_env: str | None) -> Access:
+    """A server that listens beyond loopback (``--server-arg --host``) gets an API key: the one in
+    ``$api_key_env``, else one generated for this run (32 random bytes, URL-safe; handed to the server
+    in its environment, never written anywhere). On loopback only, a key is passed when one is given."""
+    import secrets
+
+    hosts = server_hosts(server_args)
+    exposed = [h for h in hosts if not is_loopback_host(h)]
+    wildcard = next((h for h in hosts if h in ("0.0.0.0", "::")), None)
+    loop = next((h for h in hosts if is_loopback_host(h)), None)
+    connect = loop or ("::1" if wildcard == "::" else "127.0.0.1" if wildcard else hosts[0])
+    key = os.environ.get(api_key_env) if api_key_env else None
+    source = f"${api_key_env}" if key else None
+    if exposed and key is None:
+        key, source = secrets.token_urlsafe(32), "generated for this run (not written anywhere)"
+    warning = None
+    if exposed:
+        warning = (f"llama-server listens on {', '.join(exposed)}, beyond loopback: every request needs its API key "
+                   f"({source}); the key and the prompts travel unencrypted (HTTP), so keep the port on a private "
+                   "network")
+    return Access(connect, key, source, warning)
+
+
+def url_warning(base: str, api_key: str | None, answered_without_key: bool) -> str | None:
+    """One warning for a ``--url`` server beyond loopback: without a key, whether it answered anyway."""
+    scheme, host, _, _ = parse_url(base)
+    if is_loopback_host(host):
+        return None
+    if api_key is None:
+        return (f"the server at {base} is not on loopback and no API key is given (--api-key-env VAR)"
+                + (": it answered without one, so anyone who reaches it can use it" if answered_without_key else ""))
+    if scheme == "http":
+        return f"the API key goes to {host} unencrypted (http://): use https or a private network"
+    return None
+
+
 @contextlib.contextmanager
 def open_target(req: ServeRequest, placement: Placement, log_path: Path, say: Say) -> Iterator[Opened]:
     if req.url is not None:
@@ -285,21 +350,24 @@ def open_target(req: ServeRequest, placement: Placement, log_path: Path, say: Sa
         raise BenchError(f"llama-server: {exc}") from None
     alias = f"{resolved.model_id}:{resolved.variant_id}"
     parallel = req.parallel or max([*req.concurrency, req.max_in_flight or (8 if req.rates else 1)])
+    access = server_access(req.server_args, req.api_key_env)
     spec = ServerSpec(exe=exe, model_path=resolved.path, alias=alias, threads=len(placement.server_cpus or [1]),
                       ctx_per_slot=ctx_per_slot(req), parallel=parallel, cpus=placement.server_cpus or [],
-                      log_path=log_path, extra_args=req.server_args)
+                      log_path=log_path, extra_args=req.server_args, connect_host=access.connect_host,
+                      api_key=access.api_key)
     say(f"starting llama-server ({alias}, {spec.threads} thread(s) on CPUs {spec.cpus}, {parallel} slots of "
         f"{spec.ctx_per_slot} tokens); log: {log_path}")
     with ManagedServer(spec) as server:
         say(f"llama-server ready in {server.ready_s:.1f} s at {server.base_url}")
-        target = Target(server.base_url, alias, req.api, None, "llama-server", managed=True)
+        target = Target(server.base_url, alias, req.api, access.api_key, "llama-server", managed=True,
+                        api_key_source=access.api_key_source)
         info = {"command": server.command, "build": build, "log": str(log_path), "threads": spec.threads,
                 "ctx_per_slot": spec.ctx_per_slot, "parallel": parallel, "kv_unified": False,
-                "ready_s": server.ready_s, "props": _props(target)}
+                "ready_s": server.ready_s, "props": _props(target), "listens_on": server_hosts(req.server_args)}
         model = {"id": resolved.model_id, "variant": resolved.variant_id, "path": str(resolved.path),
                  "sha256": resolved.sha256, "size_bytes": resolved.size_bytes, "quantization": resolved.quantization,
                  "check": resolved.check}
-        yield Opened(target, info, model, server)
+        yield Opened(target, info, model, server, [access.warning] if access.warning else [])
 
 
 def _props(target: Target) -> dict[str, Any] | None:
@@ -338,13 +406,15 @@ def probe_url(req: ServeRequest) -> Opened:
     if names is not None and model not in names:
         raise BenchError(f"the server at {base} does not serve model {model!r}; it serves: "
                          f"{', '.join(map(str, names))}")
-    target = Target(base, model, req.api, api_key, "openai-compatible", managed=False)
+    target = Target(base, model, req.api, api_key, "openai-compatible", managed=False,
+                    api_key_source=f"${req.api_key_env}" if api_key else None)
     props = _props(target)
     if props and props.get("build_info"):
         target = replace(target, server_kind="llama-server")
     info = {"models_listed": names, "models_status": status, "props": props,
             "note": "a server the user runs: the suite measured it as a client only"}
-    return Opened(target, info, {"served_model": model})
+    warning = url_warning(base, api_key, answered_without_key=status == 200 and api_key is None)
+    return Opened(target, info, {"served_model": model}, warnings=[warning] if warning else [])
 
 
 # -- one load point -------------------------------------------------------------------------------
@@ -679,6 +749,7 @@ def run_sweep(req: ServeRequest, say: Say) -> list[ServingRow]:
     extra: dict[str, Any] = {}
     try:
         with open_target(req, placement, log_path, say) as opened:
+            warnings += opened.warnings
             for w in warnings:
                 say(f"warning: {w}")
             ceiling = _ceiling(req, placement, points, log_path, say, warnings)
