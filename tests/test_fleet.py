@@ -425,7 +425,7 @@ def test_a_join_without_the_token_is_refused(fleet, tmp_path):
                            env={"BENCH_FLEET_TOKEN_FILE": str(tmp_path / "none")})
     lines = _lines(out)
     assert rc == 2 and len(lines) == 1 and "Traceback" not in out, out
-    assert lines[0].startswith("error: no fleet token: set BENCH_FLEET_TOKEN") and "refuses a node" in lines[0]
+    assert lines[0].startswith("bench: error: no fleet token: set BENCH_FLEET_TOKEN") and "refuses a node" in lines[0]
     assert not fleet.processes({fleet.sessions["no-token"]})
 
 

@@ -29,6 +29,7 @@ def test_row_is_complete_and_ok(run_row, embedded_model):
     assert cell == ("smollm2-135m", "q4_1", "llama.cpp", "auto")
     assert (c["prompt_tokens"], c["gen_tokens"], c["repetitions"], c["warmup"]) == (P, N, R, 1)
     assert row["model"]["sha256"] == embedded_model.sha256
+    assert row["model"]["check"] == "pinned"  # the catalog pins the wheel and the file: docs/security.md
     assert row["definitions"].startswith("docs/METRICS.md")
     assert "smollm2-135m" in proc.stdout  # the summary table
 
@@ -104,6 +105,7 @@ def test_a_gguf_path_runs_directly(tmp_path, embedded_gguf):
     assert proc.returncode == 0, proc.stderr
     row = read_jsonl(out)[0]
     assert row["status"] == "ok" and row["model"]["quantization"] == "Q4_1"
+    assert row["model"]["check"] == "none: a file given by path, not a catalog source"
 
 
 @pytest.mark.parametrize("args,needle", [
