@@ -395,6 +395,9 @@ def test_a_token_file_others_can_read_is_refused(tmp_path):
     token.chmod(0o644)
     proc = run_bench("fleet", "head", "--port", "0", env={"BENCH_FLEET_TOKEN_FILE": str(token)}, timeout=120)
     _clean_error(proc, f"fleet token {token}: readable by others (mode 0644)", f"chmod 600 {token}")
+    unwritable = "/proc/no-such-process/fleet-token"  # the head cannot make its token: it does not start
+    proc = run_bench("fleet", "head", "--port", "0", env={"BENCH_FLEET_TOKEN_FILE": unwritable}, timeout=120)
+    _clean_error(proc, f"fleet token {unwritable}: cannot write it")
 
 
 def test_the_head_requires_a_token_prints_it_once_and_names_its_ports(fleet_head):

@@ -81,9 +81,13 @@ def read_token_file(path: Path) -> str | None:
 def write_token_file(path: Path, value: str) -> None:
     """Write ``value`` to ``path`` with mode 0600 from the start (never readable by others, not even
     for a moment), replacing any file there atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise BenchError(f"fleet token {path}: cannot write it ({exc.strerror or exc}); set {TOKEN_FILE_ENV} to a "
+                         "path you can write") from None
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:
             fh.write(value)
