@@ -140,11 +140,6 @@ class Performance(StrictModel):
     def bandwidth(self) -> Figure | None:
         return preferred_figure(self.memory_bandwidth)
 
-    @property
-    def memory_bandwidth_gbs(self) -> float | None:
-        """The preferred bandwidth figure's value (kept for callers of the old single-number field)."""
-        return self.bandwidth.value if self.bandwidth else None
-
 
 class Profile(StrictModel):
     schema_version: Literal[1] = 1
