@@ -132,35 +132,31 @@ class PerformanceModel:
         missing: dict[str, str] = {}
         raw_d = project_decode(shape, work.decode_context, hw, params, work.kv_type)
         raw_p = project_prefill(shape, work.prompt_tokens, work.depth, hw, params)
-        decode = tpot = prefill = ttft = None
-        if isinstance(raw_d, Why):
-            missing["decode_tps"] = missing["tpot_s"] = raw_d.reason
-        else:
-            band = band_for(self.bands, "decode_tps", hw.device_class, raw_d.basis)
-            d = banded("decode_tps", raw_d, "tok/s", band)
-            if isinstance(d, Why):
-                missing["decode_tps"] = missing["tpot_s"] = d.reason
-            else:
-                decode = d
-                t = banded("tpot_s", Estimate(1.0 / raw_d.value, raw_d.basis, raw_d.how, raw_d.inputs), "s", band,
-                           inverse=True)
-                tpot = t if isinstance(t, Projection) else None
-        if isinstance(raw_p, Why):
-            missing["prefill_tps"] = missing["ttft_s"] = raw_p.reason
-        else:
-            band = band_for(self.bands, "prefill_tps", hw.device_class, raw_p.basis)
-            p = banded("prefill_tps", raw_p, "tok/s", band)
-            if isinstance(p, Why):
-                missing["prefill_tps"] = missing["ttft_s"] = p.reason
-            else:
-                prefill = p
-                t = banded("ttft_s", Estimate(work.prompt_tokens / raw_p.value, raw_p.basis, raw_p.how,
-                                              {**raw_p.inputs, "formula": "prompt_tokens / prefill_tps"}),
-                           "s", band, inverse=True)
-                ttft = t if isinstance(t, Projection) else None
+        decode, tpot, why = self._rate_and_time("decode_tps", "tpot_s", raw_d, hw, lambda r: 1.0 / r)
+        if why:
+            missing["decode_tps"] = missing["tpot_s"] = why
+        prefill, ttft, why = self._rate_and_time("prefill_tps", "ttft_s", raw_p, hw,
+                                                 lambda r: work.prompt_tokens / r)
+        if why:
+            missing["prefill_tps"] = missing["ttft_s"] = why
         basis = decode.basis if decode else (prefill.basis if prefill else None)
         label = f"projected from {_BASIS_WORDS[basis]}" if basis else CAPS_ONLY
         return TierProjection(profile.id, label, decode, prefill, ttft, tpot, missing)
+
+
+    def _rate_and_time(self, metric: str, time_metric: str, raw: Estimate | Why, hw: Hardware,
+                       time_of: Any) -> tuple[Projection | None, Projection | None, str | None]:
+        """A rate with its band, and the time it implies (TPOT = 1 / decode, TTFT = p / prefill) with the
+        same band inverted; or why there is none."""
+        if isinstance(raw, Why):
+            return None, None, raw.reason
+        band = band_for(self.bands, metric, hw.device_class, raw.basis)
+        rate = banded(metric, raw, "tok/s", band)
+        if isinstance(rate, Why):
+            return None, None, rate.reason
+        time = banded(time_metric, Estimate(time_of(raw.value), raw.basis, raw.how, raw.inputs), "s", band,
+                      inverse=True)
+        return rate, time if isinstance(time, Projection) else None, None
 
 
 @lru_cache(maxsize=4)
