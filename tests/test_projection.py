@@ -298,43 +298,45 @@ def test_predict_refuses_an_unknown_tier():
 # ---- bench import: llama-bench's real outputs ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def llama_bench_outputs(tmp_path_factory):
-    """llama-bench (built from the wheel's vendored source) on the embedded model, in all four formats."""
+def llama_bench_outputs():
+    """llama-bench (built from the wheel's vendored source) on the embedded model, in all four formats:
+    two runs, each printing one format on stdout and another on stderr (-o, -oe), so each pair of
+    formats carries the same measurements."""
     from bench.models.store import embedded_model_path
     from bench.native.tools import tool_path
 
     exe = tool_path("llama-bench", say=lambda line: print(line, file=sys.stderr))
     model = embedded_model_path()
-    out = {}
-    for fmt in ("json", "jsonl", "csv", "md"):
-        proc = subprocess.run([str(exe), "-m", str(model), "-p", "32", "-n", "8", "-r", "2", "-t", "1", "-o", fmt],
-                              capture_output=True, text=True, timeout=300)
+    runs = []
+    for out_fmt, err_fmt in (("json", "md"), ("jsonl", "csv")):
+        proc = subprocess.run([str(exe), "-m", str(model), "-p", "32", "-n", "8", "-r", "2", "-t", "1", "-o", out_fmt,
+                               "-oe", err_fmt], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-500:]
-        out[fmt] = proc.stdout
-    return out
+        runs.append({out_fmt: proc.stdout, err_fmt: proc.stderr})
+    return runs
 
 
 @pytest.mark.model
 def test_import_round_trips_every_llama_bench_format(llama_bench_outputs, profiles):
     from bench.projection.importer import ImportSource
 
-    rows = {}
-    for fmt, text in llama_bench_outputs.items():
-        records = parse_llama_bench(text, fmt)
-        assert {(r.n_prompt, r.n_gen) for r in records} == {(32, 0), (0, 8)}, fmt
-        made = rows_from_records(records, ImportSource("rpi5-8g", "file:test", "pi", "2026-12-03"),
-                                 profiles["rpi5-8g"])
-        assert len(made) == 1
-        row = Row.from_dict(copy.deepcopy(made[0]))  # a valid row of the one schema
-        assert row.tier.measured_on_tier and row.config.threads == 1
-        assert row.config.prompt_tokens == 32 and row.config.gen_tokens == 8
-        rows[fmt] = row
-    # every format carries the same numbers (the Markdown table rounds to 2 decimals)
-    ref = rows["json"].summary
-    for fmt, row in rows.items():
-        assert row.summary.decode_tps.mean == pytest.approx(ref.decode_tps.mean, abs=0.006), fmt
-        assert row.summary.prefill_tps.mean == pytest.approx(ref.prefill_tps.mean, abs=0.006), fmt
-        assert row.model.size_bytes == pytest.approx(rows["json"].model.size_bytes, rel=0.001), fmt
+    for run in llama_bench_outputs:
+        rows = {}
+        for fmt, text in run.items():
+            records = parse_llama_bench(text, fmt)
+            assert {(r.n_prompt, r.n_gen) for r in records} == {(32, 0), (0, 8)}, fmt
+            made = rows_from_records(records, ImportSource("rpi5-8g", "file:test", "pi", "2026-12-03"),
+                                     profiles["rpi5-8g"])
+            assert len(made) == 1
+            row = Row.from_dict(copy.deepcopy(made[0]))  # a valid row of the one schema
+            assert row.tier.measured_on_tier and row.config.threads == 1
+            assert row.config.prompt_tokens == 32 and row.config.gen_tokens == 8
+            rows[fmt] = row
+        # both formats of one run carry the same numbers (Markdown rounds to 2 decimals, the size to 0.01 MiB)
+        (fa, a), (fb, b) = rows.items()
+        assert a.summary.decode_tps.mean == pytest.approx(b.summary.decode_tps.mean, abs=0.006), (fa, fb)
+        assert a.summary.prefill_tps.mean == pytest.approx(b.summary.prefill_tps.mean, abs=0.006), (fa, fb)
+        assert a.model.size_bytes == pytest.approx(b.model.size_bytes, rel=0.001), (fa, fb)
 
 
 @pytest.mark.model
@@ -343,7 +345,7 @@ def test_imported_rows_become_the_tiers_evidence(llama_bench_outputs, tmp_path):
 
     data = tmp_path / "validation"
     shutil.copytree(REPO / "validation", data)
-    (tmp_path / "in.md").write_text(llama_bench_outputs["md"])
+    (tmp_path / "in.md").write_text(llama_bench_outputs[0]["md"])
     env = {**os.environ, "BENCH_VALIDATION": str(data), "BENCH_PROFILES": str(REPO / "hardware_profiles")}
     proc = subprocess.run([sys.executable, "-m", "bench", "import", str(tmp_path / "in.md"), "--tier",
                            "laptop-4c-8g", "--evidence", "-o", str(tmp_path / "imported.jsonl")], cwd=tmp_path,

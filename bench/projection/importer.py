@@ -168,9 +168,10 @@ def parse_llama_bench(text: str, name: str = "input") -> list[BenchRecord]:
         if recs:
             return recs
         raise BenchError(f"{name}: no llama-bench table rows (columns test and t/s) found")
-    first = s.splitlines()[0]
-    if "avg_ts" in first:
-        reader = csv.DictReader(io.StringIO(s))
+    lines = s.splitlines()
+    header = next((i for i, ln in enumerate(lines) if ln.startswith("build_commit,") and "avg_ts" in ln), None)
+    if header is not None:  # log lines before the header (llama-bench -oe csv) are skipped
+        reader = csv.DictReader(io.StringIO("\n".join(lines[header:])))
         return [_from_fields(d, ",".join(d.values())) for d in reader]
     raise BenchError(f"{name}: not a llama-bench output (json, jsonl, csv or a Markdown table)")
 
