@@ -239,11 +239,11 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
                    f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "
                    f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")
-        lines, stored = [], r.to_dict()
+        lines = []
         for profile in report.profiles.values():
             if profile.id == r.config.profile_id or not profile.price:
                 continue
-            c = task_cost_on_tier(stored, profile)
+            c = task_cost_on_tier(r, profile)
             if "seconds" not in c:
                 lines.append([profile.id, fmt(profile.price.hourly_usd(), '.3g'), "-", "-", "-", c["why"]])
                 continue
