@@ -250,7 +250,7 @@ class Tier(Section):
     # "measured": on the tier itself (a fleet node that is the tier, or `auto`, the host as it is);
     # "emulated on HOST": the tier's caps applied on another machine. Rows before it have none.
     basis: str | None = None
-    # The tier's speed: "measured" (on the tier itself), "projected from HOST" (the performance
+    # The tier's speed: "measured" (on the tier itself), "projected from ..." (the performance
     # model, efficiency.projection) or "caps only" (fit measured under the caps, speed not).
     speed_basis: str | None = None
 
@@ -285,7 +285,7 @@ class Efficiency(Section):
     energy_source: str | None = None
     roofline: Roofline | None = None
     cost: Cost | None = None
-    projection: dict[str, Any] | None = None  # perfmodel.TierProjection; labelled PROJECTION, never a measurement
+    projection: dict[str, Any] | None = None  # projection.tier.TierProjection; PROJECTION, never a measurement
 
     NESTED = {"roofline": Roofline, "cost": Cost}
 
