@@ -496,3 +496,42 @@ def test_a_llama_cpp_cell_under_a_vram_cap_is_not_said_to_be_capped_by_torch(rec
                       backend=backend)
         assert ("vram_fraction" in options) == capped
         assert tier["vram_cap"].startswith("torch.cuda" if capped else "none: llama.cpp offloads")
+
+
+# -- the run's small helpers ----------------------------------------------------------------------
+@pytest.mark.parametrize("name,py311,py312", [
+    ("pydantic_core-2.50.5-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl", False, True),
+    ("tokenizers-0.22.2-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True, True),
+    ("gguf-0.19.0-py3-none-any.whl", True, True),
+    ("bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl", True, True),
+])
+def test_which_carried_wheels_this_python_installs(name, py311, py312):
+    assert gc.wheel_fits(name, (3, 11)) is py311 and gc.wheel_fits(name, (3, 12)) is py312
+
+
+def test_the_carried_corpus_is_checked_before_it_enters_the_cache(tmp_path):
+    carry, cache = tmp_path / "carry", tmp_path / "cache"
+    (carry / "corpora").mkdir(parents=True)
+    text = "Alice was beginning to get very tired\n"
+    (carry / "corpora" / "alice29.txt").write_text(text)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    (carry / "manifest.json").write_text(json.dumps({"corpora": {"alice29": {"sha256": sha}}}))
+    assert gc.seed_corpora(carry, cache) == ["alice29"]
+    assert (cache / "corpora" / "alice29.txt").read_text() == text
+    (carry / "corpora" / "alice29.txt").write_text(text + "tampered\n")
+    with pytest.raises(RuntimeError, match="not the text prepare carried"):
+        gc.seed_corpora(carry, tmp_path / "cache2")
+    assert not (tmp_path / "cache2" / "corpora" / "alice29.txt").exists()
+
+
+def test_the_checks_catalog_is_valid_and_names_synthetic_files(tmp_path):
+    from bench.models.catalog import load_catalog
+
+    path = tmp_path / "models.yaml"
+    path.write_text(gc.check_catalog({"smollm2": str(tmp_path / "a b: c.gguf"), "qwen": "/x/q.gguf"}, {"smollm2"}))
+    catalog = load_catalog(path)
+    smol, qwen = catalog.model("smollm2-135m-check"), catalog.model("qwen2.5-coder-1.5b-check")
+    assert "SYNTHETIC" in smol.name and "SYNTHETIC" not in qwen.name
+    assert smol.variant("q4_1").source.path == str(tmp_path / "a b: c.gguf")
+    assert smol.variant("hf-f32").source.derive.recipe == "HF"
+    assert [v.id for v in qwen.variants] == ["q4_k_m"]
