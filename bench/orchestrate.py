@@ -6,6 +6,7 @@ and library callers all come through ``run_request``; the CLI only parses and pr
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,19 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self.calibrations: dict[int, dict[str, Any]] = {}
+        self.gpu_calibration: dict[str, Any] | None = None
+
+    def _gpu(self) -> dict[str, Any]:
+        """The GPU's figures for cells on cuda tiers, measured once; a failure leaves them out (the
+        rows then say they have no GPU calibration) rather than stopping the run."""
+        if self.gpu_calibration is None:
+            from bench.hardware.calibration import calibrate_gpu
+
+            try:
+                self.gpu_calibration = calibrate_gpu()
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+                self.gpu_calibration = {"gpu_calibration_error": str(exc)}
+        return self.gpu_calibration
 
     def run(self, plans: list[CellPlan], ctx: RunContext, events: RunEvents,
             should_stop: Callable[[], bool]) -> Iterator[Row]:
@@ -61,7 +75,10 @@ class LocalExecutor:
             threads = plan.config.threads
             if threads not in self.calibrations and not plan.precheck:
                 self.calibrations[threads] = calibrate(threads)
-            row = run_cell(plan, ctx, self.calibrations.get(threads), on_progress=events.cell_progress)
+            calibration = self.calibrations.get(threads)
+            if calibration is not None and plan.config.device == "cuda":
+                calibration = {**calibration, **self._gpu()}
+            row = run_cell(plan, ctx, calibration, on_progress=events.cell_progress)
             events.cell_finished(i, len(plans), row)
             yield row
 

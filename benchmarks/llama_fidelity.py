@@ -74,13 +74,21 @@ def run_suite(model: str, p: int, n: int, t: int, r: int) -> dict:
                         "decode_tps": [s["backend_decode_tps"] for s in row["samples"]]}}
 
 
-def run_llama_bench(binary: str, model: str, p: int, n: int, t: int, r: int) -> dict:
-    def one(args: list[str]) -> list[float]:
-        out = subprocess.run([binary, "-m", model, "-t", str(t), "-r", str(r), "-fa", "0", "-o", "json", *args],
-                             capture_output=True, text=True, check=True)
+def llama_bench_argv(binary: str, model: str, p: int, n: int, t: int, r: int, extra: tuple[str, ...] = ()
+                     ) -> list[list[str]]:
+    """llama-bench's two runs: prefill (pp p from an empty context), then decode (tg n at depth p)."""
+    base = [binary, "-m", model, "-t", str(t), "-r", str(r), "-fa", "0", "-o", "json", *extra]
+    return [base + ["-p", str(p), "-n", "0"], base + ["-p", "0", "-n", str(n), "-d", str(p)]]
+
+
+def run_llama_bench(binary: str, model: str, p: int, n: int, t: int, r: int, extra: tuple[str, ...] = ()) -> dict:
+    """``extra``: more llama-bench arguments, the same in both runs (``-ngl 99`` on a GPU)."""
+    def one(argv: list[str]) -> list[float]:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
         return json.loads(out.stdout)[0]["samples_ts"]
 
-    return {"prefill_tps": one(["-p", str(p), "-n", "0"]), "decode_tps": one(["-p", "0", "-n", str(n), "-d", str(p)])}
+    prefill, decode = llama_bench_argv(binary, model, p, n, t, r, extra)
+    return {"prefill_tps": one(prefill), "decode_tps": one(decode)}
 
 
 METRICS = ("prefill_tps", "decode_tps")

@@ -82,6 +82,32 @@ def embedded_gguf(embedded_model) -> Path:
     return embedded_model.path
 
 
+# The CUDA tests run where the embedded model may be out of reach: benchmarks/gpu_check.py runs them
+# on a GPU machine with no network, pointing these variables at its own files (the embedded model's
+# header with random weights: same shapes, types and speed; meaningless text). Elsewhere they are unset
+# and the CUDA tests use the embedded model itself.
+@pytest.fixture(scope="session")
+def gpu_gguf(request) -> Path:
+    """The GGUF the CUDA tests load: $BENCH_GPU_TEST_GGUF, else the embedded model."""
+    override = os.environ.get("BENCH_GPU_TEST_GGUF")
+    if not override:
+        return request.getfixturevalue("embedded_gguf")
+    if not Path(override).is_file():
+        pytest.fail(f"BENCH_GPU_TEST_GGUF={override}: no such file", pytrace=False)
+    return Path(override)
+
+
+@pytest.fixture(scope="session")
+def gpu_hf_model(request) -> tuple[list[str], str]:
+    """(bench's catalog arguments, model spec) of the HF folder the CUDA tests load:
+    $BENCH_GPU_TEST_CATALOG and $BENCH_GPU_TEST_HF_MODEL, else the embedded model's hf-f32 folder."""
+    catalog, model = os.environ.get("BENCH_GPU_TEST_CATALOG"), os.environ.get("BENCH_GPU_TEST_HF_MODEL")
+    if not (catalog and model):
+        request.getfixturevalue("embedded_model")  # fetched and checked: hf-f32 is derived from it
+        return [], "smollm2-135m:hf-f32"
+    return ["--catalog", catalog], model
+
+
 TINY_TIER = """\
 # A test tier far too small for any model: its cells must come out does_not_fit.
 schema_version: 1

@@ -69,17 +69,27 @@ def test_backend_class_is_the_registered_one(facts):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not detect_gpus(), reason="no CUDA GPU on this host")
-def test_gpu_offload_runs_on_cuda(tmp_path, embedded_gguf):
+def test_gpu_offload_runs_on_cuda(tmp_path, gpu_gguf):
     from conftest import read_jsonl, run_bench
 
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--model", str(embedded_gguf), "--prompt-tokens", "64", "--gen-tokens", "16",
+    proc = run_bench("run", "--model", str(gpu_gguf), "--prompt-tokens", "64", "--gen-tokens", "16",
                      "--no-progress", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     row = read_jsonl(out)[0]
     assert row["config"]["device"] == "cuda" and row["config"]["n_gpu_layers"] == -1
     assert row["environment"]["backend"]["gpu_offload_supported"] is True
-    assert row["memory"].get("peak_vram_nvml_process_bytes", 0) > 0 or "vram_nvml_unavailable" in row["memory"]
+    memory = row["memory"]
+    # every layer is on the GPU: NVML sees the memory, as this process's (where it lists the process)
+    # or as the device's growth (where a PID namespace hides it); a 0 never stands for "not seen"
+    assert memory.get("peak_vram_nvml_process_bytes", 0) > 0 or (
+        memory.get("peak_vram_nvml_device_bytes", 0) > 0 and "vram_nvml_unavailable" in memory), memory
+    assert row["environment"]["calibration"]["gpu_memory_bandwidth_bytes_per_s"] > 0
+    assert row["efficiency"]["roofline"]["bandwidth_source"] == "measured on this GPU (calibration)"
+    gpu_state = row["environment"]["machine_state"]["gpu"]
+    assert gpu_state["sm_clock_mhz"]["max"] > 0 and gpu_state["samples"] >= 1
+    if row["efficiency"]["energy_source"] == "nvml":
+        assert row["summary"]["energy_j_per_token"]["mean"] > 0
 
 
 def test_stop_at_eos_reports_the_count_it_got(facts):

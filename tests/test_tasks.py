@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
-from bench.measuring.cost import task_seconds, usd_per_correct
+from bench.projection.tier import task_seconds, usd_per_correct
 from bench.quality.tasks import extract_answer, is_correct, load_items, summarize_task, task_file
 
 

@@ -12,6 +12,7 @@ from bench.hardware.tiers import (
     GiB,
     bytes_read_per_token,
     gpu_layers_for_budget,
+    gpu_offload_bytes,
     predict_memory,
     roofline_share,
     usd_per_million_tokens,
@@ -172,8 +173,18 @@ def test_gpu_layers_for_budget(embedded_model):
     layers = g["block_count"]
     assert gpu_layers_for_budget(g, 512, 100 * GiB) == layers + 1  # everything, output head too
     assert gpu_layers_for_budget(g, 512, 1024) == 0
-    half = sum(g["layer_bytes"][: layers // 2]) + (layers // 2) * 2 * 512 * 3 * 64 * 2 + 1
-    assert gpu_layers_for_budget(g, 512, half) == layers // 2
+    # llama.cpp offloads from the top: the output head (SmolLM2's is tied: a copy of token_embd),
+    # then the last blocks, each with its KV cache (3 KV heads x (64 + 64) dims x 2 bytes x 512)
+    kv = 512 * 3 * 128 * 2
+    assert not g["has_output_tensor"] and gpu_offload_bytes(g, 512, 1) == g["token_embd_bytes"]
+    assert gpu_offload_bytes(g, 512, 3) == g["token_embd_bytes"] + sum(g["layer_bytes"][-2:]) + 2 * kv
+    assert gpu_offload_bytes(g, 512, -1) == gpu_offload_bytes(g, 512, layers + 1) == gpu_offload_bytes(g, 512, 99)
+    assert gpu_offload_bytes(g, 512, 0) == 0
+    half = layers // 2
+    assert gpu_layers_for_budget(g, 512, gpu_offload_bytes(g, 512, half)) == half
+    assert gpu_layers_for_budget(g, 512, gpu_offload_bytes(g, 512, half) - 1) == half - 1
+    # a budget below the head offloads nothing, though one block would fit
+    assert gpu_layers_for_budget(g, 512, g["token_embd_bytes"] - 1) == 0 < g["layer_bytes"][0] < g["token_embd_bytes"]
 
 
 def test_memory_prediction_parts(embedded_model):

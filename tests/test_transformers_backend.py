@@ -66,13 +66,16 @@ def test_missing_extra_names_the_install_step():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not detect_gpus(), reason="no CUDA GPU on this host")
-def test_transformers_on_cuda_reports_vram(tmp_path, embedded_model):
+def test_transformers_on_cuda_reports_vram(tmp_path, gpu_hf_model):
+    catalog, model = gpu_hf_model
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--no-progress", "--backend", "transformers", "--model", "smollm2-135m:hf-f32",
+    proc = run_bench(*catalog, "run", "--no-progress", "--backend", "transformers", "--model", model,
                      "--backend-opt", "dtype=fp16", "--prompt-tokens", "64", "--gen-tokens", "16", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     row = read_jsonl(out)[0]
+    assert row["config"]["device"] == "cuda"
     assert row["memory"]["peak_vram_allocated_bytes"] > 0
+    assert row["memory"]["peak_vram_reserved_bytes"] >= row["memory"]["peak_vram_allocated_bytes"]
 
 
 @pytest.mark.parametrize("backend,opts,unquantized", [

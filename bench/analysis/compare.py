@@ -223,17 +223,25 @@ def _samples(row: Row, key: str) -> list[float]:
 
 
 def _scale(base: Row, new: Row, metric: SpeedMetric) -> tuple[float | None, str]:
-    """Factor that puts the new row's metric on the baseline machine's footing (CPU calibration:
-    cells on a GPU are left as measured)."""
-    if "cuda" in (base.config.device, new.config.device):
-        return None, f"{metric.key}: not normalized, the calibration measures the CPU and this cell ran on cuda"
+    """Factor that puts the new row's metric on the baseline machine's footing: the host's calibration
+    for cells on the CPU, the GPU's (``gpu_*``) for cells with every layer on a GPU. Cells on
+    different devices, or with part of the model offloaded, are left as measured."""
+    devices = {base.config.device, new.config.device}
+    name = metric.calibration
+    if "cuda" in devices:
+        if devices != {"cuda"}:
+            other = "".join(devices - {"cuda"})
+            return None, f"{metric.key}: not normalized, one cell ran on cuda and the other on {other}"
+        if base.config.n_gpu_layers != -1 or new.config.n_gpu_layers != -1:
+            return None, f"{metric.key}: not normalized, a cell offloaded only part of the model to the GPU"
+        name = "gpu_" + name
     cal_b, cal_n = base.environment.calibration, new.environment.calibration
-    cb = getattr(cal_b, metric.calibration) if cal_b else None
-    cn = getattr(cal_n, metric.calibration) if cal_n else None
+    cb = getattr(cal_b, name) if cal_b else None
+    cn = getattr(cal_n, name) if cal_n else None
     if not cb or not cn:
-        return None, f"{metric.key}: not normalized, a row has no calibration ({metric.calibration})"
+        return None, f"{metric.key}: not normalized, a row has no calibration ({name})"
     factor = cb / cn if metric.higher_is_better else cn / cb
-    return factor, f"{metric.key} x{factor:.3f} ({metric.calibration} {cn:.3g} here vs {cb:.3g} in the baseline)"
+    return factor, f"{metric.key} x{factor:.3f} ({name} {cn:.3g} here vs {cb:.3g} in the baseline)"
 
 
 def _notes(base: Row, new: Row) -> list[str]:

@@ -97,20 +97,47 @@ def fit_verdict(pred: MemoryPrediction, budget_bytes: int) -> tuple[bool, str]:
     return False, f"predicted {pred.total_bytes / GiB:.2f} GiB of {budget_bytes / GiB:.2f} GiB available"
 
 
-def gpu_layers_for_budget(g: dict[str, Any], n_ctx: int, vram_budget_bytes: int) -> int:
-    """The largest n_gpu_layers whose layer weights and KV cache fit the VRAM budget (partial
-    offload: how an 8 GB card runs a 7B model). The output head counts as one more layer in
-    llama.cpp's numbering, so offloading everything is block_count + 1."""
+def gpu_head_bytes(g: dict[str, Any]) -> int:
+    """Bytes of the output head on the GPU: ``output.weight``, or, where the head is tied, a copy of
+    ``token_embd`` (llama.cpp loads the tied matrix a second time as the output layer's tensor,
+    ``TENSOR_DUPLICATED`` in llama-model-loader.cpp). A summary read before ``output_bytes`` was
+    recorded falls back to ``token_embd_bytes`` (the same shape)."""
+    if g.get("has_output_tensor"):
+        return g.get("output_bytes") or g.get("token_embd_bytes", 0)
+    return g.get("token_embd_bytes", 0)
+
+
+def gpu_offload_bytes(g: dict[str, Any], n_ctx: int, n_gpu_layers: int) -> int:
+    """Weights and KV cache llama.cpp puts on the GPU for ``n_gpu_layers`` (the prediction a partial
+    offload is checked against). llama.cpp numbers the output head as layer ``n_layer`` and offloads
+    from the top (llama-model.cpp, load_tensors: ``i_gpu_start = n_layer + 1 - n_gpu_layers``), so:
+
+        0 layers:            0
+        k layers, 1 <= k:    head + sum over the last k - 1 blocks of (block weights + its KV cache)
+        negative, or k > n:  all n blocks and the head (k = n + 1)
+
+    The input embedding stays on the CPU; compute buffers and the CUDA context are not counted."""
     layers = g.get("layer_bytes") or []
-    used, n = 0, 0
+    n = len(layers)
+    k = n + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n + 1)
+    if k <= 0:
+        return 0
     per_layer_kv = kv_cache_bytes(g, n_ctx, layers=1)
-    for size in layers:
-        if used + size + per_layer_kv > vram_budget_bytes:
-            return n
-        used += size + per_layer_kv
-        n += 1
-    head = g.get("token_embd_bytes", 0) if not g.get("has_output_tensor") else 0
-    return n + 1 if used + head <= vram_budget_bytes else n
+    blocks = layers[n - (k - 1):] if k > 1 else []
+    return gpu_head_bytes(g) + sum(blocks) + len(blocks) * per_layer_kv
+
+
+def gpu_layers_for_budget(g: dict[str, Any], n_ctx: int, vram_budget_bytes: int) -> int:
+    """The largest n_gpu_layers whose weights and KV cache on the GPU (``gpu_offload_bytes``) fit the
+    VRAM budget (partial offload: how an 8 GB card runs a 7B model). The head goes first, so a budget
+    below it offloads nothing; offloading everything is block_count + 1."""
+    n = len(g.get("layer_bytes") or [])
+    best = 0
+    for k in range(1, n + 2):
+        if gpu_offload_bytes(g, n_ctx, k) > vram_budget_bytes:
+            break
+        best = k
+    return best
 
 
 def bytes_read_per_token(g: dict[str, Any], file_bytes: int, context_tokens: int) -> int:

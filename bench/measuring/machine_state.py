@@ -74,13 +74,24 @@ def _gpu_state() -> dict[str, Any] | None:
         return None
     try:
         pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-                "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
-                "throttle_reasons": int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)),
-                "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)}
     except Exception:  # no driver or no device: nothing to read
         return None
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        # "clocks event reasons" is NVML's newer name for throttle reasons (the old call is deprecated)
+        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+                "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+                "throttle_reasons": int(reasons(h)),
+                "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)}
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()  # nvmlInit counts references: one shutdown per init
+        except Exception:
+            pass
 
 
 def _children_cpu_s() -> float:
@@ -167,7 +178,11 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
     if gpu:
         sm = [g["sm_clock_mhz"] for g in gpu]
         out["gpu"] = {"sm_clock_mhz": {"min": min(sm), "max": max(sm)},
-                      "throttle_reasons": sorted({g["throttle_reasons"] for g in gpu})}
+                      "mem_clock_mhz": {"min": min(g["mem_clock_mhz"] for g in gpu),
+                                        "max": max(g["mem_clock_mhz"] for g in gpu)},
+                      "temperature_c_max": max(g["temperature_c"] for g in gpu),
+                      "throttle_reasons": sorted({g["throttle_reasons"] for g in gpu}),
+                      "samples": len(gpu)}
         if max(sm) and 1 - min(sm) / max(sm) > DISTURBED["clock_drop"]:
             out["flags"].append(f"the GPU's SM clock fell from {max(sm)} to {min(sm)} MHz")
     out["disturbed"] = bool(out["flags"])

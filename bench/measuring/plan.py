@@ -245,15 +245,19 @@ def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path
 
 
 def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: int, host: HostInfo,
-                  tier: dict[str, Any], options: dict[str, Any], native: bool = False) -> int:
-    """A cuda tier's VRAM budget: the torch allocator's cap (not on the tier's own GPU) and
-    llama.cpp's layers that fit."""
+                  tier: dict[str, Any], options: dict[str, Any], native: bool = False,
+                  backend: str = "llama.cpp") -> int:
+    """A cuda tier's VRAM budget: the torch allocator's cap for the torch-based backends (not on the
+    tier's own GPU), and for llama.cpp the layers that fit (nothing caps llama.cpp's allocations)."""
     vram_budget = int(((profile.capacity.vram_gb or 0) - profile.capacity.reserve_vram_gb) * GiB)
     tier["vram_budget_bytes"] = vram_budget
     host_vram = host.gpus[0]["vram_bytes"] if host.gpus and not native else 0
-    if host_vram and vram_budget < host_vram:  # torch-based backends cap their allocator to the tier
+    if host_vram and vram_budget < host_vram and backend != "llama.cpp":
         options["vram_fraction"] = vram_budget / host_vram
         tier["vram_cap"] = f"torch.cuda.set_per_process_memory_fraction({vram_budget / host_vram:.3f})"
+    elif host_vram and vram_budget < host_vram:
+        tier["vram_cap"] = ("none: llama.cpp offloads the layers whose weights and KV cache fit the budget "
+                            "(gpu_layers_that_fit); its allocations are not capped")
     if req.n_gpu_layers is not None:
         return req.n_gpu_layers
     if not g:
@@ -284,7 +288,8 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             if too_big:
                 precheck = ("does_not_fit", why)
     options = dict(req.backend_options)
-    n_gpu_layers = _gpu_settings(req, profile, g, n_ctx, host, tier, options, native) if profile.device == "cuda" else 0
+    n_gpu_layers = (_gpu_settings(req, profile, g, n_ctx, host, tier, options, native, backend)
+                    if profile.device == "cuda" else 0)
     config = CellConfig(
         model_id=model.model_id, variant_id=model.variant_id, backend=backend, profile_id=profile.id,
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,

@@ -144,7 +144,8 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
                                **tier_outcome(plan, row.memory.peak_rss_bytes)})
     row.efficiency = Efficiency.from_dict(efficiency(plan.model.gguf, plan.model.size_bytes,
                                                      c.prompt_tokens + c.gen_tokens // 2, summary, calibration,
-                                                     result.get("energy_source", "unavailable")))
+                                                     result.get("energy_source", "unavailable"), c.device,
+                                                     c.n_gpu_layers))
     speed = tier_speed(row, plan.profile, row.tier.measured_on_tier)
     row.tier = row.tier.replace(speed_basis=speed["speed_basis"])
     row.efficiency = row.efficiency.replace(cost=Cost.from_dict(speed["cost"]), projection=speed["projection"])

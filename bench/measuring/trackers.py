@@ -90,13 +90,22 @@ class MemoryTracker:
 
 
 class VramTracker:
-    """Peak GPU memory of this process: torch's allocator counters (if torch is loaded) and NVML's
-    per-process used memory (if nvidia-ml-py is installed). Reports which source gave which number."""
+    """Peak GPU memory of this process: torch's allocator counters (if torch is loaded) and NVML
+    (if nvidia-ml-py is installed). Reports which source gave which number.
+
+    NVML's per-process list names processes by the PIDs it sees; inside a container with a PID
+    namespace of its own (or without the rights to list processes) this process is not in it. The
+    device's used memory is sampled too, so the peak above its level at the start is reported
+    beside it (``peak_vram_nvml_device_bytes``): the whole GPU's growth, this process's own only when
+    nothing else allocates on the card meanwhile."""
 
     def __init__(self, device_index: int = 0, interval_s: float = 0.05) -> None:
         self.device_index = device_index
         self.interval_s = interval_s
-        self.nvml_peak: int | None = None
+        self.pid = os.getpid()
+        self.process_peak: int | None = None  # None: never listed by NVML
+        self.device_baseline: int | None = None
+        self.device_peak: int | None = None
         self.nvml_error: str | None = None
         self._handle: Any = None
         self._stop = threading.Event()
@@ -111,7 +120,7 @@ class VramTracker:
 
             pynvml.nvmlInit()
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
-            self.nvml_peak = 0
+            self.device_baseline = self.device_peak = int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
             self._thread = threading.Thread(target=self._run, name="vram-sampler", daemon=True)
             self._thread.start()
         except Exception as exc:  # no driver, no package: say so in the report
@@ -121,10 +130,11 @@ class VramTracker:
     def _sample_nvml(self) -> None:
         import pynvml
 
-        pid = os.getpid()
+        used = int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+        self.device_peak = max(self.device_peak or 0, used)
         for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-            if p.pid == pid and p.usedGpuMemory is not None:
-                self.nvml_peak = max(self.nvml_peak or 0, int(p.usedGpuMemory))
+            if p.pid == self.pid and p.usedGpuMemory is not None:
+                self.process_peak = max(self.process_peak or 0, int(p.usedGpuMemory))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -143,6 +153,13 @@ class VramTracker:
                 self._sample_nvml()
             except Exception:
                 pass
+        if self._handle is not None:
+            try:
+                import pynvml
+
+                pynvml.nvmlShutdown()
+            except Exception:
+                pass
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -150,11 +167,31 @@ class VramTracker:
         if torch is not None and torch.cuda.is_available():
             out["peak_vram_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device_index))
             out["peak_vram_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device_index))
-        if self.nvml_peak is not None:
-            out["peak_vram_nvml_process_bytes"] = self.nvml_peak
-        elif self.nvml_error:
-            out["vram_nvml_unavailable"] = self.nvml_error
+        out.update(nvml_vram_fields(self.pid, self.process_peak, self.device_baseline, self.device_peak,
+                                    self.nvml_error))
         return out
+
+
+def nvml_vram_fields(pid: int, process_peak: int | None, device_baseline: int | None, device_peak: int | None,
+                     error: str | None) -> dict[str, Any]:
+    """What NVML's samples say, each number under the name of what it measures:
+    ``peak_vram_nvml_process_bytes`` (this process, from NVML's process list),
+    ``peak_vram_nvml_device_bytes`` (device used memory: peak - level at the start) and, when NVML
+    could not give this process's own figure, ``vram_nvml_unavailable`` with why. A process that
+    NVML never listed gets no process figure at all (never a 0 that would read as measured)."""
+    out: dict[str, Any] = {}
+    if process_peak is not None:
+        out["peak_vram_nvml_process_bytes"] = process_peak
+    if device_baseline is not None and device_peak is not None:
+        out["peak_vram_nvml_device_bytes"] = max(0, device_peak - device_baseline)
+        out["vram_nvml_device_baseline_bytes"] = device_baseline
+    if error and process_peak is None:
+        out["vram_nvml_unavailable"] = error
+    elif process_peak is None and device_baseline is not None:
+        out["vram_nvml_unavailable"] = (f"NVML does not list this process (pid {pid}) among the GPU's compute "
+                                        "processes (a PID namespace of its own, or no right to list them); "
+                                        "peak_vram_nvml_device_bytes is the whole device's growth")
+    return out
 
 
 class Stopwatch:

@@ -42,6 +42,7 @@ class GgufInfo:
     layer_bytes: list[int] = field(default_factory=list)  # weight bytes of each blk.N
     token_embd_bytes: int = 0
     has_output_tensor: bool = False  # False: the output head is tied to token_embd
+    output_bytes: int = 0  # output.weight, where the head is not tied
     tensor_types: dict[str, int] = field(default_factory=dict)  # e.g. {"Q4_1": 210, "F32": 61}
     tensor_bytes: dict[str, int] = field(default_factory=dict)  # bytes of weights per type
 
@@ -133,6 +134,7 @@ class _TensorTotals:
     layers: Counter[int] = field(default_factory=Counter)
     token_embd_bytes: int = 0
     has_output: bool = False
+    output_bytes: int = 0
     n_params: int = 0
     data_end: int = 0
 
@@ -159,6 +161,7 @@ def _tally(tensors: list[TensorEntry], data_start: int, path: Path) -> _TensorTo
             t.token_embd_bytes = nbytes
         elif name == "output.weight":
             t.has_output = True
+            t.output_bytes = nbytes
         t.data_end = max(t.data_end, data_start + offset + nbytes)
     return t
 
@@ -204,6 +207,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
         layer_bytes=[t.layers[i] for i in sorted(t.layers)],
         token_embd_bytes=t.token_embd_bytes,
         has_output_tensor=t.has_output,
+        output_bytes=t.output_bytes,
         tensor_types=dict(sorted(t.types.items())),
         tensor_bytes=dict(sorted(t.type_bytes.items())),
     )

@@ -107,7 +107,8 @@ class Host(Section):
 
 @dataclass(frozen=True)
 class Calibration(Section):
-    """This host's measured memory bandwidth and matmul rate at the cell's thread count."""
+    """This host's measured memory bandwidth and matmul rate at the cell's thread count, and for a
+    cell on a cuda tier the GPU's (``gpu_*``, bench.hardware.calibration.calibrate_gpu)."""
 
     memory_bandwidth_bytes_per_s: float | None = None
     matmul_flop_per_s: float | None = None
@@ -115,6 +116,12 @@ class Calibration(Section):
     date: str | None = None
     method: str | None = None
     seconds: float | None = None
+    gpu_name: str | None = None
+    gpu_memory_bandwidth_bytes_per_s: float | None = None
+    gpu_matmul_flop_per_s: float | None = None  # fp16
+    gpu_matmul_bf16_flop_per_s: float | None = None
+    gpu_matmul_fp32_flop_per_s: float | None = None
+    gpu_method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class Memory(Section):
     peak_vram_allocated_bytes: int | None = None
     peak_vram_reserved_bytes: int | None = None
     peak_vram_nvml_process_bytes: int | None = None
+    peak_vram_nvml_device_bytes: int | None = None  # the device's used memory: peak - level at the start
+    vram_nvml_device_baseline_bytes: int | None = None
     vram_nvml_unavailable: str | None = None
 
 
@@ -284,6 +293,7 @@ class Cost(Section):
 class Efficiency(Section):
     energy_source: str | None = None
     roofline: Roofline | None = None
+    roofline_unavailable: str | None = None  # why a cell has no roofline share (a GPU cell without its figures)
     cost: Cost | None = None
     projection: dict[str, Any] | None = None  # projection.tier.TierProjection; PROJECTION, never a measurement
 

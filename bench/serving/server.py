@@ -242,7 +242,9 @@ def proc_memory(pid: int) -> dict[str, Any]:
 
 
 def gpu_memory(pid: int) -> dict[str, Any]:
-    """The process's GPU memory as NVML sees it (nvidia-ml-py), or why it is unavailable."""
+    """The process's GPU memory as NVML sees it (nvidia-ml-py), or why it is unavailable. A process
+    NVML does not list (a PID namespace of its own hides it) gets no figure of its own, only the
+    devices' used memory, named as such."""
     try:
         import pynvml
     except ImportError:
@@ -252,13 +254,19 @@ def gpu_memory(pid: int) -> dict[str, Any]:
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     try:
-        used = 0
+        used, listed, device_used = 0, False, 0
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            device_used += int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
             for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 if p.pid == pid and p.usedGpuMemory is not None:
                     used += int(p.usedGpuMemory)
-        return {"vram_bytes": used, "via": "nvml (at the end of the point)"}
+                    listed = True
+        if listed:
+            return {"vram_bytes": used, "via": "nvml (at the end of the point)", "device_used_bytes": device_used}
+        return {"unavailable": f"NVML does not list the server (pid {pid}) among the GPU's processes (a PID "
+                               "namespace of its own, or no right to list them)",
+                "device_used_bytes": device_used, "via": "nvml, all processes on the GPU (at the end of the point)"}
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     finally:
