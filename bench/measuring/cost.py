@@ -26,13 +26,15 @@ CAPS_ONLY = "caps only"
 
 
 def efficiency(gguf: dict[str, Any] | None, model_bytes: int, context_tokens: int, summary: dict[str, Any],
-               calibration: dict[str, Any] | None, energy_source: str) -> dict[str, Any]:
+               calibration: dict[str, Any] | None, energy_source: str,
+               kv_types: tuple[str, str] = ("f16", "f16")) -> dict[str, Any]:
     """Roofline share on this host (decode against the bandwidth measured here) and the energy
-    source; the tier's speed and cost come from ``tier_speed``."""
+    source; the tier's speed and cost come from ``tier_speed``. ``context_tokens``: the mean decode
+    context (depth + prompt + half the generated tokens); ``kv_types``: the K and V cache types."""
     out: dict[str, Any] = {"energy_source": energy_source}
     decode = (summary.get("decode_tps") or {}).get("mean")
     if decode and gguf and calibration:
-        bpt = bytes_read_per_token(gguf, model_bytes, context_tokens)
+        bpt = bytes_read_per_token(gguf, model_bytes, context_tokens, *kv_types)
         bw = calibration["memory_bandwidth_bytes_per_s"]
         out["roofline"] = {"share": roofline_share(decode, bw, bpt), "bytes_per_token": bpt,
                            "bandwidth_bytes_per_s": bw, "bandwidth_source": "measured on this host (calibration)"}
