@@ -234,6 +234,9 @@ def _serve_parser(sub: Any) -> None:
     g.add_argument("--prompts", default="fixed",
                    help="fixed (default), gsm8k, corpus or mix (real text, natural lengths)")
     g.add_argument("--prompt-tokens", type=int, default=128, help="fixed prompt length in server tokens (default 128)")
+    g.add_argument("--shared-prefix", type=int, default=0, metavar="N",
+                   help="every prompt starts with the same N tokens (a system prompt, earlier turns), so the "
+                        "server's prompt cache is measured on purpose (default 0: prompts share nothing)")
     g.add_argument("--corpus", default="alice29", help="text for prompts: alice29 (default), lcet10 or a UTF-8 file")
     g.add_argument("--gen-tokens", default="64", metavar="N|LOW:HIGH",
                    help="output tokens, fixed or drawn (default 64)")
@@ -277,7 +280,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency if args.concurrency is not None else ([] if args.rate else [1, 2, 4, 8, 16]),
         rates=args.rate, requests=args.requests, duration_s=args.duration, warmup=args.warmup,
         max_in_flight=args.max_in_flight, burstiness=args.burstiness, prompts=args.prompts,
-        prompt_tokens=args.prompt_tokens, corpus=args.corpus, gen=GenLength.parse(args.gen_tokens),
+        prompt_tokens=args.prompt_tokens, shared_prefix=args.shared_prefix, corpus=args.corpus,
+        gen=GenLength.parse(args.gen_tokens),
         stop_at_eos=args.stop_at_eos, seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
         goodput_share=args.goodput_share, ceiling=not args.no_ceiling, in_process=args.in_process, task=args.task,
         task_limit=args.task_limit, task_shots=args.task_shots, task_max_tokens=args.task_max_tokens,
