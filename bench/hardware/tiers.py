@@ -6,11 +6,14 @@ Memory prediction for a llama.cpp GGUF run (checked against measured peaks; see 
     kv_cache = n_ctx_padded x n_layer x n_head_kv x (head_dim_k x b(type_k) + head_dim_v x b(type_v))
                b = bytes per element of the cache type: f16 2, q8_0 34/32, q4_0 18/32 (KV_CACHE_TYPES).
                llama.cpp clears the whole cache buffer at load, so all of n_ctx is resident
-    compute  = 4 bytes x (b x (n_ff + 4 n_embd) + n_head x s)
+    compute  = 4 b (n_ff + 4 n_embd) + attention
                b = min(n_batch, max(p, depth)): the largest batch (the prompt, or a batch of the fill)
-               s = the largest batch x the KV cells it attends to (attention scores):
-                   max(min(n_batch, p) x pad(depth + p), min(n_batch, depth) x pad(depth)) without
-                   flash attention; with it the scores are computed in tiles and s is dropped
+               s = max over the batches of (batch tokens x KV cells they attend to), a batch ending at
+                   position e attending to pad(e) cells (the fill and the prompt decoded n_batch at a time)
+               attention without flash attention = s x (n_head x (4 + w) + 4): the f32 scores KQ, their
+                   f16 copy in the CPU backend's work buffer for the KQ x V product (w = 2; 0 for an f32
+                   V cache, which needs no copy), and the f32 mask
+               attention with flash attention = s x 2: the f16 mask (the scores are computed in tiles)
                (llama.cpp reserves its compute buffer for n_ctx, but only the pages a batch touches count)
     runtime  = RUNTIME_BYTES (Python, llama-cpp-python, numpy, thread stacks)
     repack   = bytes of the tensor types llama.cpp's CPU backend repacks into an interleaved copy
@@ -129,12 +132,27 @@ def predict_memory(g: dict[str, Any], file_bytes: int, n_ctx: int, prompt_tokens
     p = prompt_tokens
     n_embd, n_ff, n_head = g.get("embedding_length") or 0, g.get("feed_forward_length") or 0, g.get("head_count") or 0
     batch = min(n_batch, max(p, depth), n_ctx)
-    scores = 0 if flash_attn else max(min(n_batch, p) * _pad(depth + p), min(n_batch, depth) * _pad(depth))
-    compute = 4 * (batch * (n_ff + 4 * n_embd) + n_head * scores)
+    s = largest_attention_block(depth, p, n_batch)
+    w = 0 if type_v == "f32" else 2
+    attention = 2 * s if flash_attn else s * (n_head * (4 + w) + 4)
+    compute = 4 * batch * (n_ff + 4 * n_embd) + attention
     repack = sum(b for t, b in (g.get("tensor_bytes") or {}).items() if t in repacked_types)
     return MemoryPrediction(weights_bytes=file_bytes, kv_cache_bytes=kv_cache_bytes(g, n_ctx, type_k=type_k,
                                                                                      type_v=type_v),
                             compute_bytes=compute, runtime_bytes=RUNTIME_BYTES, repack_bytes=repack)
+
+
+def largest_attention_block(depth: int, prompt_tokens: int, n_batch: int = 512) -> int:
+    """max over the batches decoded (the fill of ``depth`` tokens, then the prompt, n_batch at a time)
+    of batch tokens x pad(position the batch ends at): the largest (tokens x KV cells) block of
+    attention scores llama.cpp computes."""
+    best, start = 0, 0
+    for total in (depth, depth + prompt_tokens):
+        while start < total:
+            end = min(start + n_batch, total)
+            best = max(best, (end - start) * _pad(end))
+            start = end
+    return best
 
 
 def largest_context_that_fits(g: dict[str, Any], file_bytes: int, budget_bytes: int, prompt_tokens: int = 128,
