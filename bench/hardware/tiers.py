@@ -192,13 +192,14 @@ def fit_verdict(pred: MemoryPrediction, budget_bytes: int) -> tuple[bool, str]:
     return False, f"predicted {pred.total_bytes / GiB:.2f} GiB of {budget_bytes / GiB:.2f} GiB available"
 
 
-def gpu_layers_for_budget(g: dict[str, Any], n_ctx: int, vram_budget_bytes: int) -> int:
+def gpu_layers_for_budget(g: dict[str, Any], n_ctx: int, vram_budget_bytes: int, type_k: str = "f16",
+                          type_v: str = "f16") -> int:
     """The largest n_gpu_layers whose layer weights and KV cache fit the VRAM budget (partial
     offload: how an 8 GB card runs a 7B model). The output head counts as one more layer in
     llama.cpp's numbering, so offloading everything is block_count + 1."""
     layers = g.get("layer_bytes") or []
     used, n = 0, 0
-    per_layer_kv = kv_cache_bytes(g, n_ctx, layers=1)
+    per_layer_kv = kv_cache_bytes(g, n_ctx, layers=1, type_k=type_k, type_v=type_v)
     for size in layers:
         if used + size + per_layer_kv > vram_budget_bytes:
             return n

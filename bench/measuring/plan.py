@@ -265,7 +265,8 @@ def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: i
         return req.n_gpu_layers
     if not g:
         return -1
-    fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget)
+    kv = kv_settings(req.backend_options)
+    fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget, kv.type_k, kv.type_v)
     tier["gpu_layers_that_fit"] = fit_layers
     return -1 if fit_layers > (g.get("block_count") or 0) else fit_layers
 
