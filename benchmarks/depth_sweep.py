@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -80,21 +81,26 @@ def run_suite(model: str, depth: int, p: int, n: int, t: int, r: int, kv: dict[s
 def run_llama_bench(binary: str, model: str, depth: int, p: int, n: int, t: int, r: int,
                     kv: dict[str, Any]) -> dict[str, Any]:
     """llama-bench's pp at depth D and tg at depth D + P, each with its own peak RSS."""
-    def one(args: list[str]) -> tuple[list[float], int]:
+    def one(args: list[str]) -> tuple[list[float], int, str | None]:
         wrapper = ("import json, resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, "
                    "text=True); print(json.dumps({'rc': out.returncode, 'stdout': out.stdout, "
                    "'stderr': out.stderr[-800:], "
                    "'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
         cmd = [sys.executable, "-c", wrapper, binary, "-m", model, "-t", str(t), "-r", str(r), "-o", "json",
                *kv["llama_bench"], *args]
-        res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        with StateWatch(cpus) as watch:  # was the machine all there? (as the suite watches its own cells)
+            res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         if res["rc"] != 0:
             raise SystemExit(f"llama-bench failed ({' '.join(args)}): {res['stderr']}")
-        return json.loads(res["stdout"])[0]["samples_ts"], res["maxrss_kib"] * 1024
+        return json.loads(res["stdout"])[0]["samples_ts"], res["maxrss_kib"] * 1024, flag_reason(watch.report(), None)
 
-    pp, pp_rss = one(["-p", str(p), "-n", "0", "-d", str(depth)])
-    tg, tg_rss = one(["-p", "0", "-n", str(n), "-d", str(depth + p)])
-    return {"prefill_tps": pp, "decode_tps": tg, "peak_rss_bytes": max(pp_rss, tg_rss)}
+    from bench.measuring.machine_state import StateWatch, flag_reason
+
+    cpus = sorted(os.sched_getaffinity(0))[:t]
+    pp, pp_rss, pp_flag = one(["-p", str(p), "-n", "0", "-d", str(depth)])
+    tg, tg_rss, tg_flag = one(["-p", "0", "-n", str(n), "-d", str(depth + p)])
+    return {"prefill_tps": pp, "decode_tps": tg, "peak_rss_bytes": max(pp_rss, tg_rss),
+            "disturbed": "; ".join(f"{k}: {v}" for k, v in (("pp", pp_flag), ("tg", tg_flag)) if v) or None}
 
 
 def gguf_path(spec: str) -> str:
@@ -154,7 +160,11 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
     return {"suite": suite, "llama_bench": bench, "ratio": ratio, "peak_rss_bytes": last["peak_rss_bytes"],
             "predicted_bytes": pred, "prediction_error": last["prediction_error"],
             "llama_bench_peak_rss_bytes": rs[-1]["llama-bench"]["peak_rss_bytes"],
-            "fill_s": (last["depth_fill"] or {}).get("seconds"), "n_ctx": last["n_ctx"], "file": last["file"]}
+            "fill_s": (last["depth_fill"] or {}).get("seconds"), "n_ctx": last["n_ctx"], "file": last["file"],
+            "disturbed": [f"round {i + 1} {side}: {why}" for i, r in enumerate(rs)
+                          for side, why in (("suite", r["suite"].get("reason")),
+                                            ("llama-bench", r["llama-bench"].get("disturbed")))
+                          if why and "DISTURBED" in why.upper()]}
 
 
 def page(results: list[dict[str, Any]]) -> str:
@@ -184,8 +194,9 @@ def page(results: list[dict[str, Any]]) -> str:
         s0 = summarize(cells[0])
         lines += [f"## {name}, KV cache {kv}", "", f"File: `{s0['file']}`.", "",
                   "| depth | TTFT ms | prefill tok/s: suite / llama-bench (ratio) | decode tok/s: suite / llama-bench "
-                  "(ratio) | peak RSS MiB | predicted MiB (error) | llama-bench peak RSS MiB | fill s (untimed) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "(ratio) | peak RSS MiB | predicted MiB (error) | llama-bench peak RSS MiB | fill s (untimed) | "
+                  "machine disturbed (others on the cores, steal) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for cell in sorted(cells, key=lambda c: c["depth"]):
             s = summarize(cell)
             su, lb, ra = s["suite"], s["llama_bench"], s["ratio"]
@@ -195,7 +206,8 @@ def page(results: list[dict[str, Any]]) -> str:
                          f"{lb['prefill_tps']:.1f} ({ra['prefill_tps']:.3f}) | {su['decode_tps']:.2f} / "
                          f"{lb['decode_tps']:.2f} ({ra['decode_tps']:.3f}) | {s['peak_rss_bytes'] / MiB:.1f} | "
                          f"{(s['predicted_bytes'] or 0) / MiB:.1f} ({err}) | "
-                         f"{s['llama_bench_peak_rss_bytes'] / MiB:.1f} | {fill} |")
+                         f"{s['llama_bench_peak_rss_bytes'] / MiB:.1f} | {fill} | "
+                         f"{'; '.join(s['disturbed']) or 'no'} |")
         lines.append("")
     return "\n".join(lines)
 
