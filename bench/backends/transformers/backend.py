@@ -119,7 +119,7 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             for start in range(0, len(tokens), FILL_BATCH):
                 ids = torch.tensor([tokens[start:start + FILL_BATCH]], device=self.device)
-                self.model(ids, past_key_values=cache, use_cache=True,
+                self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1,  # no 512 x vocab logits
                            cache_position=torch.arange(start, start + ids.shape[1], device=self.device))
         self._fill, self._fill_cache = list(tokens), cache
         return {"method": (f"one forward pass per {FILL_BATCH} tokens into a {type(cache).__name__} kept for the "
