@@ -79,9 +79,10 @@ def run_suite(model: str, depth: int, p: int, n: int, t: int, r: int, kv: dict[s
 
 
 def run_llama_bench(binary: str, model: str, depth: int, p: int, n: int, t: int, r: int,
-                    kv: dict[str, Any]) -> dict[str, Any]:
-    """llama-bench's pp at depth D and tg at depth D + P, each with its own peak RSS."""
-    def one(args: list[str]) -> tuple[list[float], int, str | None]:
+                    kv: dict[str, Any], one_fill: bool = False) -> dict[str, Any]:
+    """llama-bench's pp at depth D and tg at depth D + P, each with its own peak RSS; with ``one_fill``,
+    one invocation whose pp and tg both run at depth D after a single fill (its depth cache)."""
+    def one(args: list[str]) -> tuple[list[Any], int, str | None]:
         wrapper = ("import json, resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, "
                    "text=True); print(json.dumps({'rc': out.returncode, 'stdout': out.stdout, "
                    "'stderr': out.stderr[-800:], "
@@ -92,14 +93,21 @@ def run_llama_bench(binary: str, model: str, depth: int, p: int, n: int, t: int,
             res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         if res["rc"] != 0:
             raise SystemExit(f"llama-bench failed ({' '.join(args)}): {res['stderr']}")
-        return json.loads(res["stdout"])[0]["samples_ts"], res["maxrss_kib"] * 1024, flag_reason(watch.report(), None)
+        return json.loads(res["stdout"]), res["maxrss_kib"] * 1024, flag_reason(watch.report(), None)
 
     from bench.measuring.machine_state import StateWatch, flag_reason
 
     cpus = sorted(os.sched_getaffinity(0))[:t]
-    pp, pp_rss, pp_flag = one(["-p", str(p), "-n", "0", "-d", str(depth)])
-    tg, tg_rss, tg_flag = one(["-p", "0", "-n", str(n), "-d", str(depth + p)])
-    return {"prefill_tps": pp, "decode_tps": tg, "peak_rss_bytes": max(pp_rss, tg_rss),
+    if one_fill:
+        tests, rss, flag = one(["-p", str(p), "-n", str(n), "-d", str(depth)])
+        pp = next(x["samples_ts"] for x in tests if x["n_prompt"] > 0)
+        tg = next(x["samples_ts"] for x in tests if x["n_gen"] > 0)
+        return {"prefill_tps": pp, "decode_tps": tg, "peak_rss_bytes": rss, "disturbed": flag,
+                "tg_depth": depth}
+    (pp_test,), pp_rss, pp_flag = one(["-p", str(p), "-n", "0", "-d", str(depth)])
+    (tg_test,), tg_rss, tg_flag = one(["-p", "0", "-n", str(n), "-d", str(depth + p)])
+    return {"prefill_tps": pp_test["samples_ts"], "decode_tps": tg_test["samples_ts"],
+            "peak_rss_bytes": max(pp_rss, tg_rss), "tg_depth": depth + p,
             "disturbed": "; ".join(f"{k}: {v}" for k, v in (("pp", pp_flag), ("tg", tg_flag)) if v) or None}
 
 
@@ -133,10 +141,12 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 for rnd in range(args.rounds):
                     res: dict[str, Any] = {}
                     if rnd % 2 == 1:  # ABBA: llama-bench first in every other round
-                        res["llama-bench"] = run_llama_bench(binary, model, depth, args.p, args.n, args.t, args.r, kv)
+                        res["llama-bench"] = run_llama_bench(binary, model, depth, args.p, args.n, args.t, args.r, kv,
+                                                             args.one_fill)
                     res["suite"] = run_suite(model, depth, args.p, args.n, args.t, args.r, kv)
                     if rnd % 2 == 0:
-                        res["llama-bench"] = run_llama_bench(binary, model, depth, args.p, args.n, args.t, args.r, kv)
+                        res["llama-bench"] = run_llama_bench(binary, model, depth, args.p, args.n, args.t, args.r, kv,
+                                                             args.one_fill)
                     rounds.append(res)
                     print(f"{Path(model).name} kv={label} depth {depth}: round {rnd + 1}/{args.rounds} done",
                           file=sys.stderr)
@@ -157,7 +167,10 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
     bench = {m: _med([_med(r["llama-bench"][m]) for r in rs]) for m in ("prefill_tps", "decode_tps")}
     last = rs[-1]["suite"]
     pred = (last["predicted_memory"] or {}).get("total_bytes")
+    per_round = [f"{_med(r['suite']['prefill_tps']) / _med(r['llama-bench']['prefill_tps']):.2f}/"
+                 f"{_med(r['suite']['decode_tps']) / _med(r['llama-bench']['decode_tps']):.2f}" for r in rs]
     return {"suite": suite, "llama_bench": bench, "ratio": ratio, "peak_rss_bytes": last["peak_rss_bytes"],
+            "per_round": per_round, "tg_depth": rs[-1]["llama-bench"].get("tg_depth"),
             "predicted_bytes": pred, "prediction_error": last["prediction_error"],
             "llama_bench_peak_rss_bytes": rs[-1]["llama-bench"]["peak_rss_bytes"],
             "fill_s": (last["depth_fill"] or {}).get("seconds"), "n_ctx": last["n_ctx"], "file": last["file"],
@@ -175,8 +188,12 @@ def page(results: list[dict[str, Any]]) -> str:
              "lock, nothing else of ours running. Suite: `bench run --depth D` (llama.cpp through "
              "llama-cpp-python, the context filled once per cell and never timed). llama-bench: built from the same "
              "vendored llama.cpp with the installed wheel's flags; prefill is its `pp` test at depth D (`-p P -n 0 "
-             "-d D`), decode its `tg` test at depth D + P (`-p 0 -n N -d D+P`). Each ratio is suite / llama-bench, "
-             "the median of per-round ratios of median samples (one round: one same-run pair).", "",
+             "-d D`), decode its `tg` test at depth D + P (`-p 0 -n N -d D+P`; at D with `--one-fill`, whose "
+             "single invocation fills once for both; the column says which). Each ratio is suite / llama-bench, "
+             "the median of per-round ratios of median samples (one round: one same-run pair), rounds alternating "
+             "which side goes first. TTFT is the suite's (llama-bench times no first token). A row whose machine "
+             "was disturbed (another process on the pinned cores, or the hypervisor's steal, as the suite flags "
+             "its cells) says so in the last column.", "",
              "Memory: the suite's peak RSS (the cell's child process, fill included) against the prediction of "
              "`bench.hardware.tiers.predict_memory` at that depth and cache type (error = (predicted - measured) / "
              "measured). llama-bench's peak RSS is shown for scale only: it also keeps a copy of the filled state "
@@ -189,14 +206,15 @@ def page(results: list[dict[str, Any]]) -> str:
     by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for res in results:
         for cell in res["cells"]:
-            by_model.setdefault((Path(cell["model"]).name, cell["kv"]), []).append(cell)
+            by_model.setdefault((Path(cell["model"]).name, cell["kv"]), []).append({**cell, "p": res["settings"]["p"]})
     for (name, kv), cells in by_model.items():
         s0 = summarize(cells[0])
         lines += [f"## {name}, KV cache {kv}", "", f"File: `{s0['file']}`.", "",
                   "| depth | TTFT ms | prefill tok/s: suite / llama-bench (ratio) | decode tok/s: suite / llama-bench "
-                  "(ratio) | peak RSS MiB | predicted MiB (error) | llama-bench peak RSS MiB | fill s (untimed) | "
-                  "machine disturbed (others on the cores, steal) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "(ratio) | ratio per round (prefill/decode) | llama-bench tg at depth | peak RSS MiB | predicted MiB "
+                  "(error) | llama-bench peak RSS MiB | fill s (untimed) | machine disturbed (others on the cores, "
+                  "steal) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for cell in sorted(cells, key=lambda c: c["depth"]):
             s = summarize(cell)
             su, lb, ra = s["suite"], s["llama_bench"], s["ratio"]
@@ -204,7 +222,9 @@ def page(results: list[dict[str, Any]]) -> str:
             fill = f"{s['fill_s']:.1f}" if s["fill_s"] else "-"
             lines.append(f"| {cell['depth']} | {su['ttft_s'] * 1e3:.0f} | {su['prefill_tps']:.1f} / "
                          f"{lb['prefill_tps']:.1f} ({ra['prefill_tps']:.3f}) | {su['decode_tps']:.2f} / "
-                         f"{lb['decode_tps']:.2f} ({ra['decode_tps']:.3f}) | {s['peak_rss_bytes'] / MiB:.1f} | "
+                         f"{lb['decode_tps']:.2f} ({ra['decode_tps']:.3f}) | {', '.join(s['per_round'])} | "
+                         f"{s['tg_depth'] if s['tg_depth'] is not None else cell['depth'] + cell['p']} | "
+                         f"{s['peak_rss_bytes'] / MiB:.1f} | "
                          f"{(s['predicted_bytes'] or 0) / MiB:.1f} ({err}) | "
                          f"{s['llama_bench_peak_rss_bytes'] / MiB:.1f} | {fill} | "
                          f"{'; '.join(s['disturbed']) or 'no'} |")
@@ -228,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--kv", type=lambda s: [x for x in s.split(",") if x], default=["f16"],
                     help="KV cache settings: f16 (default), q8_0, q4_0, TYPE+fa (flash attention on)")
+    ap.add_argument("--one-fill", action="store_true",
+                    help="llama-bench fills once per depth (-p P -n N -d D: its tg runs at depth D, not D + P); "
+                    "saves one fill of D tokens per round at the price of a decode P tokens shallower")
     ap.add_argument("--llama-bench", help="a llama-bench binary (default: built once, as llama_fidelity.py does)")
     ap.add_argument("--json", help="write every sample to this file")
     ap.add_argument("--page", help="write the measurement page (Markdown) from the --json files given as arguments")
