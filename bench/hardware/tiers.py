@@ -19,9 +19,10 @@ Memory prediction for a llama.cpp GGUF run (checked against measured peaks; see 
     repack   = bytes of the tensor types llama.cpp's CPU backend repacks into an interleaved copy
                at load (Q4_0, Q4_K, IQ4_NL with AVX2; Q4_0, IQ4_NL on ARM): the mapped original stays
                resident too, so those weights count twice (measured here: a Q4_0 file peaks at
-               file + its Q4_0 bytes). token_embd is never repacked (it is read by get_rows, which
-               the repacked buffer type does not run), so its bytes are left out where its type is one
-               of those (Qwen2.5-Coder-1.5B Q4_K_M: a Q4_K token_embd of 125 MiB)
+               file + its Q4_0 bytes). token_embd itself is never repacked (it is read by get_rows,
+               which the repacked buffer type does not run): with a separate output tensor its bytes
+               are left out (Qwen2.5-Coder-1.5B Q4_K_M: a Q4_K token_embd of 125 MiB); a tied output
+               head is a duplicate of it, loaded (and repacked) as the output layer, so it stays in
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def predict_memory(g: dict[str, Any], file_bytes: int, n_ctx: int, prompt_tokens
     attention = 2 * s if flash_attn else s * (n_head * (4 + w) + 4)
     compute = 4 * batch * (n_ff + 4 * n_embd) + attention
     repack = sum(b for t, b in (g.get("tensor_bytes") or {}).items() if t in repacked_types)
-    if g.get("token_embd_type") in repacked_types:
+    if g.get("has_output_tensor") and g.get("token_embd_type") in repacked_types:
         repack -= g.get("token_embd_bytes") or 0
     return MemoryPrediction(weights_bytes=file_bytes, kv_cache_bytes=kv_cache_bytes(g, n_ctx, type_k=type_k,
                                                                                      type_v=type_v),
