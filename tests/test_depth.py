@@ -67,6 +67,18 @@ def test_largest_context_that_fits_a_budget(embedded_model):
     assert largest_context_that_fits(g, size, 64 * 2**30) == g["context_length"]  # capped by the model
 
 
+def test_a_separate_token_embd_is_never_counted_as_repacked(embedded_model):
+    """llama.cpp repacks Q4_0/Q4_K weights for the CPU, never token_embd (get_rows reads it); a tied
+    output head is a duplicate loaded as the output layer, and that copy is repacked."""
+    assert embedded_model.gguf["token_embd_type"] == "Q4_1"  # read from the file's header
+    g = {"block_count": 2, "embedding_length": 64, "head_count": 4, "head_count_kv": 2, "feed_forward_length": 128,
+         "token_embd_bytes": 1000, "token_embd_type": "Q4_K", "tensor_bytes": {"Q4_K": 5000, "Q6_K": 800}}
+    q4k = frozenset({"Q4_K"})
+    untied = predict_memory({**g, "has_output_tensor": True}, 6000, 256, 16, repacked_types=q4k)
+    tied = predict_memory({**g, "has_output_tensor": False}, 6000, 256, 16, repacked_types=q4k)
+    assert untied.repack_bytes == 4000 and tied.repack_bytes == 5000
+
+
 def test_kv_options_are_checked_before_anything_loads():
     assert kv_settings({}).describe() == {"type_k": "f16", "type_v": "f16", "flash_attn": False}
     assert kv_settings({"type_k": "q8_0", "type_v": "q8_0", "flash_attn": "on"}).type_v == "q8_0"
