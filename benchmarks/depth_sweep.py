@@ -180,12 +180,12 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
                           if why and "DISTURBED" in why.upper()]}
 
 
-def page(results: list[dict[str, Any]]) -> str:
-    """The dated measurement page, from one or more --json files of this script."""
+def page(results: list[dict[str, Any]], sources: list[str] | None = None) -> str:
+    """The dated measurement page, from one or more --json files of this script (``sources``: their paths)."""
     first = results[0]
     lines = [f"# Speed and memory at depth ({first['date']}, host `{first['host']}`)", "",
-             "Written by `benchmarks/depth_sweep.py` (`--page`) from the runs below; each run held the shared CPU "
-             "lock, nothing else of ours running. Suite: `bench run --depth D` (llama.cpp through "
+             "Written by `benchmarks/depth_sweep.py` (`--page`) from the runs below; each run held the host's shared "
+             "CPU lock (other sessions' processes could still take the cores: the last column says when). Suite: `bench run --depth D` (llama.cpp through "
              "llama-cpp-python, the context filled once per cell and never timed). llama-bench: built from the same "
              "vendored llama.cpp with the installed wheel's flags; prefill is its `pp` test at depth D (`-p P -n 0 "
              "-d D`), decode its `tg` test at depth D + P (`-p 0 -n N -d D+P`; at D with `--one-fill`, whose "
@@ -198,6 +198,9 @@ def page(results: list[dict[str, Any]]) -> str:
              "`bench.hardware.tiers.predict_memory` at that depth and cache type (error = (predicted - measured) / "
              "measured). llama-bench's peak RSS is shown for scale only: it also keeps a copy of the filled state "
              "(its depth cache) and uses a batch of 2048.", ""]
+    if sources:
+        lines += ["Every sample is in " + ", ".join(f"`{x}`" for x in sources) + " (regenerate this page with "
+                  f"`python benchmarks/depth_sweep.py --page PAGE {' '.join(sources)}`). The runs:", ""]
     for res in results:
         st = res["settings"]
         lines += [f"- `{res['command']}` ({res['date']}, host `{res['host']}`; p={st['p']}, n={st['n']}, "
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.page:
         results = [json.loads(Path(f).read_text()) for f in args.models]
         Path(args.page).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.page).write_text(page(results))
+        Path(args.page).write_text(page(results, args.models))
         print(f"wrote {args.page}", file=sys.stderr)
         return 0
     result = sweep(args)
