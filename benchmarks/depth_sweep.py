@@ -185,8 +185,9 @@ def page(results: list[dict[str, Any]], sources: list[str] | None = None) -> str
     first = results[0]
     lines = [f"# Speed and memory at depth ({first['date']}, host `{first['host']}`)", "",
              "Written by `benchmarks/depth_sweep.py` (`--page`) from the runs below; each run held the host's shared "
-             "CPU lock (other sessions' processes could still take the cores: the last column says when). Suite: `bench run --depth D` (llama.cpp through "
-             "llama-cpp-python, the context filled once per cell and never timed). llama-bench: built from the same "
+             "CPU lock (other sessions' processes could still take the cores: the last column says when). Suite: "
+             "`bench run --depth D` (llama.cpp through llama-cpp-python, the context filled once per cell and never "
+             "timed). llama-bench: built from the same "
              "vendored llama.cpp with the installed wheel's flags; prefill is its `pp` test at depth D (`-p P -n 0 "
              "-d D`), decode its `tg` test at depth D + P (`-p 0 -n N -d D+P`; at D with `--one-fill`, whose "
              "single invocation fills once for both; the column says which). Each ratio is suite / llama-bench, "
