@@ -70,7 +70,7 @@ def test_largest_context_that_fits_a_budget(embedded_model):
 def test_a_separate_token_embd_is_never_counted_as_repacked(embedded_model):
     """llama.cpp repacks Q4_0/Q4_K weights for the CPU, never token_embd (get_rows reads it); a tied
     output head is a duplicate loaded as the output layer, and that copy is repacked."""
-    assert embedded_model.gguf["token_embd_type"] == "Q4_1"  # read from the file's header
+    assert embedded_model.gguf["token_embd_type"] == "Q8_0"  # read from the header (its one Q8_0 tensor)
     g = {"block_count": 2, "embedding_length": 64, "head_count": 4, "head_count_kv": 2, "feed_forward_length": 128,
          "token_embd_bytes": 1000, "token_embd_type": "Q4_K", "tensor_bytes": {"Q4_K": 5000, "Q6_K": 800}}
     q4k = frozenset({"Q4_K"})
