@@ -66,11 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]",
                    help="prompt length(s) in tokens (default 128)")
     r.add_argument("--gen-tokens", type=_int_list, metavar="N[,N...]", help="generated tokens (default 64)")
+    r.add_argument("--depth", type=_int_list, metavar="N[,N...]",
+                   help="tokens already in the KV cache before the timed prompt, filled once per cell and never "
+                        "timed, as llama-bench -d (default 0)")
     r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]",
                    help="thread count(s) (default: the profile's)")
     r.add_argument("--repetitions", "-r", type=int, help="counted repetitions, at least 3 (default 3)")
     r.add_argument("--warmup", type=int, help="uncounted warm-up requests (default 1)")
-    r.add_argument("--ctx", type=int, help="context size (default: prompt + generated tokens)")
+    r.add_argument("--ctx", type=int, help="context size (default: depth + prompt + generated tokens)")
     r.add_argument("--n-gpu-layers", type=int,
                    help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
     r.add_argument("--backend-opt", action="append", default=None, metavar="KEY=VALUE",
@@ -243,6 +246,9 @@ def _serve_parser(sub: Any) -> None:
     g.add_argument("--prompts", default="fixed",
                    help="fixed (default), gsm8k, corpus or mix (real text, natural lengths)")
     g.add_argument("--prompt-tokens", type=int, default=128, help="fixed prompt length in server tokens (default 128)")
+    g.add_argument("--shared-prefix", type=int, default=0, metavar="N",
+                   help="every prompt starts with the same N tokens (a system prompt, earlier turns), so the "
+                        "server's prompt cache is measured on purpose (default 0: prompts share nothing)")
     g.add_argument("--corpus", default="alice29", help="text for prompts: alice29 (default), lcet10 or a UTF-8 file")
     g.add_argument("--gen-tokens", default="64", metavar="N|LOW:HIGH",
                    help="output tokens, fixed or drawn (default 64)")
@@ -286,7 +292,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency if args.concurrency is not None else ([] if args.rate else [1, 2, 4, 8, 16]),
         rates=args.rate, requests=args.requests, duration_s=args.duration, warmup=args.warmup,
         max_in_flight=args.max_in_flight, burstiness=args.burstiness, prompts=args.prompts,
-        prompt_tokens=args.prompt_tokens, corpus=args.corpus, gen=GenLength.parse(args.gen_tokens),
+        prompt_tokens=args.prompt_tokens, shared_prefix=args.shared_prefix, corpus=args.corpus,
+        gen=GenLength.parse(args.gen_tokens),
         stop_at_eos=args.stop_at_eos, seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
         goodput_share=args.goodput_share, ceiling=not args.no_ceiling, in_process=args.in_process, task=args.task,
         task_limit=args.task_limit, task_shots=args.task_shots, task_max_tokens=args.task_max_tokens,
@@ -333,7 +340,8 @@ def _request(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {
         "models": args.model, "variants": args.variant, "backends": args.backend, "profiles": args.profile,
         "backend_options": _options(args.backend_opt) if args.backend_opt else None,
-        "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "threads": args.threads,
+        "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "depth": args.depth,
+        "threads": args.threads,
         "repetitions": args.repetitions, "warmup": args.warmup, "n_ctx": args.ctx, "n_gpu_layers": args.n_gpu_layers,
         "seed": args.seed, "stop_at_eos": args.stop_at_eos, "timeout_s": args.timeout,
         "quality": {k: v for k, v in sub_fields["quality"].items() if v is not None} if args.quality else None,
@@ -594,7 +602,7 @@ class _ProgressEvents:
         where = f" {c.profile_id}" if c.profile_id != "auto" else ""
         self.task = self.tasks[index] = self.progress.add_task(
             f"[{index}/{total}] {c.model_id}:{c.variant_id} {c.backend}{where} t={c.threads} p={c.prompt_tokens} "
-            f"n={c.gen_tokens}", total=None)
+            f"n={c.gen_tokens}" + (f" d={c.depth}" if c.depth else ""), total=None)
 
     def cell_progress(self, done: int, total: int) -> None:
         if self.task is not None:

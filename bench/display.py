@@ -44,7 +44,7 @@ def _task_cell(t: Task) -> str:
 
 def results_table(rows: Iterable[Row]) -> Table:
     t = Table(title="Benchmark results (mean ± sample std over counted repetitions)")
-    for col in ("model", "variant", "backend", "profile", "thr", "p/n", "status", "load s", "TTFT ms",
+    for col in ("model", "variant", "backend", "profile", "thr", "p/n (@depth)", "status", "load s", "TTFT ms",
                 "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top",
                 "task acc"):
         t.add_column(col, overflow="fold")
@@ -53,7 +53,8 @@ def results_table(rows: Iterable[Row]) -> Table:
         itl_txt = f"{fmt(s.itl_s.p50, '.1f', 1e3)}/{fmt(s.itl_s.p99, '.1f', 1e3)}" if s.itl_s else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.reason or ''}"
         t.add_row(c.model_id, c.variant_id, c.backend, c.profile_id, str(c.threads),
-                  f"{c.prompt_tokens}/{c.gen_tokens}", status, fmt(r.load_time_s, ".2f"),
+                  f"{c.prompt_tokens}/{c.gen_tokens}" + (f" @{c.depth}" if c.depth else ""), status,
+                  fmt(r.load_time_s, ".2f"),
                   _mean_std(s.ttft_s, ".0f", 1e3), _mean_std(s.prefill_tps), _mean_std(s.decode_tps),
                   itl_txt, fmt(r.memory.peak_rss_bytes, "mib"), *_quality_cells(r.quality), _task_cell(r.task))
     return t

@@ -12,10 +12,11 @@ validation, so the same mistake gives the same one-line error from either place:
     --profile/-p            profiles              [auto]
     --prompt-tokens         prompt_tokens         [128]
     --gen-tokens            gen_tokens            [64]
+    --depth                 depth                 [0] (tokens in the KV cache before the prompt)
     --threads/-t            threads               [] (each profile's)
     --repetitions/-r        repetitions           3 (at least 3)
     --warmup                warmup                1
-    --ctx                   n_ctx                 prompt + generated tokens
+    --ctx                   n_ctx                 depth + prompt + generated tokens
     --n-gpu-layers          n_gpu_layers          all that fit the tier's VRAM
     --seed                  seed                  0
     --stop-at-eos           stop_at_eos           false
@@ -46,6 +47,7 @@ from bench.yamlfile import StrictModel, parse_yaml_file
 FLAGS: dict[str, str] = {
     "models": "--model", "variants": "--variant", "backends": "--backend", "backend_options": "--backend-opt",
     "profiles": "--profile", "prompt_tokens": "--prompt-tokens", "gen_tokens": "--gen-tokens",
+    "depth": "--depth",
     "threads": "--threads", "repetitions": "--repetitions", "warmup": "--warmup", "n_ctx": "--ctx",
     "n_gpu_layers": "--n-gpu-layers", "seed": "--seed", "stop_at_eos": "--stop-at-eos", "timeout_s": "--timeout",
     "quality": "--quality", "quality.corpus": "--corpus", "quality.n_ctx": "--quality-ctx",
@@ -126,6 +128,7 @@ class RunRequest(StrictModel):
     profiles: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
     prompt_tokens: list[int] = Field(default_factory=lambda: [128], min_length=1)
     gen_tokens: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    depth: list[int] = Field(default_factory=lambda: [0], min_length=1)  # KV cache filled before the prompt
     threads: list[int] = Field(default_factory=list)  # empty: each profile's
     repetitions: int = 3
     warmup: int = 1
@@ -141,6 +144,14 @@ class RunRequest(StrictModel):
     @classmethod
     def _pos(cls, v: Any) -> Any:
         return _positive(v)
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, v: list[int]) -> list[int]:
+        for d in v:
+            if d < 0:
+                raise ValueError(f"must be 0 or more tokens, got {d}")
+        return v
 
     @field_validator("repetitions")
     @classmethod

@@ -71,6 +71,10 @@ def verdict_requests(claims: Claims, models: list[str], tiers: list[str]) -> lis
                        task=TaskSpec(**m.task) if m.task is not None else None)]
     if tiers:
         reqs.append(RunRequest(**base, profiles=tiers))
+    n = claims.criteria.context_tokens_min
+    if n is not None:  # "runs well with N tokens of context": the same workload after a depth fill
+        depth = max(0, n - m.prompt_tokens - m.gen_tokens)
+        reqs.append(RunRequest(**base, profiles=["auto", *tiers], depth=[depth]))
     return reqs
 
 
@@ -101,7 +105,7 @@ def estimate_seconds(plan: CellPlan, calibration: dict[str, Any] | None) -> floa
     """A ROUGH estimate of a cell's wall time from this host's calibration, so the plan can say
     what it will cost before it starts: decode reads the whole file per token at half the measured
     bandwidth, prefill runs at a quarter of the measured matmul rate (2 FLOPs per parameter per
-    token), loading reads the file at 1 GB/s. Quality and task passes at the same rates."""
+    token), loading reads the file at 1 GB/s. Quality and task passes, and a depth fill, at the same rates."""
     c = plan.config
     size = plan.model.size_bytes or 1
     params = ((plan.model.gguf or {}).get("n_params") or size)
@@ -110,6 +114,7 @@ def estimate_seconds(plan: CellPlan, calibration: dict[str, Any] | None) -> floa
     decode_s = size / (0.5 * bw)
     prefill_tps = 0.25 * flops / (2 * params)
     seconds = size / 1e9 + (c.warmup + c.repetitions) * (c.prompt_tokens / prefill_tps + c.gen_tokens * decode_s)
+    seconds += c.depth / prefill_tps  # the depth fill, once (attention at depth makes it slower still)
     if c.quality:
         ref = 2 if plan.reference is not None else 1
         seconds += ref * (size / 1e9 + c.quality["chunks"] * c.quality["n_ctx"] / prefill_tps)

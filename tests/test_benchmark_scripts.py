@@ -91,3 +91,24 @@ def test_hf_fidelity_in_one_process_prints_its_row(embedded_model):
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| transformers, one process |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[5] == "cannot tell (too few rounds: 1)"
+
+
+def test_depth_sweep_pairs_the_suite_with_llama_bench_and_writes_its_page(tmp_path, llama_bench, embedded_gguf):
+    out, page = tmp_path / "depth.json", tmp_path / "page.md"
+    proc = subprocess.run([sys.executable, "benchmarks/depth_sweep.py", str(embedded_gguf), "--depth", "0,256",
+                           "-p", "16", "-n", "8", "-r", "3", "--llama-bench", str(llama_bench), "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert [c["depth"] for c in cells] == [0, 256]
+    for c in cells:
+        (rnd,) = c["rounds"]
+        assert set(rnd) == {"suite", "llama-bench"}
+        assert rnd["llama-bench"]["tg_depth"] == c["depth"] + 16  # its decode after the fill and the prompt
+        assert all(v > 0 for v in rnd["suite"]["decode_tps"] + rnd["llama-bench"]["decode_tps"])
+        assert rnd["suite"]["predicted_memory"]["depth"] == c["depth"]
+    proc = subprocess.run([sys.executable, "benchmarks/depth_sweep.py", "--page", str(page), str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in page.read_text().splitlines() if ln.startswith("| 0 |") or ln.startswith("| 256 |")]
+    assert len(rows) == 2 and "benchmarks/depth_sweep.py" in page.read_text()

@@ -51,3 +51,19 @@ def test_damaged_line_is_skipped_with_its_line_number(tmp_path):
     rows, warnings = read_rows(path)
     assert [r.status for r in rows] == ["ok", "failed"]
     assert len(warnings) == 1 and ":2:" in warnings[0]
+
+
+def test_depth_zero_keeps_the_cell_key_rows_had_before_depth_existed():
+    import hashlib
+    from dataclasses import asdict
+
+    a = _row().config
+    before = asdict(a)
+    before.pop("timeout_s")
+    before.pop("depth")  # a row written before depth existed had no such field
+    assert a.key() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    deep = CellConfig(**{**a.__dict__, "depth": 2048})
+    assert deep.key() != a.key() and deep.identity() != a.identity() and "d=2048" in deep.label()
+    old = json.loads(_row().to_json())
+    del old["config"]["depth"]
+    assert Row.from_dict(old).config.depth == 0

@@ -86,6 +86,28 @@ def test_a_sweep_of_two_concurrency_levels_on_a_real_llama_server(tmp_path, llam
     assert "bench serve: one row per load point" in proc.stdout
 
 
+def test_a_shared_prefix_is_served_from_the_prompt_cache(tmp_path, llama_server_exe):
+    """--shared-prefix: every prompt starts with the same N tokens, so the server's prompt cache reuses
+    them on each request after the slot's first (the warm-up); without it the prompts share nothing.
+    Both measured in this test, from the server's own per-request counts."""
+    cache = {}
+    for prefix in (0, 96):
+        out = tmp_path / f"serve{prefix}.jsonl"
+        proc = run_bench("serve", "-c", "1", "-n", "4", "--shared-prefix", str(prefix), "-o", str(out), "--no-ceiling",
+                         "--prompt-tokens", "128", "--gen-tokens", "4", "--profile", "auto")
+        assert proc.returncode == 0, proc.stderr
+        rows, _ = read_serving_rows(out)
+        (point,) = [r for r in rows if r["record"] == "point"]
+        assert point["workload"]["prompts"]["shared_prefix_tokens"] == prefix
+        assert all(q["prompt_tokens"] == 128 for q in point["requests"])
+        cache[prefix] = point["summary"]["cache"]
+        sweep = next(r for r in rows if r["record"] == "sweep")
+        assert sweep["summary"]["points"][0]["prompt_cached_share"] == cache[prefix]["cached_share"]
+    assert cache[0]["cached_share"] < 0.05
+    assert cache[96]["requests_with_hits"] == 4 and cache[96]["prompt_tokens_reporting"] == 4 * 128
+    assert 96 / 128 <= cache[96]["cached_share"] < 1.0  # the prefix, and never the whole prompt
+
+
 def test_ctrl_c_keeps_the_point_measured_so_far_and_stops_the_server(tmp_path, llama_server_exe):
     out, log = tmp_path / "serve.jsonl", tmp_path / "stderr.txt"
     with log.open("w") as err:

@@ -149,6 +149,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("threads", "integer", lambda r: r.config.threads),
     Column("prompt_tokens", "integer", lambda r: r.config.prompt_tokens),
     Column("gen_tokens", "integer", lambda r: r.config.gen_tokens),
+    Column("depth", "integer", lambda r: r.config.depth, "tokens in the KV cache before the prompt (--depth)"),
     Column("repetitions", "integer", lambda r: r.config.repetitions),
     Column("model_size_bytes", "integer", lambda r: r.model.size_bytes),
     Column("load_time_s", "real", lambda r: r.load_time_s),

@@ -57,6 +57,10 @@ class Criteria(StrictModel):
     # Set: decode_tps_min and ttft_s_max are also judged with this many users at once, from the
     # bench serve point at concurrency N of the same model, variant and tier (``serving_checks``).
     concurrent_users: int | None = Field(default=None, gt=0)
+    # Set: "runs well with N tokens of context": fit, decode_tps_min and ttft_s_max are also judged
+    # from a row measured with at least N tokens in context (bench run --depth), and the fit
+    # prediction at N (``context_check``). Rows at a depth answer only this criterion.
+    context_tokens_min: int | None = Field(default=None, gt=0)
 
 
 class Measure(StrictModel):
@@ -330,6 +334,70 @@ def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
                  f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})")
 
 
+def context_tokens(r: Row) -> int:
+    """Tokens in context at the end of a row's requests: depth + prompt + generated."""
+    return r.config.depth + r.config.prompt_tokens + r.config.gen_tokens
+
+
+def predicted_context_fit(r: Row) -> int | None:
+    """The largest context predicted to fit the row's tier (bench.hardware.tiers
+    .largest_context_that_fits, with the row's KV cache types); None without a GGUF header or budget."""
+    from bench.backends.llamacpp.options import kv_settings
+    from bench.hardware.tiers import largest_context_that_fits
+
+    g, size, budget = r.model.gguf, r.model.size_bytes, r.tier.ram_budget_bytes
+    if not g or not size or budget is None:
+        return None
+    kv = kv_settings(r.config.backend_options)
+    repacked = (r.tier.predicted_memory or {}).get("repack_bytes", 0)
+    return largest_context_that_fits(g, size, budget - repacked, r.config.prompt_tokens, kv.type_k, kv.type_v,
+                                     kv.flash_attn)
+
+
+def context_check(r: Row, c: Criteria, at_depth: Sequence[Row]) -> Check:
+    """"Runs well with N tokens of context" (c.context_tokens_min) for the configuration of ``r`` on its
+    tier: judged on the shallowest row of ``at_depth`` (the same configuration and tier, measured at a
+    depth) whose context (depth + prompt + generated) reaches N: its measured fit and its decode and
+    TTFT against the claims' bounds, as any row's. Without such a row: ``fail`` if the fit prediction
+    says N cannot fit the tier (a PREDICTION, so labelled), else ``unmeasured``, never a pass."""
+    n = c.context_tokens_min
+    assert n is not None
+    fit = predicted_context_fit(r)
+    fit_text = (f"largest context predicted to fit {fit} tokens (PREDICTION)" if fit is not None
+                else "no fit prediction (no GGUF header or RAM budget)")
+    deep = sorted((x for x in at_depth if context_tokens(x) >= n), key=lambda x: (context_tokens(x), x.created_at))
+    if not deep:
+        if fit is not None and fit < n:
+            return Check("context", "fail", f"{n} tokens: {fit_text}; none measured")
+        depth = max(0, n - r.config.prompt_tokens - r.config.gen_tokens)
+        return Check("context", "unmeasured", f"{n} tokens: no row with that much context ({fit_text}); run "
+                                              f"bench run -m {r.config.model_id}:{r.config.variant_id} "
+                                              f"-p {r.config.profile_id} --depth {depth}")
+    d = deep[0]
+    f, why = flatten(d), f"{d.status}: {d.reason}" if d.status != "ok" else ""
+    parts = [_fits(d, f, why)] if c.fits else []
+    if c.decode_tps_min is not None:
+        parts.append(_decode(d, f, c, why))
+    if c.ttft_s_max is not None:
+        parts.append(_ttft(d, f, c, why))
+    outcomes = {p.outcome for p in parts}
+    outcome: Outcome = "fail" if "fail" in outcomes else ("unmeasured" if "unmeasured" in outcomes or not parts
+                                                          else "pass")
+    detail = "; ".join(f"{p.criterion} {p.outcome}: {p.value}" for p in parts)
+    return Check("context", outcome, f"{n} tokens, measured at depth {d.config.depth} ({context_tokens(d)} in "
+                                     f"context): {detail}; {fit_text}")
+
+
+def split_at_depth(rows: Sequence[Row]) -> tuple[list[Row], dict[tuple, list[Row]]]:
+    """(rows at depth 0, rows measured at a depth by (configuration, tier)): a row at a depth answers
+    the context criterion only; the other criteria judge the claim's workload from an empty context."""
+    at_depth: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.config.depth:
+            at_depth[(configuration(r), tier_label(r))].append(r)
+    return [r for r in rows if not r.config.depth], at_depth
+
+
 def configuration(r: Row) -> tuple:
     """A configuration is a variant on a backend with its settings, whatever the tier."""
     c = r.config
@@ -341,7 +409,8 @@ def _has_quality(r: Row) -> bool:
 
 
 def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float],
-              quality_from: Row | None = None, serving: Sequence[ServingRecord] = ()) -> RowVerdict:
+              quality_from: Row | None = None, serving: Sequence[ServingRecord] = (),
+              at_depth: Sequence[Row] = ()) -> RowVerdict:
     """Each criterion the claims set, on one row. Quality does not depend on the tier a
     configuration runs on (the same numbers are computed), so a row without quality takes it from
     ``quality_from``, a row of the same configuration that measured it, and says where."""
@@ -356,6 +425,8 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
         checks.append(_ttft(r, f, c, why))
     if c.concurrent_users is not None:
         checks += serving_checks(r, c, serving)
+    if c.context_tokens_min is not None:
+        checks.append(context_check(r, c, at_depth))
     # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
     # fails, a measured pass passes, nothing measured is `unmeasured`.
     is_reference = (r.config.model_id, r.config.variant_id) in refs
@@ -424,9 +495,10 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     # alone: emulation answers "does it fit", only the tier answers "how fast".
     measured_tiers = {(r.config.model_id, tier_label(r)) for r in latest if basis_kind(r) == "measured"}
     position = {id(r): i for i, r in enumerate(rows)}
-    for r in sorted(latest, key=lambda r: (r.created_at, position[id(r)])):  # newest last, as they were written
-        if (r.config.model_id, tier_label(r)) in measured_tiers and basis_kind(r) != "measured":
-            continue
+    kept = [r for r in latest
+            if (r.config.model_id, tier_label(r)) not in measured_tiers or basis_kind(r) == "measured"]
+    base, at_depth = split_at_depth(sorted(kept, key=lambda r: (r.created_at, position[id(r)])))  # newest last
+    for r in base:
         groups[(r.config.model_id, tier_label(r))][configuration(r)].append(r)
         if _has_quality(r) and r.status == "ok":
             quality_of[configuration(r)] = r
@@ -437,8 +509,8 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
     tiers = []
     for (model, tier), configs in sorted(groups.items()):
-        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key), serving) for r in rs),
-                        key=rank)
+        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key), serving,
+                                   at_depth.get((key, tier), ())) for r in rs), key=rank)
                     for key, rs in configs.items()]  # each configuration's worst workload decides it
         best = min(deciding, key=rank)
         usd = hourly_usd(best.row)
@@ -459,7 +531,8 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
 
 # -- presentation -----------------------------------------------------------------------------
-CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "decode tok/s @N users", "TTFT @N users", "quality retained")
+CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "decode tok/s @N users", "TTFT @N users", "context",
+                  "quality retained")
 MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
 
 

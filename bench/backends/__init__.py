@@ -29,6 +29,7 @@ class BackendSpec:
     # quantization or dtype loses). The tier's own settings (CARRIED_OPTIONS) carry over.
     reference_backend: str = "transformers"
     reference_options: tuple[tuple[str, str], ...] = (("dtype", "fp32"),)
+    fills_depth: bool = False  # can fill its KV cache to a depth before the timed request (--depth)
 
 
 # Options that describe the tier rather than the model's numerics: every pass of a cell keeps them,
@@ -46,8 +47,10 @@ BACKENDS: dict[str, BackendSpec] = {
             extra=None,
             formats=("gguf",),
             description="llama.cpp through llama-cpp-python (CPU, or CUDA offload with n_gpu_layers)",
+            options=("type_k", "type_v", "flash_attn"),  # the KV cache (bench/backends/llamacpp/options.py)
             reference_backend="llama.cpp",
             reference_options=(),
+            fills_depth=True,
         ),
         BackendSpec(
             name="transformers",
@@ -56,7 +59,8 @@ BACKENDS: dict[str, BackendSpec] = {
             extra="hf",
             formats=("hf",),
             description="Hugging Face transformers on torch: fp32, bf16 or fp16 on cpu or cuda",
-            options=("dtype", "compile", "vram_fraction"),
+            options=("dtype", "compile", "cache_implementation", "vram_fraction"),
+            fills_depth=True,
         ),
         BackendSpec(
             name="bitsandbytes",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.errors import BenchError
+
 
 @dataclass(frozen=True)
 class LoadSettings:
@@ -64,6 +66,13 @@ class Backend(ABC):
         shares with the previous request (as llama-server's prompt cache does), and say how many in
         ``prompt_tokens_reused``; others ignore it. Timed speed passes never ask (each request starts
         from an empty cache); task passes do, since their few-shot examples are one shared prefix."""
+
+    def fill_context(self, tokens: list[int]) -> dict[str, Any]:
+        """Put ``tokens`` in the KV cache once (a depth: a conversation or a document already in
+        context, as llama-bench's ``-d``); every later ``generate`` starts after them, on the cache
+        as the fill left it, and is timed from there (the fill never is). Returns how it was filled,
+        for the row."""
+        raise BenchError(f"backend {self.name} cannot fill its KV cache to a depth")
 
     def score_windows(self, tokens: list[int], n_ctx: int, first: int) -> Iterator[tuple[Any, Any]]:
         """Next-token logits for a token sequence, one window at a time (memory stays bounded by a

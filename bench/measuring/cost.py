@@ -11,11 +11,13 @@ from bench.hardware.tiers import bytes_read_per_token, roofline_share
 
 def efficiency(gguf: dict[str, Any] | None, model_bytes: int, context_tokens: int, summary: dict[str, Any],
                calibration: dict[str, Any] | None, energy_source: str, device: str = "cpu",
-               n_gpu_layers: int = 0) -> dict[str, Any]:
+               n_gpu_layers: int = 0, kv_types: tuple[str, str] = ("f16", "f16")) -> dict[str, Any]:
     """Roofline share (decode against the bandwidth of the memory the weights are read from) and the
     energy source; the tier's speed and cost come from ``tier_speed``. On cuda with every layer
     offloaded that memory is the GPU's (``gpu_memory_bandwidth_bytes_per_s``), with none the host's;
-    with part offloaded neither bandwidth bounds decode alone, so no share is given, and why is said."""
+    with part offloaded neither bandwidth bounds decode alone, so no share is given, and why is said.
+    ``context_tokens``: the mean decode context (depth + prompt + half the generated tokens);
+    ``kv_types``: the K and V cache types."""
     out: dict[str, Any] = {"energy_source": energy_source}
     decode = (summary.get("decode_tps") or {}).get("mean")
     if not (decode and gguf and calibration):
@@ -32,7 +34,7 @@ def efficiency(gguf: dict[str, Any] | None, model_bytes: int, context_tokens: in
             out["roofline_unavailable"] = "no GPU calibration for this cell (bench.hardware.calibration.calibrate_gpu)"
             return out
     if bw:
-        bpt = bytes_read_per_token(gguf, model_bytes, context_tokens)
+        bpt = bytes_read_per_token(gguf, model_bytes, context_tokens, *kv_types)
         out["roofline"] = {"share": roofline_share(decode, bw, bpt), "bytes_per_token": bpt,
                            "bandwidth_bytes_per_s": bw, "bandwidth_source": source}
     return out

@@ -47,13 +47,15 @@ class LoadConfig:
 
 @dataclass(frozen=True)
 class SpeedPass:
-    """The timed run: warm-up, then counted repetitions of one request."""
+    """The timed run: warm-up, then counted repetitions of one request, each after ``depth`` tokens
+    already in the KV cache (filled once, before the warm-up, and never timed)."""
 
     prompt_tokens: int
     gen_tokens: int
     repetitions: int
     warmup: int
     stop_at_eos: bool
+    depth: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import (
+    BACKENDS,
     CARRIED_OPTIONS,
     BackendSpec,
     backend_spec,
@@ -22,6 +23,7 @@ from bench.backends import (
     check_options,
     reference_scorer,
 )
+from bench.backends.llamacpp.options import kv_settings
 from bench.errors import BenchError
 from bench.hardware.profiles import HostInfo, Profile, get_profile
 from bench.hardware.tiers import (
@@ -75,7 +77,8 @@ class CellPlan:
 
     def speed_job(self) -> Job:
         c = self.config
-        return Job(self.load(), SpeedPass(c.prompt_tokens, c.gen_tokens, c.repetitions, c.warmup, c.stop_at_eos))
+        return Job(self.load(), SpeedPass(c.prompt_tokens, c.gen_tokens, c.repetitions, c.warmup, c.stop_at_eos,
+                                          depth=c.depth))
 
     def prepare_job(self) -> Job:
         return Job(self.load(), PreparePass())
@@ -123,6 +126,10 @@ def check_resources(req: RunRequest) -> None:
         spec = backend_spec(b)
         check_options(spec, req.backend_options)
         check_available(spec)
+        if any(req.depth) and not spec.fills_depth:
+            raise BenchError(f"--depth: backend {spec.name} cannot fill its KV cache to a depth "
+                             f"(those that can: {', '.join(n for n, s in BACKENDS.items() if s.fills_depth)})")
+    kv_settings(req.backend_options)  # a bad KV cache type says so now
 
 
 def is_path(spec: str) -> bool:
@@ -228,7 +235,7 @@ def tier_on_its_hardware(profile: Profile, threads: int) -> tuple[int, dict[str,
 
 def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path: Path,
                 profiles_dir: Path, on_tier: Collection[str] = ()) -> list[CellPlan]:
-    """Every cell of the request, in order: backends x profiles x models x lengths x threads.
+    """Every cell of the request, in order: backends x profiles x models x lengths x depths x threads.
     Profiles in ``on_tier`` run on machines that are the tier (fleet nodes): planned as measured
     there, not emulated on ``host``."""
     check_resources(req)
@@ -237,9 +244,9 @@ def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path
     plans = []
     for backend, profile in itertools.product(req.backends, profiles):
         threads_list = req.threads or [profile.capacity.threads]
-        for (model, ref, note), p, n, t in itertools.product(models_by_backend[backend], req.prompt_tokens,
-                                                             req.gen_tokens, threads_list):
-            plan = _plan_cell(req, backend, profile, model, p, n, t, host, native=profile.id in on_tier)
+        for (model, ref, note), p, n, d, t in itertools.product(models_by_backend[backend], req.prompt_tokens,
+                                                                req.gen_tokens, req.depth, threads_list):
+            plan = _plan_cell(req, backend, profile, model, p, n, t, host, native=profile.id in on_tier, depth=d)
             plans.append(dataclasses.replace(plan, reference=ref, quality_note=note))
     return plans
 
@@ -262,26 +269,31 @@ def _gpu_settings(req: RunRequest, profile: Profile, g: dict[str, Any], n_ctx: i
         return req.n_gpu_layers
     if not g:
         return -1
-    fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget)
+    kv = kv_settings(req.backend_options)
+    fit_layers = gpu_layers_for_budget(g, n_ctx, vram_budget, kv.type_k, kv.type_v)
     tier["gpu_layers_that_fit"] = fit_layers
     return -1 if fit_layers > (g.get("block_count") or 0) else fit_layers
 
 
 def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedModel, p: int, n: int, t: int,
-               host: HostInfo, native: bool = False) -> CellPlan:
-    n_ctx = req.n_ctx or p + n
-    if n_ctx < p + n:
-        raise BenchError(f"--ctx {n_ctx} is smaller than prompt + generated tokens ({p} + {n})")
+               host: HostInfo, native: bool = False, depth: int = 0) -> CellPlan:
+    need = depth + p + n
+    what = f"depth + prompt + generated tokens ({depth} + {p} + {n})" if depth else \
+        f"prompt + generated tokens ({p} + {n})"
+    n_ctx = req.n_ctx or need
+    if n_ctx < need:
+        raise BenchError(f"--ctx {n_ctx} is smaller than {what}")
     g = model.gguf or {}
-    if g.get("context_length") and p + n > g["context_length"]:
-        raise BenchError(f"{model.model_id}: prompt + generated tokens ({p + n}) exceed its context "
-                         f"length {g['context_length']}")
+    if g.get("context_length") and need > g["context_length"]:
+        raise BenchError(f"{model.model_id}: {what} = {need} exceed its context length {g['context_length']}")
     run_threads, caps, tier = tier_on_its_hardware(profile, t) if native else tier_emulation(profile, t, host)
     precheck = None
     if g:
         repacked = cpu_repacked_types() if profile.device == "cpu" else frozenset()
-        prediction = predict_memory(g, model.size_bytes, n_ctx, p, repacked_types=repacked)
-        tier["predicted_memory"] = prediction.to_dict()
+        kv = kv_settings(req.backend_options)
+        prediction = predict_memory(g, model.size_bytes, n_ctx, p, repacked_types=repacked, depth=depth,
+                                    type_k=kv.type_k, type_v=kv.type_v, flash_attn=kv.flash_attn)
+        tier["predicted_memory"] = {**prediction.to_dict(), "depth": depth, **kv.describe()}
         if profile.device == "cpu":
             too_big, why = fit_verdict(prediction, tier["ram_budget_bytes"])
             tier["fit_check"] = why
@@ -296,6 +308,6 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
         seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
         quality=req.quality.cell_dict() if req.quality else None,
-        task=req.task.cell_dict() if req.task else None, backend_options=options,
+        task=req.task.cell_dict() if req.task else None, backend_options=options, depth=depth,
     )
     return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)

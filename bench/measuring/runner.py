@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.backends import backend_spec
+from bench.backends.llamacpp.options import kv_settings
 from bench.measuring.cost import efficiency
 from bench.measuring.launcher import ProgressFn, run_job
 from bench.measuring.machine_state import StateWatch, flag_reason
@@ -139,13 +140,16 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
         s = stats([x.get(key) for x in row.samples])
         if s is not None:
             summary[key] = s.to_dict()
+    if result.get("depth_fill"):
+        summary["depth_fill"] = result["depth_fill"]
     row.summary = Summary.from_dict(summary)
     row.tier = Tier.from_dict({**row.tier.to_dict(), **result.get("caps_seen", {}),
                                **tier_outcome(plan, row.memory.peak_rss_bytes)})
+    kv = kv_settings(c.backend_options)
     row.efficiency = Efficiency.from_dict(efficiency(plan.model.gguf, plan.model.size_bytes,
-                                                     c.prompt_tokens + c.gen_tokens // 2, summary, calibration,
-                                                     result.get("energy_source", "unavailable"), c.device,
-                                                     c.n_gpu_layers))
+                                                     c.depth + c.prompt_tokens + c.gen_tokens // 2, summary,
+                                                     calibration, result.get("energy_source", "unavailable"),
+                                                     c.device, c.n_gpu_layers, kv_types=(kv.type_k, kv.type_v)))
     speed = tier_speed(row, plan.profile, row.tier.measured_on_tier)
     row.tier = row.tier.replace(speed_basis=speed["speed_basis"])
     row.efficiency = row.efficiency.replace(cost=Cost.from_dict(speed["cost"]), projection=speed["projection"])

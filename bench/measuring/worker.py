@@ -130,6 +130,8 @@ def run_speed(job: Job, out_path: Path) -> dict[str, Any]:
     with loaded(job, out_path, timed=True) as state:
         backend = state["backend"]
         prompt = backend.prompt(work.prompt_tokens)
+        if work.depth:
+            state["depth_fill"], prompt = fill_depth(backend, work.depth, work.prompt_tokens)
         prompt_bytes = len(backend.detokenize(prompt))  # for text throughput (bytes, not tokens)
         traces = []
         _progress(0, total)
@@ -145,6 +147,21 @@ def run_speed(job: Job, out_path: Path) -> dict[str, Any]:
             _progress(i + 1, total)
     return {"status": "ok", "reason": None, "energy_source": energy_source, **state,
             "warmup_samples": traces[: work.warmup], "samples": traces[work.warmup:]}
+
+
+def fill_depth(backend: Any, depth: int, prompt_tokens: int) -> tuple[dict[str, Any], list[int]]:
+    """Fill the KV cache to ``depth`` once, untimed by the requests (its own time is recorded); the
+    timed prompt continues the same text, so a request reads as the next turn of one conversation.
+    Returns (how it was filled, the prompt of exactly ``prompt_tokens`` tokens)."""
+    text = backend.prompt(depth + prompt_tokens)  # the start token (if any), then the filler text, cycled
+    fill, prompt = text[:depth], text[depth:]
+    _phase("filling the context")
+    t0 = time.perf_counter()
+    how = backend.fill_context(fill)
+    seconds = time.perf_counter() - t0
+    return {"tokens": depth, "content": "the suite's filler text, cycled, after the start token (as a prompt)",
+            "seconds": seconds, "tokens_per_s": depth / seconds if seconds > 0 else None,
+            "timed": "never: before the warm-up, outside every request's clock", **how}, prompt
 
 
 def run_score(job: Job, out_path: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class GgufInfo:
     value_length: int | None = None
     layer_bytes: list[int] = field(default_factory=list)  # weight bytes of each blk.N
     token_embd_bytes: int = 0
+    token_embd_type: str | None = None  # e.g. "Q4_K"; llama.cpp never repacks it (get_rows reads it)
     has_output_tensor: bool = False  # False: the output head is tied to token_embd
     output_bytes: int = 0  # output.weight, where the head is not tied
     tensor_types: dict[str, int] = field(default_factory=dict)  # e.g. {"Q4_1": 210, "F32": 61}
@@ -133,6 +134,7 @@ class _TensorTotals:
     type_bytes: Counter[str] = field(default_factory=Counter)
     layers: Counter[int] = field(default_factory=Counter)
     token_embd_bytes: int = 0
+    token_embd_type: str | None = None
     has_output: bool = False
     output_bytes: int = 0
     n_params: int = 0
@@ -158,7 +160,7 @@ def _tally(tensors: list[TensorEntry], data_start: int, path: Path) -> _TensorTo
         if name.startswith("blk."):
             t.layers[int(name.split(".")[1])] += nbytes
         elif name == "token_embd.weight":
-            t.token_embd_bytes = nbytes
+            t.token_embd_bytes, t.token_embd_type = nbytes, qtype.name
         elif name == "output.weight":
             t.has_output = True
             t.output_bytes = nbytes
@@ -206,6 +208,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
         value_length=arch_key("attention.value_length"),
         layer_bytes=[t.layers[i] for i in sorted(t.layers)],
         token_embd_bytes=t.token_embd_bytes,
+        token_embd_type=t.token_embd_type,
         has_output_tensor=t.has_output,
         output_bytes=t.output_bytes,
         tensor_types=dict(sorted(t.types.items())),

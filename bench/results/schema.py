@@ -54,11 +54,15 @@ class CellConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks} when quality is measured
     task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx} for task accuracy
+    depth: int = 0  # tokens in the KV cache before the timed prompt (filled once, never timed)
 
     def key(self) -> str:
-        """Stable id of the cell: equal configs (apart from the timeout) give equal keys."""
+        """Stable id of the cell: equal configs (apart from the timeout) give equal keys. Depth 0 is
+        left out, so cells from before depth existed keep their keys."""
         d = asdict(self)
         d.pop("timeout_s")
+        if not d["depth"]:
+            d.pop("depth")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def identity(self) -> tuple:
@@ -67,11 +71,12 @@ class CellConfig:
         options = {k: v for k, v in (self.backend_options or {}).items() if k not in DERIVED_OPTIONS}
         return (self.model_id, self.variant_id, self.backend, self.profile_id, self.device, self.prompt_tokens,
                 self.gen_tokens, self.n_ctx, self.n_gpu_layers, self.stop_at_eos, tuple(sorted(options.items())),
-                repr(self.quality), repr(self.task))
+                repr(self.quality), repr(self.task), self.depth)
 
     def label(self) -> str:
+        depth = f" d={self.depth}" if self.depth else ""
         return (f"{self.model_id}:{self.variant_id} {self.backend} {self.profile_id} "
-                f"p={self.prompt_tokens} n={self.gen_tokens}")
+                f"p={self.prompt_tokens} n={self.gen_tokens}{depth}")
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,9 @@ class Summary(Section):
     energy_j_per_token: Stats | None = None
     prefill_text_bps: Stats | None = None  # UTF-8 bytes of prompt per second of prefill
     decode_text_bps: Stats | None = None  # UTF-8 bytes of generated text per second of decode
+    # At a depth (config.depth > 0): how the KV cache was filled before the requests, and how long
+    # that took (never part of any request's timing): bench.measuring.worker.fill_depth
+    depth_fill: dict[str, Any] | None = None
 
     NESTED = {name: Stats for name in ("ttft_s", "prefill_tps", "decode_tps", "tpot_s", "e2e_s", "generated_tokens",
                                        "backend_prefill_tps", "backend_decode_tps", "energy_j_per_token",
@@ -247,7 +250,7 @@ class Tier(Section):
     ram_budget_bytes: int | None = None
     enforcement: str | None = None
     ram_cap_note: str | None = None
-    predicted_memory: dict[str, int] | None = None
+    predicted_memory: dict[str, Any] | None = None  # tiers.MemoryPrediction, and the depth and KV cache types
     fit_check: str | None = None
     affinity_in_child: list[int] | None = None
     fits: bool | None = None

@@ -21,13 +21,14 @@ def points_table(rows: list[ServingRow]) -> Any:
     sweep = next((r for r in rows if r.record == "sweep"), None)
     t = Table(title="bench serve: one row per load point (TTFT/TPOT/ITL in ms; goodput = share meeting both SLOs)")
     for col in ("load", "status", "ok/n", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50",
-                "e2e p99", "goodput", "client kept up", "holds", "$/1M out"):
+                "e2e p99", "goodput", "prompt cached", "client kept up", "holds", "$/1M out"):
         t.add_column(col, overflow="fold")
     for p in (sweep.summary["points"] if sweep else []):
         label = f"c={p['load']:g}" if p["mode"] == "concurrency" else f"{p['load']:g}/s"
         t.add_row(label, p["status"], f"{p['ok'] or 0}/{p['requests'] or 0}", _num(p["request_throughput_rps"]),
                   _num(p["output_tps"]), _ms(p["ttft_p50_s"]), _ms(p["ttft_p99_s"]), _ms(p["tpot_p50_s"]),
                   _ms(p["itl_p50_s"]), _ms(p["e2e_p99_s"]), _num(p["goodput_share"], ".0%"),
+                  _num(p.get("prompt_cached_share"), ".0%"),
                   {True: "yes", False: "NO"}.get(p["kept_up"], "-"), "yes" if p["holds"] else "no",
                   _num(p.get("usd_per_1m_output_tokens"), ".4g"))
     return t

@@ -261,9 +261,16 @@ def prompt_count_check(ok: Sequence[RequestTrace]) -> dict[str, Any]:
 
 
 def cache_summary(ok: Sequence[RequestTrace]) -> dict[str, Any]:
-    reported = [t.cached_tokens for t in ok if t.cached_tokens is not None]
-    return {"requests_reporting": len(reported), "cached_prompt_tokens": sum(reported),
-            "requests_with_hits": sum(1 for c in reported if c > 0)}
+    """The server's prompt cache as it reported it: cached_share = sum(cached prompt tokens) /
+    sum(prompt tokens) over the requests that reported both (llama-server: usage.prompt_tokens_details
+    .cached_tokens, or timings.cache_n, against usage.prompt_tokens, the whole prompt)."""
+    reported = [t for t in ok if t.cached_tokens is not None]
+    cached = sum(t.cached_tokens or 0 for t in reported)
+    prompts = [t.prompt_tokens for t in reported if t.prompt_tokens is not None]
+    both = sum(t.cached_tokens or 0 for t in reported if t.prompt_tokens is not None)
+    return {"requests_reporting": len(reported), "cached_prompt_tokens": cached,
+            "requests_with_hits": sum(1 for t in reported if (t.cached_tokens or 0) > 0),
+            "prompt_tokens_reporting": sum(prompts), "cached_share": both / sum(prompts) if sum(prompts) else None}
 
 
 # -- the sweep -----------------------------------------------------------------------------------

@@ -15,6 +15,13 @@ cache hits are kept in the row to show it.
 Without a /tokenize the client cannot count the server's tokens: prompts are built from words
 (about 0.75 word per token), the row says the count is unchecked, and the server's own
 usage.prompt_tokens is what the metrics use.
+
+``shared_prefix`` N (``bench serve --shared-prefix N``): every prompt starts with the same N tokens
+(a seeded window of the corpus: a long system prompt, or the earlier turns of a conversation), and
+only then the tag and the request's own text, so a prompt cache has exactly N tokens to reuse per
+request and its effect is measured on purpose (the share of prompt tokens the server reports as
+served from its cache). With ``fixed`` prompts the prefix is part of the N tokens asked for; with
+natural prompts it comes before the text.
 """
 
 from __future__ import annotations
@@ -124,10 +131,16 @@ def _tag(i: int, rng: random.Random) -> str:
 class PromptFactory:
     """Builds the prompts of every load point, seeded, from texts available offline."""
 
-    def __init__(self, target: Target, kind: str, prompt_tokens: int, corpus: str = "alice29", seed: int = 0) -> None:
+    def __init__(self, target: Target, kind: str, prompt_tokens: int, corpus: str = "alice29", seed: int = 0,
+                 shared_prefix: int = 0) -> None:
         if kind not in PROMPT_KINDS:
             raise BenchError(f"--prompts must be one of {', '.join(PROMPT_KINDS)}, got {kind!r}")
+        if shared_prefix < 0 or (kind == "fixed" and shared_prefix >= prompt_tokens):
+            raise BenchError(f"--shared-prefix {shared_prefix}: must be 0 or more and, with --prompts fixed, less "
+                             f"than --prompt-tokens {prompt_tokens}")
         self.target, self.kind, self.length, self.seed = target, kind, prompt_tokens, seed
+        self.shared = shared_prefix
+        self._prefix: tuple[list[int] | None, str | None] | None = None
         self.tokenizer = ServerTokenizer(target)
         self.send_ids = (target.server_kind == "llama-server" and target.api == "completions"
                          and self.tokenizer.available)
@@ -143,7 +156,10 @@ class PromptFactory:
                 "sent_as": "token ids" if self.send_ids else "text",
                 "counted_by": "the server's /tokenize" if self.tokenizer.available else
                 "unchecked: the server has no /tokenize; the server's usage.prompt_tokens is used",
-                "distinct": "each prompt starts with a seeded random tag and its request number"}
+                "shared_prefix_tokens": self.shared,
+                "distinct": (f"each prompt starts with the same {self.shared}-token prefix, then a seeded random tag "
+                             "and its request number" if self.shared else
+                             "each prompt starts with a seeded random tag and its request number")}
 
     # -- sources --------------------------------------------------------------------------------
     def _corpus(self) -> str:
@@ -168,6 +184,33 @@ class PromptFactory:
                 raise BenchError(f"corpus {self.corpus_name}: no paragraph of {MIN_PARAGRAPH_WORDS}+ words")
         return self._paragraphs
 
+    def _corpus_tokens(self) -> list[int]:
+        if self._corpus_ids is None:
+            self._corpus_ids = self.tokenizer.tokenize(self._corpus())
+        return self._corpus_ids
+
+    def prefix(self) -> tuple[list[int] | None, str | None]:
+        """The shared prefix as (server token ids, text): one seeded window of the corpus, the same
+        for every request of the sweep. ((None, None) without --shared-prefix; ids None without a
+        /tokenize, text None where ids are sent and the server cannot detokenize.)"""
+        if not self.shared:
+            return None, None
+        if self._prefix is None:
+            rng = random.Random(f"{self.seed}:shared-prefix")
+            if not self.tokenizer.available:
+                words = self._corpus().split()
+                want = max(1, int(self.shared * 0.75))
+                start = rng.randrange(0, max(1, len(words) - want))
+                self._prefix = (None, " ".join(words[start:start + want]) + "\n\n")
+            else:
+                ids = self._corpus_tokens()
+                if self.shared > len(ids):
+                    raise BenchError(f"--shared-prefix {self.shared}: longer than the corpus ({len(ids)} tokens)")
+                start = rng.randrange(0, len(ids) - self.shared + 1)
+                window = ids[start:start + self.shared]
+                self._prefix = (window, None if self.send_ids else self.tokenizer.detokenize(window))
+        return self._prefix
+
     # -- prompts --------------------------------------------------------------------------------
     def prompts(self, first: int, n: int, salt: int) -> list[Prompt]:
         """``n`` prompts numbered from ``first``; ``salt`` (the load point) varies the seed."""
@@ -177,21 +220,23 @@ class PromptFactory:
 
     def _fixed(self, i: int, rng: random.Random) -> Prompt:
         tag = _tag(i, rng)
+        prefix_ids, prefix_text = self.prefix()
         if not self.tokenizer.available:
             words = self._corpus().split()
-            want = max(1, int(self.length * 0.75))
+            want = max(1, int((self.length - self.shared) * 0.75))
             start = rng.randrange(0, max(1, len(words) - want))
-            return Prompt(tag + " ".join(words[start:start + want]), None, None, f"{self.corpus_name} @ word {start}")
-        if self._corpus_ids is None:
-            self._corpus_ids = self.tokenizer.tokenize(self._corpus())
+            return Prompt((prefix_text or "") + tag + " ".join(words[start:start + want]), None, None,
+                          f"{self.corpus_name} @ word {start}")
+        corpus_ids = self._corpus_tokens()
         tag_ids = self.tokenizer.tokenize(tag)
-        body_len = self.length - len(tag_ids)
-        if body_len < 1 or body_len > len(self._corpus_ids):
-            raise BenchError(f"--prompt-tokens {self.length}: must be more than the {len(tag_ids)} tokens of the "
-                             f"request tag and at most the corpus ({len(self._corpus_ids)} tokens)")
+        prefix_ids = prefix_ids or []
+        body_len = self.length - len(prefix_ids) - len(tag_ids)
+        if body_len < 1 or body_len > len(corpus_ids):
+            raise BenchError(f"--prompt-tokens {self.length}: must be more than the {len(prefix_ids)} shared and "
+                             f"{len(tag_ids)} tag tokens and at most the corpus ({len(corpus_ids)} tokens)")
         for _ in range(8):
-            start = rng.randrange(0, len(self._corpus_ids) - body_len + 1)
-            ids = tag_ids + self._corpus_ids[start:start + body_len]
+            start = rng.randrange(0, len(corpus_ids) - body_len + 1)
+            ids = prefix_ids + tag_ids + corpus_ids[start:start + body_len]
             source = f"{self.corpus_name} @ token {start}"
             if self.send_ids:
                 return Prompt(None, ids, len(ids), source)
@@ -208,12 +253,16 @@ class PromptFactory:
         else:
             pool, name = self._paras(), self.corpus_name
         k = rng.randrange(len(pool))
-        text = _tag(i, rng) + pool[k]
+        own = _tag(i, rng) + pool[k]
         source = f"{name} #{k}"
+        prefix_ids, prefix_text = self.prefix()
         if not self.tokenizer.available:
-            return Prompt(text, None, None, source)
-        ids = self.tokenizer.tokenize(text)
-        return Prompt(None if self.send_ids else text, ids if self.send_ids else None, len(ids), source)
+            return Prompt((prefix_text or "") + own, None, None, source)
+        ids = (prefix_ids or []) + self.tokenizer.tokenize(own)
+        if self.send_ids:
+            return Prompt(None, ids, len(ids), source)
+        text = (prefix_text or "") + own
+        return Prompt(text, None, len(self.tokenizer.tokenize(text)), source)
 
 
 def encode_job(target: Target, prompt: Prompt, max_tokens: int, ignore_eos: bool,

@@ -71,6 +71,7 @@ class ServeRequest:
     burstiness: float = 1.0
     prompts: str = "fixed"
     prompt_tokens: int = 128
+    shared_prefix: int = 0  # tokens every prompt starts with (a system prompt, earlier turns)
     corpus: str = "alice29"
     gen: GenLength = field(default_factory=lambda: GenLength(64, 64))
     stop_at_eos: bool = False
@@ -104,6 +105,9 @@ def validate(req: ServeRequest) -> None:
     if any(c < 1 for c in req.concurrency) or any(not 0 < r < math.inf for r in req.rates):
         raise BenchError("--concurrency values must be >= 1 and --rate values positive and finite")
     _validate_numbers(req)
+    if req.shared_prefix < 0 or (req.prompts == "fixed" and req.shared_prefix >= req.prompt_tokens):
+        raise BenchError(f"--shared-prefix must be 0 or more and, with --prompts fixed, less than --prompt-tokens "
+                         f"{req.prompt_tokens}; got {req.shared_prefix}")
     if req.in_process and (req.prompts != "fixed" or req.gen.lo != req.gen.hi):
         raise BenchError("--in-process compares fixed lengths: use --prompts fixed and --gen-tokens N")
     if req.api_key_env and not os.environ.get(req.api_key_env):
@@ -269,7 +273,7 @@ def ctx_per_slot(req: ServeRequest) -> int:
     """Context per slot: the longest prompt plus the longest answer, rounded up to 256."""
     if req.ctx:
         return req.ctx
-    prompt = req.prompt_tokens if req.prompts == "fixed" else 1536
+    prompt = req.prompt_tokens if req.prompts == "fixed" else 1536 + req.shared_prefix
     need = prompt + req.gen.hi + 16
     if req.task:
         need = max(need, 1536 + req.task_max_tokens)
@@ -672,6 +676,7 @@ def summary_row(sw: Sweep, points: list[ServingRow], extra: dict[str, Any]) -> S
               "goodput_share": (r.summary.get("goodput") or {}).get("share"),
               "goodput_rps": (r.summary.get("goodput") or {}).get("goodput_rps"),
               "kept_up": r.client.get("kept_up"), "holds": point_holds(r, share),
+              "prompt_cached_share": (r.summary.get("cache") or {}).get("cached_share"),
               "usd_per_1m_output_tokens": sm.usd_per_million_output(price, r.summary.get("output_tps"))}
              for r in points]
     best: dict[str, Any] = {}
@@ -753,7 +758,8 @@ def run_sweep(req: ServeRequest, say: Say) -> list[ServingRow]:
             for w in warnings:
                 say(f"warning: {w}")
             ceiling = _ceiling(req, placement, points, log_path, say, warnings)
-            factory = PromptFactory(opened.target, req.prompts, req.prompt_tokens, req.corpus, req.seed)
+            factory = PromptFactory(opened.target, req.prompts, req.prompt_tokens, req.corpus, req.seed,
+                                    shared_prefix=req.shared_prefix)
             workload = {"prompts": factory.describe(), "gen_tokens": req.gen.describe(),
                         "ignore_eos": not req.stop_at_eos, "seed": req.seed, "endpoint": opened.target.request_path}
             common = {"target": {**opened.target.describe(), **opened.info}, "workload": workload,

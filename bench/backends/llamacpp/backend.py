@@ -5,6 +5,10 @@ its own, each token's timestamp is taken when the caller has it (chosen and deto
 suite adds as little as it can per token to what llama.cpp itself spends (benchmarks/llama_fidelity.py
 compares the two with llama-bench). Each request starts from an empty KV cache, so no repetition reuses an
 earlier prompt's cache; only a caller that asks (``reuse_prefix``, the task pass) keeps the prefix.
+At a depth (``fill_context``), each request starts from the cache trimmed back to the fill.
+
+Settings (``--backend-opt``, bench/backends/llamacpp/options.py): type_k, type_v (the KV cache's
+types: f16, q8_0, q4_0, ...) and flash_attn=on|off.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends.base import Backend, GenerationTrace, LoadSettings
+from bench.backends.llamacpp.options import kv_settings
 from bench.errors import BenchError
 from bench.measuring.prompts import build_prompt
 
@@ -33,6 +38,7 @@ class LlamaCppBackend(Backend):
                              "reinstall with CMAKE_ARGS='-DGGML_CUDA=on'")
         self.n_gpu_layers = offload
         scoring = settings.scoring
+        self.kv = kv_settings(settings.options)
         self.llm = Llama(
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
@@ -43,8 +49,12 @@ class LlamaCppBackend(Backend):
             n_gpu_layers=offload,
             seed=settings.seed,
             logits_all=False,  # all-logits mode is for scoring only; it distorts speed
+            type_k=getattr(llama_cpp, f"GGML_TYPE_{self.kv.type_k.upper()}"),
+            type_v=getattr(llama_cpp, f"GGML_TYPE_{self.kv.type_v.upper()}"),
+            flash_attn=self.kv.flash_attn,
             verbose=False,
         )
+        self._kept = 0  # tokens of a depth fill every request starts after (fill_context)
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         # One single-token batch for the life of the model: the decode loop fills it in place
@@ -94,6 +104,19 @@ class LlamaCppBackend(Backend):
         finally:
             lc.llama_batch_free(batch)
 
+    def fill_context(self, tokens: list[int]) -> dict[str, Any]:
+        """Decode ``tokens`` into the KV cache once, in batches of n_batch (as llama-bench's depth
+        run); later requests keep them and start at position len(tokens)."""
+        llm = self.llm
+        if len(tokens) >= llm.n_ctx():
+            raise BenchError(f"a fill of {len(tokens)} tokens leaves no room in a context of {llm.n_ctx()}")
+        llm.reset()
+        llm.eval(tokens)
+        self._kept = len(tokens)
+        return {"method": (f"decoded once per cell with llama_decode in batches of {llm.n_batch}; before each "
+                           "request the cache is trimmed back to the fill (llama_memory_seq_rm from its end), "
+                           "so every request sees the same filled cache")}
+
     def prompt(self, n_tokens: int) -> list[int]:
         bos = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
         return build_prompt(n_tokens, lambda text: self.llm.tokenize(text.encode(), add_bos=False), bos)
@@ -109,8 +132,11 @@ class LlamaCppBackend(Backend):
         times: list[float] = []
         pieces: list[bytes] = []
         eos = False
-        reused = self._common_prefix(prompt) if reuse_prefix else 0
-        llm.n_tokens = reused  # eval() first drops every KV cell from n_tokens on; 0 is reset()
+        reused = self._common_prefix(prompt) if reuse_prefix and not self._kept else 0
+        # A request starts after the depth fill (if any) and the reused prefix: every KV cell from
+        # there on is dropped now, before the clock (eval() would drop the same cells again: none left).
+        llm.n_tokens = self._kept + reused
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
         lc.llama_perf_context_reset(ctx)
         t0 = clock()
         llm.eval(prompt[reused:])  # prefill: the prompt tokens not cached, in batches of n_batch
@@ -179,6 +205,7 @@ class LlamaCppBackend(Backend):
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
             "n_gpu_layers": self.n_gpu_layers,
             "n_batch": self.llm.n_batch,
+            "kv_cache": self.kv.describe(),
         }
 
     def close(self) -> None:

@@ -5,7 +5,13 @@ a logits processor whose first call marks the end of the prefill forward pass, a
 whose ``put`` receives each new token id (decoded to text there, as a streaming caller would).
 Token counts are the generated ids themselves, never re-tokenized text.
 
-Settings (``--backend-opt``): dtype=fp32|bf16|fp16 (default fp32), compile=true (torch.compile).
+Settings (``--backend-opt``): dtype=fp32|bf16|fp16 (default fp32), compile=true (torch.compile),
+cache_implementation=dynamic|static|offloaded|quantized (transformers' KV cache classes; default:
+generate's own, dynamic).
+
+At a depth (``fill_context``) the fill is one forward pass per n_batch tokens into a cache kept for
+the cell; each request hands ``generate`` the fill and its prompt with that cache, trimmed back to
+the fill first, so only the prompt is prefilled in the timed call.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from bench.errors import BenchError
 from bench.measuring.prompts import build_prompt
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# transformers' cache classes by the name generate() knows them (GenerationConfig.cache_implementation)
+CACHES = ("dynamic", "static", "offloaded", "quantized")
+FILL_BATCH = 512  # tokens per forward pass of a depth fill (llama.cpp's n_batch)
 
 
 class TransformersBackend(Backend):
@@ -52,6 +61,70 @@ class TransformersBackend(Backend):
         self.compiled = str(settings.options.get("compile", "")).lower() in ("1", "true", "yes")
         if self.compiled:
             self.model.forward = torch.compile(self.model.forward)
+        self.cache_kind = self._cache_kind(settings)
+        self.n_ctx = settings.n_ctx
+        self._fill: list[int] = []  # a depth fill every request starts after (fill_context)
+        self._fill_cache: Any = None
+
+    def _cache_kind(self, settings: LoadSettings) -> str | None:
+        kind = settings.options.get("cache_implementation")
+        if kind is None:
+            return None
+        kind = str(kind)
+        if kind not in CACHES:
+            raise BenchError(f"transformers: cache_implementation must be one of {', '.join(CACHES)}, got {kind!r}")
+        if kind == "offloaded" and settings.device != "cuda":
+            raise BenchError("transformers: cache_implementation=offloaded moves the cache off a GPU; "
+                             "this is a cpu profile")
+        if kind == "quantized":
+            import importlib.util
+
+            if importlib.util.find_spec("optimum.quanto") is None:
+                raise BenchError("transformers: cache_implementation=quantized needs optimum-quanto: "
+                                 "pip install optimum-quanto")
+        return kind
+
+    def _new_cache(self) -> Any:
+        """A fresh cache of the chosen kind, as generate() would build it."""
+        from transformers import DynamicCache, StaticCache
+        from transformers.cache_utils import QuantoQuantizedCache
+
+        config = self.model.config
+        if self.cache_kind == "static":
+            return StaticCache(config=config, max_cache_len=self.n_ctx)
+        if self.cache_kind == "quantized":
+            return QuantoQuantizedCache(config=config)
+        return DynamicCache(config=config, offloading=self.cache_kind == "offloaded")
+
+    def _trim_fill_cache(self) -> None:
+        """Back to the fill: a dynamic cache is cropped; a static one has its tail zeroed (its length
+        is the count of non-zero positions)."""
+        from transformers import StaticCache
+
+        n, cache = len(self._fill), self._fill_cache
+        if isinstance(cache, StaticCache):
+            for layer in cache.layers:
+                if getattr(layer, "is_initialized", False):
+                    layer.keys[:, :, n:].zero_()
+                    layer.values[:, :, n:].zero_()
+        else:
+            cache.crop(n)
+
+    def fill_context(self, tokens: list[int]) -> dict[str, Any]:
+        if self.cache_kind == "quantized":
+            raise BenchError("transformers: a quantized cache cannot be trimmed back to a fill; depth needs "
+                             "cache_implementation dynamic or static")
+        torch = self.torch
+        cache = self._new_cache()
+        with torch.inference_mode():
+            for start in range(0, len(tokens), FILL_BATCH):
+                ids = torch.tensor([tokens[start:start + FILL_BATCH]], device=self.device)
+                self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1,  # no 512 x vocab logits
+                           cache_position=torch.arange(start, start + ids.shape[1], device=self.device))
+        self._fill, self._fill_cache = list(tokens), cache
+        return {"method": (f"one forward pass per {FILL_BATCH} tokens into a {type(cache).__name__} kept for the "
+                           "cell; before each request the cache is trimmed back to the fill, and generate() is "
+                           "given the fill and the prompt with that cache, so it prefills only the prompt")}
 
     def _load_model(self, auto_cls: Any, model_path: Path, dtype: Any, settings: LoadSettings) -> Any:
         """Plain weights in ``dtype`` on the device; quantizing backends override this."""
@@ -108,14 +181,20 @@ class TransformersBackend(Backend):
                 hit = bool(stop) and any(s in "".join(pieces) for s in stop)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
 
-        input_ids = torch.tensor([prompt], device=self.device)
+        cache: dict[str, Any] = {}
+        if self._fill:
+            self._trim_fill_cache()
+            cache["past_key_values"] = self._fill_cache
+        elif self.cache_kind is not None:
+            cache["past_key_values"] = self._new_cache()
+        input_ids = torch.tensor([self._fill + list(prompt)], device=self.device)
         with torch.inference_mode():
             t0 = clock()
             self.model.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                 min_new_tokens=None if stop_at_eos or stop else max_new_tokens, do_sample=False, use_cache=True,
                 streamer=Streamer(), logits_processor=LogitsProcessorList([mark_prefill]),
-                stopping_criteria=StoppingCriteriaList([StopStrings()]), pad_token_id=tok.eos_token_id,
+                stopping_criteria=StoppingCriteriaList([StopStrings()]), pad_token_id=tok.eos_token_id, **cache,
             )
         eos = tok.eos_token_id
         return GenerationTrace(
@@ -142,10 +221,11 @@ class TransformersBackend(Backend):
 
         env = {"torch": self.torch.__version__, "transformers": transformers.__version__, "dtype": self.dtype_name,
                "device": str(self.device), "torch_threads": self.torch.get_num_threads(), "compiled": self.compiled,
-               **self.extra_env}
+               "cache_implementation": self.cache_kind or "dynamic (generate's default)", **self.extra_env}
         if self.device.type == "cuda":
             env["cuda_device"] = self.torch.cuda.get_device_name(self.device)
         return env
 
     def close(self) -> None:
+        self._fill_cache = None
         del self.model
