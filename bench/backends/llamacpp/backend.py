@@ -112,6 +112,9 @@ class LlamaCppBackend(Backend):
             raise BenchError(f"a fill of {len(tokens)} tokens leaves no room in a context of {llm.n_ctx()}")
         llm.reset()
         llm.eval(tokens)
+        # eval() reads no logits, so nothing has synchronized: llama.cpp would count the fill's queued
+        # tokens in the perf counters at the first request's synchronize, after their reset.
+        self._llama_cpp.llama_synchronize(llm.ctx)
         self._kept = len(tokens)
         return {"method": (f"decoded once per cell with llama_decode in batches of {llm.n_batch}; before each "
                            "request the cache is trimmed back to the fill (llama_memory_seq_rm from its end), "

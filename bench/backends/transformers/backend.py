@@ -183,7 +183,8 @@ class TransformersBackend(Backend):
 
         cache: dict[str, Any] = {}
         if self._fill:
-            self._trim_fill_cache()
+            with torch.inference_mode():  # the cache's tensors were made under inference mode
+                self._trim_fill_cache()
             cache["past_key_values"] = self._fill_cache
         elif self.cache_kind is not None:
             cache["past_key_values"] = self._new_cache()
