@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results files or folders (several machines merge); with --run, added to its rows")
     ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
     ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
+    ver.add_argument("--html", metavar="FILE", help="also write the verdict as an HTML page (the report's style)")
+    ver.add_argument("--json", action="store_true",
+                     help="print the verdict as JSON instead of tables: every value and every reason in full")
     ver.add_argument("--run", action="store_true",
                      help="measure first: every cell the claims need for the models, on the inexpensive tiers this "
                           "host can emulate (resumable), then judge")
@@ -717,10 +720,14 @@ def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err:
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
-    from bench.analysis.verdict import claim_lines, judge, load_claims, markdown, rich_tables
+    import json
+
+    from bench.analysis import verdict_report as view
+    from bench.analysis.verdict import judge, load_claims
     from bench.datafiles import find_data_path
-    from bench.display import console
+    from bench.display import console, narrow_console
     from bench.errors import BenchError
+    from bench.fileio import atomic_write_text
     from bench.models.catalog import load_catalog
 
     err = console(stderr=True)
@@ -736,20 +743,24 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     if not rows:
         raise BenchError("bench verdict needs bench run rows (fit, speed, quality) in the results; serving rows "
                          "only add the concurrent-user checks (criteria.concurrent_users)")
-    countries: dict[str, str | None] = {}
-    try:  # rows written before the catalog facts were recorded: look the country up
-        countries = {m.id: m.country for m in load_catalog(catalog_path).models}
-    except BenchError:
-        pass
-    verdict = judge(rows, claims, countries, expected, serving)
-    out = console()
-    for t in rich_tables(verdict):
-        out.print(t)
-    for line in claim_lines(verdict):
-        out.print(line, highlight=False, soft_wrap=True)
+    models: list[Any] = []
+    try:  # the catalog names each model's original release (and the country of rows written before facts)
+        models = list(load_catalog(catalog_path).models)
+    except BenchError as exc:
+        err.print(f"[yellow]warning:[/yellow] catalog {catalog_path} unreadable ({exc}): quality retained is "
+                  "unmeasured without it", highlight=False, soft_wrap=True)
+    verdict = judge(rows, claims, expected=expected, serving=serving, models=models)
+    where = f"{len(rows)} row(s) of {', '.join(sources)}"
+    if args.json:
+        print(json.dumps(view.to_json(verdict, where), indent=1, default=str))
+    else:
+        out = narrow_console()
+        for part in view.rich_renderables(verdict, where):
+            out.print(part, highlight=False)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(verdict, f"{len(rows)} row(s) of {', '.join(sources)}"),
-                                       encoding="utf-8")
+        atomic_write_text(Path(args.markdown), view.markdown(verdict, where))
+    if args.html:
+        atomic_write_text(Path(args.html), view.html_page(verdict, where))
     return EXIT_OK
 
 

@@ -19,6 +19,13 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
+def narrow_console(width: int = 120) -> Console:
+    """stdout at most ``width`` columns (a terminal narrower than that keeps its own width): tables
+    that must be read, not scrolled."""
+    tty_width = Console().width if sys.stdout.isatty() else width
+    return Console(width=min(width, tty_width))
+
+
 def _mean_std(stat: Stats | None, spec: str = ".1f", scale: float = 1.0) -> str:
     if stat is None or stat.mean is None:
         return "-"
