@@ -3,6 +3,11 @@
 
 Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
 what it needs. Bad input ends in one line on stderr and exit status 2.
+
+Exit status (``EXIT_HELP``): 0 every cell asked for ran and was ok; 1 some cell asked for did not
+succeed or was not run (a fleet tier no node offers, skipped), or ``bench compare`` found a
+regression; 2 bad input (one line on stderr, nothing written); 3 an internal error (a bug: one
+line, ``BENCH_DEBUG=1`` shows the traceback); 130 interrupted (every completed row kept).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_HELP = ("exit status: 0 every cell asked for ran and was ok; 1 some cell asked for did not succeed or was not run "
+             "(e.g. a fleet tier no node offers), or bench compare found a regression; 2 bad input; 3 internal error "
+             "(a bug; BENCH_DEBUG=1 shows the traceback); 130 interrupted (completed rows kept)")
 DEFAULT_MODEL = "(the catalog's default_model)"
 
 
@@ -46,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Efficiency benchmarks for cost-effective LLM inference: "
-                "speed, memory, quality and cost per model x variant x backend x hardware tier.")
+                "speed, memory, quality and cost per model x variant x backend x hardware tier.", epilog=EXIT_HELP)
     p.add_argument("--catalog", help="model catalog (default: ./models.yaml, $BENCH_CATALOG, or the repo's)")
     p.add_argument("--profiles-dir", help="hardware profiles folder (default: ./hardware_profiles or the repo's)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -345,6 +353,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     req = _request(args)
     err = console(stderr=True)
     fleet = _open_fleet(args, catalog_path, profiles_dir)
+    skipped = 0
     try:
         store = ModelStore()
         with _fetch_progress(store, err, disabled=args.no_progress):
@@ -353,7 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             placement = fleet.place(plans, args.fleet_missing or "skip")
             for line in placement.lines:
                 err.print(line, highlight=False, soft_wrap=True)
-            plans = placement.plans
+            plans, skipped = placement.plans, placement.skipped
         if args.output:
             out_path = Path(args.output)
         else:
@@ -371,6 +380,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         err.print(f"interrupted: {len(outcome.planned) - len(outcome.rows)} cell(s) not run")
         return EXIT_INTERRUPTED
+    if skipped:
+        err.print(f"{skipped} cell(s) asked for were not measured (no fleet node offers their tier; "
+                  "--fleet-missing emulate runs them emulated here): exit status 1")
+        return EXIT_CELL_FAILED
     return EXIT_OK if outcome.all_ok else EXIT_CELL_FAILED
 
 
@@ -794,5 +807,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line, the traceback on request
         if os.environ.get("BENCH_DEBUG"):
             raise
-        sys.stderr.write(f"bench: internal error: {type(exc).__name__}: {exc} (BENCH_DEBUG=1 shows the traceback)\n")
-        return EXIT_CELL_FAILED
+        sys.stderr.write(f"bench: internal error: {type(exc).__name__}: {exc} (a bug, exit status 3; "
+                         "BENCH_DEBUG=1 shows the traceback)\n")
+        return EXIT_INTERNAL

@@ -27,6 +27,7 @@ from bench.analysis.flat import (
     basis_kind,
     flatten,
     hourly_usd,
+    interval_missing,
     latest_per_cell,
     projected,
     speed_basis,
@@ -219,6 +220,13 @@ def _not_on_tier(r: Row, metric: str) -> str:
 NO_PROJECTION = "the tier has no figures to project this host's speed onto"
 
 
+def _no_pessimistic_end(r: Row, criterion: str, metric: str, value: str) -> Check:
+    """A projection without an interval has no pessimistic end to judge: unmeasured, never a 0."""
+    why = interval_missing(r, metric) or "its interval is unknown"
+    return Check(criterion, "unmeasured", f"projected {value} on {r.tier_label} (PROJECTION), but {why}: no "
+                                          "pessimistic end to judge", "projection without an interval")
+
+
 def _status_gist(r: Row) -> str:
     """A cell that did not complete, in a few words ("does not fit", "oom", "failed")."""
     return r.status.replace("_", " ") if r.status != "ok" else ""
@@ -240,6 +248,8 @@ def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
         return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail",
                      f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}", f"{v:.1f}")
     low, value, high = (projected(r, "decode_tps", e) for e in ("low", "value", "high"))
+    if value is not None and low is None:
+        return _no_pessimistic_end(r, "decode tok/s", "decode_tps", f"{value:.1f} tok/s")
     if low is None or value is None:
         return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"), NO_PROJECTION)
     scale = 1.0
@@ -269,6 +279,8 @@ def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
         return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
                      f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})", f"{v:.2f} s")
     low, value, high = (projected(r, "ttft_s", e) for e in ("low", "value", "high"))
+    if value is not None and high is None:
+        return _no_pessimistic_end(r, "TTFT", "ttft_s", f"{value:.2f} s")
     if high is None or value is None:
         return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"), NO_PROJECTION)
     return Check("TTFT", "pass" if high <= c.ttft_s_max else "fail",
@@ -448,6 +460,9 @@ def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
 
     name = f"TTFT @{c.concurrent_users} users"
     ok = p.summary.get("ok") or 0
+    if p.summary.get("prompt_tokens") is None and c.ttft_min_prompt_tokens:
+        why = p.summary.get("total_tps_unavailable") or "no prompt token count at this point"
+        return Check(name, "unmeasured", why, "prompt lengths not known")
     prompt = (p.summary.get("prompt_tokens") or 0) / ok if ok else 0
     if prompt < c.ttft_min_prompt_tokens:
         return Check(name, "unmeasured", f"prompts of {prompt:.0f} tokens on average, the claim needs "

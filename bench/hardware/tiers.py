@@ -59,6 +59,14 @@ class MemoryPrediction:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
+def kv_heads(g: dict[str, Any]) -> int:
+    """KV heads per layer: ``head_count_kv``, else ``head_count`` (llama.cpp's own default when the
+    header has no head_count_kv: plain multi-head attention), else 0 (no attention heads in the header:
+    an attention-free architecture keeps no KV cache). One rule for the memory prediction and the
+    bytes read per token."""
+    return g.get("head_count_kv") or g.get("head_count") or 0
+
+
 def _head_dims(g: dict[str, Any]) -> tuple[int, int]:
     head_dim = (g.get("embedding_length") or 0) // max(1, g.get("head_count") or 1)
     return g.get("key_length") or head_dim, g.get("value_length") or head_dim
@@ -68,7 +76,7 @@ def kv_cache_bytes(g: dict[str, Any], n_ctx: int, layers: int | None = None) -> 
     k, v = _head_dims(g)
     padded = -(-n_ctx // CTX_PAD) * CTX_PAD
     n_layer = g.get("block_count") or 0 if layers is None else layers
-    return padded * n_layer * (g.get("head_count_kv") or g.get("head_count") or 0) * (k + v) * 2
+    return padded * n_layer * kv_heads(g) * (k + v) * 2
 
 
 def predict_memory(g: dict[str, Any], file_bytes: int, n_ctx: int, prompt_tokens: int,
@@ -118,7 +126,7 @@ def bytes_read_per_token(g: dict[str, Any], file_bytes: int, context_tokens: int
     embedding lookup reads one row; only a tied output head reads token_embd in full."""
     weights = file_bytes - (g.get("token_embd_bytes", 0) if g.get("has_output_tensor") else 0)
     k, v = _head_dims(g)
-    kv = context_tokens * (g.get("block_count") or 0) * (g.get("head_count_kv") or 0) * (k + v) * 2
+    kv = context_tokens * (g.get("block_count") or 0) * kv_heads(g) * (k + v) * 2
     return weights + kv
 
 

@@ -71,14 +71,29 @@ def tier_speed(row: Mapping[str, Any], profile: Profile, measured_on_tier: bool)
     if priced is None:
         cost: dict[str, Any] = {"usd_per_1m_output_tokens": None, "why": f"profile {profile.id} has no price"}
     else:
-        # The interval's fast end is its cheap end.
+        interval, interval_why = cost_interval(hourly, decode.low, decode.high, decode.inputs.get("interval"))
         cost = {**priced, "usd_per_1m_output_tokens": usd_per_million_tokens(hourly, decode.value),
-                "usd_per_1m_output_tokens_interval": [usd_per_million_tokens(hourly, decode.high)
-                                                      if decode.high != float("inf") else 0.0,
-                                                      usd_per_million_tokens(hourly, decode.low)
-                                                      if decode.low > 0 else None],
+                "usd_per_1m_output_tokens_interval": interval,
                 "speed_basis": f"decode tok/s {projection.basis} (PROJECTION, not a measurement)"}
+        if interval_why:
+            cost["interval_why"] = interval_why
     return {"speed_basis": projection.basis, "projection": projection.to_dict(), "cost": cost}
+
+
+def bounded(value: float) -> bool:
+    """A finite, positive end of an interval: 0 and infinity are what an unbounded interval (no
+    validation band) carries, and neither is a figure."""
+    return 0 < value < float("inf")
+
+
+def cost_interval(usd_per_hour: float, low_tps: float, high_tps: float,
+                  how: str | None = None) -> tuple[list[float | None], str | None]:
+    """[cheap end, dear end] of $ per 1M output tokens from the decode interval's fast (high) and
+    slow (low) ends; an end the interval does not bound is None, and the second value says why."""
+    ends = [usd_per_million_tokens(usd_per_hour, high_tps) if bounded(high_tps) else None,
+            usd_per_million_tokens(usd_per_hour, low_tps) if bounded(low_tps) else None]
+    why = None if None not in ends else f"the decode projection's interval is unbounded ({how or 'no band'})"
+    return ends, why
 
 
 def task_seconds(records: list[Mapping[str, Any]], prefill_tps: float, decode_tps: float) -> float:
@@ -119,15 +134,19 @@ def task_cost_on_tier(row: Mapping[str, Any], profile: Profile) -> dict[str, Any
     scale = statistics.median(r["seconds"] / task_seconds([r], host_prefill, host_decode) for r in records)
     d, p = projection.decode_tps, projection.prefill_tps
     seconds = scale * task_seconds(records, p.value, d.value)
-    slow = scale * task_seconds(records, p.low, d.low) if p.low > 0 and d.low > 0 else None
-    fast = scale * task_seconds(records, p.high, d.high) if p.high != float("inf") and d.high != float("inf") else 0.0
+    # an end the interval does not bound (no validation band) is unknown: None, never 0 s
+    slow = scale * task_seconds(records, p.low, d.low) if bounded(p.low) and bounded(d.low) else None
+    fast = scale * task_seconds(records, p.high, d.high) if bounded(p.high) and bounded(d.high) else None
     out: dict[str, Any] = {"tier": profile.id, "basis": f"{projection.basis} (PROJECTION, not a measurement)",
                            "items": len(records), "seconds": seconds, "seconds_interval": [fast, slow]}
+    if fast is None or slow is None:
+        out["interval_why"] = (f"the projection's interval is unbounded "
+                               f"({d.inputs.get('interval') or p.inputs.get('interval') or 'no band'})")
     hourly = profile.price.hourly_usd() if profile.price else None
     if hourly:
         out["usd_per_hour"] = hourly
         out["usd_per_correct"] = usd_per_correct(hourly, seconds, correct)
-        out["usd_per_correct_interval"] = [usd_per_correct(hourly, fast, correct),
+        out["usd_per_correct_interval"] = [usd_per_correct(hourly, fast, correct) if fast is not None else None,
                                            usd_per_correct(hourly, slow, correct) if slow is not None else None]
     else:
         out["why_no_usd"] = f"profile {profile.id} has no price"

@@ -96,8 +96,10 @@ class VramTracker:
     def __init__(self, device_index: int = 0, interval_s: float = 0.05) -> None:
         self.device_index = device_index
         self.interval_s = interval_s
-        self.nvml_peak: int | None = None
+        self.nvml_peak: int | None = None  # None until NVML lists this process with a memory figure
         self.nvml_error: str | None = None
+        self.nvml_samples = 0  # NVML readings taken
+        self.nvml_listed = 0  # of them, those that listed this process (its usedGpuMemory may still be None)
         self._handle: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,7 +113,6 @@ class VramTracker:
 
             pynvml.nvmlInit()
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
-            self.nvml_peak = 0
             self._thread = threading.Thread(target=self._run, name="vram-sampler", daemon=True)
             self._thread.start()
         except Exception as exc:  # no driver, no package: say so in the report
@@ -122,8 +123,11 @@ class VramTracker:
         import pynvml
 
         pid = os.getpid()
-        for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-            if p.pid == pid and p.usedGpuMemory is not None:
+        self.nvml_samples += 1
+        mine = [p for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle) if p.pid == pid]
+        self.nvml_listed += bool(mine)
+        for p in mine:
+            if p.usedGpuMemory is not None:
                 self.nvml_peak = max(self.nvml_peak or 0, int(p.usedGpuMemory))
 
     def _run(self) -> None:
@@ -150,11 +154,25 @@ class VramTracker:
         if torch is not None and torch.cuda.is_available():
             out["peak_vram_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device_index))
             out["peak_vram_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device_index))
-        if self.nvml_peak is not None:
-            out["peak_vram_nvml_process_bytes"] = self.nvml_peak
-        elif self.nvml_error:
-            out["vram_nvml_unavailable"] = self.nvml_error
+        out.update(nvml_peak_report(self.nvml_peak, self.nvml_samples, self.nvml_listed, self.nvml_error))
         return out
+
+
+def nvml_peak_report(peak: int | None, samples: int, listed: int, error: str | None) -> dict[str, Any]:
+    """NVML's peak for this process, or why there is none: a process NVML never listed (or listed
+    without a memory figure, as in many containers) has an unknown VRAM use, never 0 bytes."""
+    if peak is not None:
+        return {"peak_vram_nvml_process_bytes": peak}
+    if error:
+        return {"vram_nvml_unavailable": error}
+    if not samples:
+        return {"vram_nvml_unavailable": "NVML was not read (no sample taken)"}
+    if not listed:
+        return {"vram_nvml_unavailable": f"this process was not in NVML's list of compute processes in any of "
+                                         f"{samples} reading(s) (it used no GPU, or NVML cannot see it: a container's "
+                                         "own PID namespace)"}
+    return {"vram_nvml_unavailable": f"NVML listed this process in {listed} of {samples} reading(s) without a memory "
+                                     "figure (usedGpuMemory unavailable, common in containers and under MIG)"}
 
 
 class Stopwatch:

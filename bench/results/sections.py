@@ -273,6 +273,7 @@ class Cost(Section):
     speed_basis: str | None = None
     why: str | None = None
     usd_per_1m_output_tokens_interval: list[float | None] | None = None  # from the projection's interval
+    interval_why: str | None = None  # why an end of that interval is None (no validation band: unbounded)
 
     NULLABLE = ("usd_per_1m_output_tokens",)
 

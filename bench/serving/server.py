@@ -228,6 +228,18 @@ def proc_memory(pid: int) -> dict[str, Any]:
     return out
 
 
+def server_vram(pid: int, figures: list[int | None]) -> dict[str, Any]:
+    """The server's VRAM from NVML's entries for its process (one per GPU it uses), or why it is not
+    known: a process NVML does not list, or lists without a figure, used an unknown amount, not 0."""
+    if not figures:
+        return {"vram_bytes": None, "unavailable": f"the server (pid {pid}) is not in NVML's list of compute "
+                                                  "processes (it uses no GPU, or NVML cannot see it from here)"}
+    if any(f is None for f in figures):
+        return {"vram_bytes": None, "unavailable": "NVML lists the server without a memory figure (usedGpuMemory "
+                                                  "unavailable, common in containers and under MIG)"}
+    return {"vram_bytes": sum(int(f) for f in figures), "via": "nvml (at the end of the point)"}
+
+
 def gpu_memory(pid: int) -> dict[str, Any]:
     """The process's GPU memory as NVML sees it (nvidia-ml-py), or why it is unavailable."""
     try:
@@ -239,13 +251,10 @@ def gpu_memory(pid: int) -> dict[str, Any]:
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     try:
-        used = 0
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if p.pid == pid and p.usedGpuMemory is not None:
-                    used += int(p.usedGpuMemory)
-        return {"vram_bytes": used, "via": "nvml (at the end of the point)"}
+        figures = [p.usedGpuMemory for i in range(pynvml.nvmlDeviceGetCount())
+                   for p in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(i))
+                   if p.pid == pid]
+        return server_vram(pid, figures)
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     finally:
