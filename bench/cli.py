@@ -763,7 +763,9 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         err.print(f"[yellow]warning:[/yellow] catalog {catalog_path} unreadable ({exc}): quality retained is "
                   "unmeasured without it", highlight=False, soft_wrap=True)
     verdict = judge(rows, claims, expected=expected, serving=serving, models=models)
-    where = f"{len(rows)} row(s) of {', '.join(sources)}"
+    hosts, when = sorted({r.host for r in rows}), sorted(r.created_at for r in rows)
+    where = (f"{len(rows)} row(s) of {', '.join(sources)}, measured on {', '.join(hosts)} from {when[0]} to "
+             f"{when[-1]}; written by `bench {' '.join(args.argv)}`")
     if args.json:
         print(json.dumps(view.to_json(verdict, where), indent=1, default=str))
     else:
@@ -792,6 +794,7 @@ COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "serve": cmd_serve, "models": 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for what it writes
     from bench.errors import BenchError
 
     try:
