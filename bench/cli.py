@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profiles", help="hardware profiles")
     psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
     psub.add_parser("list", help="the profiles, and what `auto` detects here")
+    from bench.projection import commands as projection_commands
+
+    projection_commands.add_predict(sub)
+    projection_commands.add_import(sub)
     return p
 
 
@@ -789,7 +793,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "serve": cmd_serve, "models": cmd_models, "profiles": cmd_profiles,
-            "report": cmd_report, "compare": cmd_compare, "verdict": cmd_verdict, "fleet": cmd_fleet}
+            "report": cmd_report, "compare": cmd_compare, "verdict": cmd_verdict, "fleet": cmd_fleet,
+            "predict": lambda a: _projection("cmd_predict", a), "import": lambda a: _projection("cmd_import", a)}
+
+
+def _projection(name: str, args: argparse.Namespace) -> int:
+    from bench.projection import commands
+
+    return getattr(commands, name)(args)
 
 
 def main(argv: list[str] | None = None) -> int:

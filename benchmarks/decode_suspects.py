@@ -38,10 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--markdown", metavar="PAGE", help="also write the output as a dated page, e.g. "
+                    "docs/measurements/YYYY-MM-DD-NAME.md (bench.analysis.logpage)")
     args = ap.parse_args(argv)
     path = args.model or _embedded_model()
     per_round, n_vocab = measure(path, args.p, args.n, args.t, args.rounds)
-    print_table(path, per_round, n_vocab, args)
+    from bench.analysis.logpage import markdown_page
+
+    with markdown_page(args.markdown, "Per-token suspects of the decode loop, each alone against bare llama.cpp", argv):
+        print_table(path, per_round, n_vocab, args)
     return 0
 
 

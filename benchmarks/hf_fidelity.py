@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # case -> (suite backend, suite --backend-opt values)
 CASES: dict[str, tuple[str, list[str]]] = {
@@ -133,13 +134,42 @@ def run_suite(case: str, threads: int) -> float:
         return json.loads(out.read_text().splitlines()[0])["summary"]["decode_tps"]["mean"]
 
 
+def _print_in_process(pairs: list[tuple[float, float]], ratios: list[float], iv: Any, within_tolerance: Any) -> None:
+    print("| case | suite decode tok/s | direct decode tok/s | suite/direct (median of paired rounds) "
+          "| 95% interval | within 2% |")
+    print("|---|---|---|---|---|---|")
+    print(f"| transformers, one process | {statistics.median(a for a, _ in pairs):.2f} | "
+          f"{statistics.median(b for _, b in pairs):.2f} | {statistics.median(ratios):.3f} | "
+          f"{f'{iv.low:.3f}-{iv.high:.3f}' if iv else '-'} | {within_tolerance(ratios, 0.02)} |")
+
+
+def _print_cases(cases: list[str], results: dict[str, dict[str, list[float]]]) -> None:
+    from bench.analysis.significance import median_interval, within_tolerance
+
+    print("| case | backend | options | suite decode tok/s | direct decode tok/s "
+          "| suite/direct (median of paired rounds) | 95% interval | within 2% | range |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        s, d = statistics.median(results[c]["suite"]), statistics.median(results[c]["direct"])
+        ratios = [a / b for a, b in zip(results[c]["suite"], results[c]["direct"], strict=True)]
+        backend, opts = CASES[c]
+        iv = median_interval(ratios)
+        span = f"{iv.low:.3f}-{iv.high:.3f}" if iv else "-"
+        print(f"| {c} | {backend} | {' '.join(opts) or '-'} | {s:.2f} | {d:.2f} | {statistics.median(ratios):.3f} | "
+              f"{span} | {within_tolerance(ratios, 0.02)} | {min(ratios):.3f}-{max(ratios):.3f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench.analysis.logpage import markdown_page
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--in-process", action="store_true",
                     help="transformers only: both sides in one process on one model (no drift between processes)")
+    ap.add_argument("--markdown", metavar="PAGE", help="also write the output as a dated page, e.g. "
+                    "docs/measurements/YYYY-MM-DD-NAME.md (bench.analysis.logpage)")
     ap.add_argument("--direct-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.direct_child:
@@ -158,12 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = in_process(folder, args.t, args.rounds)
         ratios = [a / b for a, b in pairs]
         iv = median_interval(ratios)
-        print("| case | suite decode tok/s | direct decode tok/s | suite/direct (median of paired rounds) "
-              "| 95% interval | within 2% |")
-        print("|---|---|---|---|---|---|")
-        print(f"| transformers, one process | {statistics.median(a for a, _ in pairs):.2f} | "
-              f"{statistics.median(b for _, b in pairs):.2f} | {statistics.median(ratios):.3f} | "
-              f"{f'{iv.low:.3f}-{iv.high:.3f}' if iv else '-'} | {within_tolerance(ratios, 0.02)} |")
+        with markdown_page(args.markdown, "The suite's transformers backend against a bare model.generate", argv):
+            _print_in_process(pairs, ratios, iv, within_tolerance)
         return 0
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
@@ -185,19 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
     # Paired: each round's suite and direct runs are adjacent in time, so the median of the per-round
     # ratios is less exposed to the machine's slow drift than a ratio of medians.
-    from bench.analysis.significance import median_interval, within_tolerance
-
-    print("| case | backend | options | suite decode tok/s | direct decode tok/s "
-          "| suite/direct (median of paired rounds) | 95% interval | within 2% | range |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for c in cases:
-        s, d = statistics.median(results[c]["suite"]), statistics.median(results[c]["direct"])
-        ratios = [a / b for a, b in zip(results[c]["suite"], results[c]["direct"], strict=True)]
-        backend, opts = CASES[c]
-        iv = median_interval(ratios)
-        span = f"{iv.low:.3f}-{iv.high:.3f}" if iv else "-"
-        print(f"| {c} | {backend} | {' '.join(opts) or '-'} | {s:.2f} | {d:.2f} | {statistics.median(ratios):.3f} | "
-              f"{span} | {within_tolerance(ratios, 0.02)} | {min(ratios):.3f}-{max(ratios):.3f} |")
+    with markdown_page(args.markdown, "The suite's Hugging Face backends against a minimal direct loop", argv):
+        _print_cases(cases, results)
     return 0
 
 

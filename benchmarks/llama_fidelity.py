@@ -125,6 +125,8 @@ def _cell(entry: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.analysis.logpage import markdown_page
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help="GGUF files (default: the embedded model, fetched if needed)")
     ap.add_argument("-p", type=int, default=128)
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direct", action="store_true", help="also a minimal direct llama-cpp-python loop")
     ap.add_argument("--json", help="write every sample and ratio to this file")
     ap.add_argument("--table-from", metavar="JSON", help="print the table from a --json file of an earlier run")
+    ap.add_argument("--markdown", metavar="PAGE", help="also write the output as a dated page, e.g. "
+                    "docs/measurements/YYYY-MM-DD-NAME.md (bench.analysis.logpage)")
     ap.add_argument("--direct-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.direct_child:
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.table_from:
         saved = json.loads(Path(args.table_from).read_text())
-        print_table({m: {**r, **tables(r["rounds"])} for m, r in saved.items()}, "(from " + args.table_from + ")")
+        with markdown_page(args.markdown, "The suite against llama-bench", argv):
+            print_table({m: {**r, **tables(r["rounds"])} for m, r in saved.items()}, "(from " + args.table_from + ")")
         return 0
     if args.rounds < 5:
         print("note: fewer than 5 rounds; the paired median is then a rough guide", file=sys.stderr)
@@ -166,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(res)
             print(f"{Path(model).name}: round {rnd + 1}/{args.rounds} done", file=sys.stderr)
         results[model] = {"rounds": rounds, **tables(rounds)}
-    print_table(results, f"p={args.p}, n={args.n}, threads={args.t}, {args.rounds} rounds x {args.r} repetitions, "
-                         f"interleaved; llama-bench: {binary}")
+    with markdown_page(args.markdown, "The suite against llama-bench", argv):
+        print_table(results, f"p={args.p}, n={args.n}, threads={args.t}, {args.rounds} rounds x {args.r} "
+                             f"repetitions, interleaved; llama-bench: {binary}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

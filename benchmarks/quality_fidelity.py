@@ -66,28 +66,8 @@ def llama_perplexity(binary: str, model: str, corpus: Path, ctx: int, chunks: in
             "exit": proc.returncode}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
-    ap.add_argument("--variants", default="q4_k_m,q8_0-derived,q4_0-derived")
-    ap.add_argument("--reference", default="f16")
-    ap.add_argument("--ctx", type=int, default=512)
-    ap.add_argument("--chunks", type=int, default=8)
-    ap.add_argument("-t", type=int, default=2)
-    args = ap.parse_args(argv)
-    from bench.native.tools import tool_path
-    from bench.quality.corpus import load_corpus
-
-    binary = str(tool_path("llama-perplexity", say=lambda m: print(m, file=sys.stderr)))
-    corpus = load_corpus("alice29").path
-    variants = [v for v in args.variants.split(",") if v]
-    rows = {v: suite(args.model, v, args.reference, args.ctx, args.chunks, args.t) for v in variants}
-    ref = suite(args.model, args.reference, args.reference, args.ctx, args.chunks, args.t)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp, "base.kld")
-        theirs_ref = llama_perplexity(binary, ref["path"], corpus, args.ctx, args.chunks, args.t, base, True)
-        theirs = {v: llama_perplexity(binary, r["path"], corpus, args.ctx, args.chunks, args.t, base, False)
-                  for v, r in rows.items()}
+def _print_table(args: argparse.Namespace, binary: str, ref: dict, theirs_ref: dict, rows: dict, theirs: dict,
+                 variants: list[str]) -> None:
     print(f"{args.model}, corpus alice29, ctx {args.ctx}, {args.chunks} chunks, threads {args.t}; reference "
           f"{args.reference}; llama-perplexity: {binary}\n")
     print("| variant | suite PPL | llama-perplexity PPL | ratio | suite KLD | llama-perplexity KLD | ratio "
@@ -110,6 +90,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nThe reference's cached log-probabilities (float16, scored positions x vocabulary): "
               f"{r['cache_bytes'] / 2**20:.0f} MiB on disk; its pass peaked at "
               f"{num(r['ref_peak_rss'] / 2**20 if r['ref_peak_rss'] else None, '.0f')} MiB RSS.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    ap.add_argument("--variants", default="q4_k_m,q8_0-derived,q4_0-derived")
+    ap.add_argument("--reference", default="f16")
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--markdown", metavar="PAGE", help="also write the output as a dated page, e.g. "
+                    "docs/measurements/YYYY-MM-DD-NAME.md (bench.analysis.logpage)")
+    args = ap.parse_args(argv)
+    from bench.native.tools import tool_path
+    from bench.quality.corpus import load_corpus
+
+    binary = str(tool_path("llama-perplexity", say=lambda m: print(m, file=sys.stderr)))
+    corpus = load_corpus("alice29").path
+    variants = [v for v in args.variants.split(",") if v]
+    rows = {v: suite(args.model, v, args.reference, args.ctx, args.chunks, args.t) for v in variants}
+    ref = suite(args.model, args.reference, args.reference, args.ctx, args.chunks, args.t)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp, "base.kld")
+        theirs_ref = llama_perplexity(binary, ref["path"], corpus, args.ctx, args.chunks, args.t, base, True)
+        theirs = {v: llama_perplexity(binary, r["path"], corpus, args.ctx, args.chunks, args.t, base, False)
+                  for v, r in rows.items()}
+    from bench.analysis.logpage import markdown_page
+
+    with markdown_page(args.markdown, "The suite's perplexity and KLD against llama-perplexity", argv):
+        _print_table(args, binary, ref, theirs_ref, rows, theirs, variants)
     return 0
 
 

@@ -253,6 +253,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--control", action="store_true",
                    help="also run ours with a CPU burner using as much of the client's cores as AIPerf did")
+    p.add_argument("--markdown", metavar="PAGE", help="also write the output as a dated page, e.g. "
+                   "docs/measurements/YYYY-MM-DD-NAME.md (bench.analysis.logpage)")
     args = p.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
     out = Path(args.out)
@@ -300,8 +302,11 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps({"model": str(model.path), "prompt_tokens": args.prompt_tokens,
                                                   "gen_tokens": args.gen_tokens, "placement": placement.to_dict(),
                                                   "results": results}, indent=1))
-    print(table(results))
-    print(f"\n(load average after: {os.getloadavg()[0]:.2f}; details: {out / 'results.json'})")
+    from bench.analysis.logpage import markdown_page
+
+    with markdown_page(args.markdown, "bench serve against NVIDIA AIPerf, same server, prompts and load"):
+        print(table(results))
+        print(f"\n(load average after: {os.getloadavg()[0]:.2f}; details: {out / 'results.json'})")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The fidelity benchmarks are scripts, not timed tests: here they only have to run on the real
-embedded model and real tools and print their table (their numbers go in the README)."""
+embedded model and real tools and print their table (their numbers go in dated pages of
+docs/measurements/, which the scripts write themselves with --markdown)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def llama_bench(embedded_model) -> Path:
     return tool_path("llama-bench", say=lambda line: print(line, file=sys.stderr))
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_llama_fidelity_prints_the_paired_table(tmp_path, llama_bench, embedded_gguf):
     out = tmp_path / "fidelity.json"
     proc = subprocess.run([sys.executable, "benchmarks/llama_fidelity.py", str(embedded_gguf), "--rounds", "2",
@@ -36,6 +39,8 @@ def test_llama_fidelity_prints_the_paired_table(tmp_path, llama_bench, embedded_
         assert len(ratios) == 2 and all(r > 0 for r in ratios)
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_hf_fidelity_prints_its_table(embedded_model):
     proc = subprocess.run([sys.executable, "benchmarks/hf_fidelity.py", "--rounds", "1", "--cases", "transformers"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -45,6 +50,8 @@ def test_hf_fidelity_prints_its_table(embedded_model):
     assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[7] == "cannot tell (too few rounds: 1)"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_quality_fidelity_prints_its_table(embedded_model):
     proc = subprocess.run([sys.executable, "benchmarks/quality_fidelity.py", "--model", "smollm2-135m",
                            "--variants", "q4_0-derived", "--reference", "f16", "--ctx", "128", "--chunks", "2"],
@@ -58,16 +65,25 @@ def test_quality_fidelity_prints_its_table(embedded_model):
     assert float(rows["q4_0-derived"][4]) > 0 and float(rows["q4_0-derived"][5]) > 0
 
 
-def test_decode_suspects_prints_each_variant(embedded_gguf):
+@pytest.mark.model
+@pytest.mark.slow
+def test_decode_suspects_prints_each_variant_and_writes_its_page(embedded_gguf, tmp_path):
+    page = tmp_path / "2026-12-03-suspects.md"
     proc = subprocess.run([sys.executable, "benchmarks/decode_suspects.py", str(embedded_gguf), "--rounds", "2",
-                           "-p", "16", "-n", "8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "-p", "16", "-n", "8", "--markdown", str(page)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    assert text.startswith("# Per-token suspects") and "decode_suspects.py" in text.splitlines()[2]
+    assert proc.stdout.strip().splitlines()[-1] in text  # the page is what the script printed
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| variant")}
     assert set(rows) == {"bare", "argmax", "suite", "suite+rss", "greedy-sampler", "Llama.eval"}
     assert rows["bare"].split("|")[2].strip() == "1.000"  # each round's bare against itself
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_hf_fidelity_in_one_process_prints_its_row(embedded_model):
     proc = subprocess.run([sys.executable, "benchmarks/hf_fidelity.py", "--in-process", "--rounds", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)

@@ -58,7 +58,7 @@ def basis_kind(r: Row) -> str:
 
 
 def speed_basis(r: Row) -> str:
-    """The basis of the tier's speed: ``measured`` (on the tier itself), ``projected from HOST`` (the
+    """The basis of the tier's speed: ``measured`` (on the tier itself), ``projected from ...`` (the
     performance model's projection, ``efficiency.projection``) or ``caps only`` (emulated, nothing to
     project from). Rows from before the performance model: an emulated row's speed is this host's,
     so it is ``caps only``."""

@@ -197,10 +197,9 @@ def serving_markdown(report: Report) -> list[str]:
     return lines
 
 
-INTERVAL_NOTE = ("The interval is where real machines fell (10th-90th percentile of measured/projected over the "
-                 "validation entries); the value is not corrected for the model's bias, so where the model "
-                 "under-projects (CPU tiers) the value can lie outside its own interval (README, \"The interval is "
-                 "empirical, the value is not corrected\").")
+INTERVAL_NOTE = ("The interval is where real machines the model was not fitted on fell (10th-90th percentile of "
+                 "measured/projected, leave one machine out, per device class and basis); the value is corrected by "
+                 "the same band's median, so it lies inside its interval (docs/performance-model.md).")
 
 
 def interval_text(low: float | None, high: float | None, spec: str, why: str | None) -> str:
@@ -221,9 +220,10 @@ def tier_speed_lines(report: Report) -> list[str]:
         return []
     lines = ["", "## Speed on emulated tiers: projections, not measurements", "",
              "A tier emulated on another machine (its threads and RAM capped) measures fit; its speed there is "
-             "the host's. The tier's speed is projected by the performance model (README, \"The performance "
-             "model\"; bench/hardware/perfmodel.py) from the host's measured efficiency and the tier's sourced "
-             "figures, with the interval the model reached on published measurements of real machines. "
+             "the host's. The tier's speed is projected by the performance model (docs/performance-model.md; "
+             "bench/projection) from the model's shape and the tier's own published results or sourced "
+             "figures (nothing of this host), with the interval the model reached on published measurements of "
+             "real machines. "
              + INTERVAL_NOTE, ""]
     for r in emulated:
         f = flatten(r)
@@ -244,7 +244,7 @@ TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-
              "time; few-shot prefix kept in the KV cache between items where the backend can). On other tiers (and "
              "on an emulated row's own), time and $ per correct answer are PROJECTIONS, not measurements: the items' "
              "token counts at the tier's projected prefill and decode speeds, scaled by the median over items of "
-             "measured time over the same at this row's measured speeds (bench.measuring.cost.task_cost_on_tier), "
+             "measured time over the same at this row's measured speeds (bench.projection.tier.task_cost_on_tier), "
              "with the projection's interval; $ = the tier's $/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
 TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
 
@@ -252,7 +252,7 @@ TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per
 def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
     """Each row with a task pass: (row, its measured summary, one table line per priced tier)."""
     from bench.analysis.flat import latest_per_cell
-    from bench.measuring.cost import task_cost_on_tier
+    from bench.projection.tier import task_cost_on_tier
 
     out = []
     for r in latest_per_cell(report.ordered()):

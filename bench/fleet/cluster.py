@@ -38,7 +38,7 @@ NODE_ENV = {
     "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",  # a cell sees the node's GPUs as it would alone
 }
 SECURITY_NOTE = ("Ray's GCS, raylet and worker ports listen on every interface of this machine: allow them "
-                 "from the fleet's machines only, never from the internet (README: 'A fleet of machines')")
+                 "from the fleet's machines only, never from the internet (docs/fleet.md)")
 
 
 @dataclass(frozen=True)

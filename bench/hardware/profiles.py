@@ -125,6 +125,10 @@ class Performance(StrictModel):
 
     memory_bandwidth: list[Figure] = Field(default_factory=list)  # GB/s; measured preferred over peak
     compute: Compute | None = None
+    # How llama.cpp runs there, where the device does not say it: "apple" for a Mac (Metal over unified
+    # memory, whatever the profile's device), "embedded-gpu" for a Jetson, "gpu-hbm" for a GPU on HBM
+    # (the classes of bench.projection.evidence).
+    device_class: Literal["cpu", "gpu", "gpu-hbm", "gpu-other", "apple", "embedded-gpu"] | None = None
     note: str | None = None
 
     @field_validator("memory_bandwidth")
@@ -135,11 +139,6 @@ class Performance(StrictModel):
     @property
     def bandwidth(self) -> Figure | None:
         return preferred_figure(self.memory_bandwidth)
-
-    @property
-    def memory_bandwidth_gbs(self) -> float | None:
-        """The preferred bandwidth figure's value (kept for callers of the old single-number field)."""
-        return self.bandwidth.value if self.bandwidth else None
 
 
 class Profile(StrictModel):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.backends import backend_spec
-from bench.measuring.cost import efficiency, tier_speed
+from bench.measuring.cost import efficiency
 from bench.measuring.launcher import ProgressFn, run_job
 from bench.measuring.machine_state import StateWatch, flag_reason
 from bench.measuring.metrics import (
@@ -32,6 +32,7 @@ from bench.measuring.metrics import (
     ttft,
 )
 from bench.measuring.plan import CellPlan
+from bench.projection.tier import tier_speed
 from bench.results.schema import ProfileInfo, Row
 from bench.results.sections import (
     Calibration,
@@ -144,7 +145,7 @@ def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: di
     row.efficiency = Efficiency.from_dict(efficiency(plan.model.gguf, plan.model.size_bytes,
                                                      c.prompt_tokens + c.gen_tokens // 2, summary, calibration,
                                                      result.get("energy_source", "unavailable")))
-    speed = tier_speed(row.to_dict(), plan.profile, row.tier.measured_on_tier)
+    speed = tier_speed(row, plan.profile, row.tier.measured_on_tier)
     row.tier = row.tier.replace(speed_basis=speed["speed_basis"])
     row.efficiency = row.efficiency.replace(cost=Cost.from_dict(speed["cost"]), projection=speed["projection"])
     short = [s["generated_tokens"] for s in row.samples if s["generated_tokens"] < c.gen_tokens]

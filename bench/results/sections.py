@@ -247,7 +247,7 @@ class Tier(Section):
     # "measured": on the tier itself (a fleet node that is the tier, or `auto`, the host as it is);
     # "emulated on HOST": the tier's caps applied on another machine. Rows before it have none.
     basis: str | None = None
-    # The tier's speed: "measured" (on the tier itself), "projected from HOST" (the performance
+    # The tier's speed: "measured" (on the tier itself), "projected from ..." (the performance
     # model, efficiency.projection) or "caps only" (fit measured under the caps, speed not).
     speed_basis: str | None = None
 
@@ -273,7 +273,6 @@ class Cost(Section):
     speed_basis: str | None = None
     why: str | None = None
     usd_per_1m_output_tokens_interval: list[float | None] | None = None  # from the projection's interval
-    interval_why: str | None = None  # why an end of that interval is None (no validation band: unbounded)
 
     NULLABLE = ("usd_per_1m_output_tokens",)
 
@@ -283,7 +282,7 @@ class Efficiency(Section):
     energy_source: str | None = None
     roofline: Roofline | None = None
     cost: Cost | None = None
-    projection: dict[str, Any] | None = None  # perfmodel.TierProjection; labelled PROJECTION, never a measurement
+    projection: dict[str, Any] | None = None  # projection.tier.TierProjection; PROJECTION, never a measurement
 
     NESTED = {"roofline": Roofline, "cost": Cost}
 

@@ -1,0 +1,284 @@
+"""Validation of the performance model against published measurements of real machines, on data it
+was not fitted on.
+
+    python -m bench.hardware.validate                    # both splits, against the naive baseline
+    python -m bench.hardware.validate --entries          # and every entry's projection and error
+    python -m bench.hardware.validate --write-params     # refit on the training split: validation/model_params.json
+    python -m bench.hardware.validate --markdown PAGE    # also write the report as a Markdown page
+
+Training split: every machine not in validation/test_split.txt. The class parameters are fitted on it,
+and each training machine is scored with parameters fitted without it (leave one machine out); the
+error bands are the 10th/50th/90th percentiles of those out-of-sample log errors. Test split: the
+frozen list of machines no fit and no band ever read, scored with the parameters and bands of the
+whole training split. Two ways of projecting each entry are scored:
+
+    as rows get it   the machine's own published results of other models first (evidence), else
+                     its figures: what `bench` does for a tier whose machine has published results
+    formula only     the machine's figures alone: what a machine nobody measured gets
+
+Baseline, on the same entries: decode = 0.6 x the datasheet peak bandwidth / the file's bytes.
+Files (folder: --data, $BENCH_VALIDATION, ./validation or the repo's): measurements.csv,
+machines.yaml, test_split.txt, imported/*.jsonl, model_params.json. Bad input: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.projection.evidence import DEVICE_CLASSES, EvidenceSet, load_evidence
+from bench.projection.fit import (
+    MIN_BAND_ENTRIES,
+    MIN_BAND_MACHINES,
+    Scored,
+    band_for,
+    bands_from,
+    fit_params,
+    hardware_of,
+    leave_one_machine_out,
+    score_all,
+)
+from bench.projection.model import GB, ClassParams, Estimate
+
+BASELINE_SHARE = 0.6  # the naive rule the model must beat: 0.6 x datasheet peak / file bytes
+GOALS = {"decode_median_pct": 15.0, "decode_within_35": 0.85, "coverage": (0.70, 0.90), "prefill_median_pct": 30.0,
+         "prefill_min_entries": 20}
+PARAMS_FILE = "model_params.json"
+
+
+@dataclass(frozen=True)
+class Stat:
+    n: int
+    median_abs_pct: float
+    within_35: float
+    median_signed_pct: float
+    coverage: float | None
+
+    def line(self, label: str) -> str:
+        if not self.n:
+            return f"  {label:44} n=0"
+        cov = f"{self.coverage:4.0%}" if self.coverage is not None else "   -"
+        return (f"  {label:44} n={self.n:<4} median |err| {self.median_abs_pct:5.1f}%  within 35% {self.within_35:4.0%}"
+                f"  signed {self.median_signed_pct:+6.1f}%  in interval {cov}")
+
+
+def _err_pct(measured: float, projected: float) -> float:
+    """(projected - measured) / measured in %: positive = the model is optimistic."""
+    return (projected / measured - 1.0) * 100.0
+
+
+def _interval(s: Scored, bands: dict[str, dict[str, Any]]) -> tuple[float, float, float] | None:
+    """(value, low, high) of the scored estimate with its band, as a projection would show it."""
+    if not isinstance(s.estimate, Estimate):
+        return None
+    band = band_for(bands, s.metric, s.machine.device_class, s.estimate.basis)
+    return band.correct(s.estimate.value) if band else None
+
+
+def stat(scored: list[Scored], bands: dict[str, dict[str, Any]] | None, corrected: bool = True) -> Stat:
+    """Errors of the (band-corrected, where a band exists) projections; coverage of their intervals."""
+    errs, covered, with_band = [], 0, 0
+    for s in scored:
+        if not isinstance(s.estimate, Estimate) or not s.measured:
+            continue
+        iv = _interval(s, bands) if bands is not None else None
+        value = iv[0] if (iv and corrected) else s.estimate.value
+        errs.append(_err_pct(s.measured, value))
+        if iv:
+            with_band += 1
+            covered += iv[1] <= s.measured <= iv[2]
+    if not errs:
+        return Stat(0, math.nan, math.nan, math.nan, None)
+    a = [abs(x) for x in errs]
+    return Stat(len(errs), statistics.median(a), sum(x <= 35 for x in a) / len(a), statistics.median(errs),
+                covered / with_band if with_band else None)
+
+
+def baseline(scored: list[Scored]) -> tuple[Stat, Stat]:
+    """The naive rule and the model on the same entries (decode, with a datasheet peak, model projected)."""
+    pairs = []
+    for s in scored:
+        if s.metric != "decode_tps" or not isinstance(s.estimate, Estimate) or not s.entry.size_bytes:
+            continue
+        peak = hardware_of(s.machine).bandwidth_peak
+        if peak:
+            pairs.append((s, BASELINE_SHARE * peak / s.entry.size_bytes))
+    base = [_err_pct(s.measured, p) for s, p in pairs]
+    if not base:
+        return Stat(0, math.nan, math.nan, math.nan, None), Stat(0, math.nan, math.nan, math.nan, None)
+    a = [abs(x) for x in base]
+    return (Stat(len(a), statistics.median(a), sum(x <= 35 for x in a) / len(a), statistics.median(base), None),
+            [s for s, _ in pairs])  # type: ignore[return-value]
+
+
+@dataclass
+class Validation:
+    ev: EvidenceSet
+    params: dict[str, ClassParams]
+    bands: dict[str, dict[str, Any]]
+    train: list[Scored]
+    test: list[Scored]
+
+
+def run(ev: EvidenceSet) -> Validation:
+    train_ev = ev.train()
+    params = fit_params(train_ev)
+    train = leave_one_machine_out(train_ev)
+    bands = bands_from([s for s in train])
+    test = score_all(ev.test(), ev, params) if ev.test_machines else []
+    return Validation(ev, params, bands, train, test)
+
+
+def _pick(scored: list[Scored], metric: str, mode: str) -> list[Scored]:
+    return [s for s in scored if s.metric == metric and s.mode == mode]
+
+
+def _goal_lines(v: Validation) -> list[str]:
+    dec = stat(_pick(v.test, "decode_tps", "as rows get it"), v.bands)
+    pre = stat(_pick(v.test, "prefill_tps", "as rows get it"), v.bands)
+    base, same = baseline(_pick(v.test, "decode_tps", "as rows get it"))
+    model_same = stat(same, v.bands) if same else Stat(0, math.nan, math.nan, math.nan, None)  # type: ignore[arg-type]
+    lo, hi = GOALS["coverage"]
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "NOT met"
+
+    return [
+        "Goals on the test split (as rows get it):",
+        f"  decode median |err| <= {GOALS['decode_median_pct']:.0f}%: {dec.median_abs_pct:.1f}% "
+        f"({ok(dec.median_abs_pct <= GOALS['decode_median_pct'])})",
+        f"  decode within 35% >= {GOALS['decode_within_35']:.0%}: {dec.within_35:.0%} "
+        f"({ok(dec.within_35 >= GOALS['decode_within_35'])})",
+        f"  decode interval coverage {lo:.0%}-{hi:.0%}: "
+        + (f"{dec.coverage:.0%} ({ok(lo <= dec.coverage <= hi)})" if dec.coverage is not None else "none"),
+        f"  naive baseline beaten on the same {base.n} entries: model {model_same.median_abs_pct:.1f}% vs baseline "
+        f"{base.median_abs_pct:.1f}% median |err| ({ok(model_same.median_abs_pct < base.median_abs_pct)})",
+        f"  prefill median |err| <= {GOALS['prefill_median_pct']:.0f}% on >= {GOALS['prefill_min_entries']} entries: "
+        f"{pre.median_abs_pct:.1f}% on {pre.n} "
+        f"({ok(pre.median_abs_pct <= GOALS['prefill_median_pct'] and pre.n >= GOALS['prefill_min_entries'])})",
+    ]
+
+
+def param_lines(params: dict[str, ClassParams]) -> list[str]:
+    def f(x: float | None, fmt: str) -> str:
+        return format(x, fmt) if x is not None else "-"
+
+    lines = ["Parameters fitted on the training split (per device class):",
+             f"  {'class':13} {'tau ms':>6} {'share peak':>10} {'share meas.':>11} {'GB/s/thread':>11} "
+             f"{'kappa B/FLOP':>12}  decode machines  borrowed"]
+    for cls in DEVICE_CLASSES:
+        p = params[cls]
+        borrowed = ",".join(p.n.get("borrowed", [])) or "-"
+        if p.n.get("borrowed"):
+            borrowed += f" (from {p.n['borrowed_from']})"
+        lines.append(f"  {cls:13} {p.overhead_s * 1e3:6.1f} {f(p.share_peak, '.2f'):>10} "
+                     f"{f(p.share_measured, '.2f'):>11} {f(p.thread_rate and p.thread_rate / GB, '.1f'):>11} "
+                     f"{f(p.kappa, '.3f'):>12}  {p.n.get('decode_machines', 0):>15}  {borrowed}")
+    return lines
+
+
+def report(v: Validation, entries: bool = False) -> list[str]:
+    ev = v.ev
+    n_pub = len({e.publisher for e in ev.entries})
+    test_m = sorted(v.ev.test_machines)
+    lines = [f"Performance model validation: {len(ev.entries)} entries on {len(ev.machines)} machines from {n_pub} "
+             f"publishers",
+             f"Test split (frozen, validation/test_split.txt): {len(test_m)} machines, "
+             f"{sum(1 for e in ev.entries if e.machine in ev.test_machines)} entries; training split: the other "
+             f"{len(ev.machines) - len(test_m)} machines",
+             "", *param_lines(v.params)]
+    for metric, title in (("decode_tps", "Decode tok/s"), ("prefill_tps", "Prefill tok/s")):
+        lines += ["", f"{title}: error = projected / measured - 1; the interval is the band of the projection's class "
+                      "and basis"]
+        for split, scored in (("training, leave one machine out", v.train), ("TEST split, never fitted", v.test)):
+            lines.append(f" {split}:")
+            for mode in ("as rows get it", "formula only"):
+                picked = _pick(scored, metric, "formula" if mode == "formula only" else mode)
+                lines.append(stat(picked, v.bands).line(mode))
+                if metric == "decode_tps":
+                    base, same = baseline(picked)
+                    if base.n:
+                        lines.append(base.line(f"  naive 0.6 x peak / bytes, same {base.n} entries"))
+                        lines.append(stat(same, v.bands).line("  the model on those entries"))  # type: ignore[arg-type]
+            for cls in DEVICE_CLASSES:
+                for basis in ("evidence", "measured", "peak", "compute"):
+                    picked = [s for s in scored if s.metric == metric and s.machine.device_class == cls
+                              and isinstance(s.estimate, Estimate) and s.estimate.basis == basis
+                              and (s.mode == "formula" or basis == "evidence")]
+                    if picked:
+                        lines.append(stat(picked, v.bands).line(f"    {cls}/{basis}"))
+    if v.test:
+        lines += ["", *_goal_lines(v)]
+    lines += ["", f"Bands need {MIN_BAND_ENTRIES} entries on {MIN_BAND_MACHINES} machines of a class and basis; "
+                  "fewer: the basis's band pooled over all classes, named in the projection."]
+    if entries:
+        lines += ["", *entry_table(v)]
+    return lines
+
+
+def entry_table(v: Validation) -> list[str]:
+    head = f"{'split':5} {'entry':46} {'machine':22} {'metric':7} {'measured':>9} {'projected':>9} {'err%':>6} basis"
+    out = [head, "-" * len(head)]
+    for split, scored in (("train", v.train), ("TEST", v.test)):
+        for s in scored:
+            if s.mode != "as rows get it":
+                continue
+            iv = _interval(s, v.bands)
+            value = iv[0] if iv else (s.estimate.value if isinstance(s.estimate, Estimate) else None)
+            err = f"{_err_pct(s.measured, value):+6.0f}" if value and s.measured else "     -"
+            basis = s.estimate.basis if isinstance(s.estimate, Estimate) else f"- {s.estimate.reason[:50]}"
+            out.append(f"{split:5} {s.entry.id[:46]:46} {s.machine.id[:22]:22} {s.metric[:7]:7} "
+                       f"{s.measured or 0:9.2f} {value or 0:9.2f} {err} {basis}")
+    return out
+
+
+def params_json(v: Validation) -> dict[str, Any]:
+    return {"made": dt.date.today().isoformat(), "command": "python -m bench.hardware.validate --write-params",
+            "meaning": "per-class parameters of bench/projection/model.py fitted on the training split (every machine "
+                       "not in test_split.txt); bands: 10th/50th/90th percentiles of ln(measured / projected) of "
+                       "leave-one-machine-out projections of the training split, per metric, class and basis",
+            "training_machines": sorted({e.machine for e in v.ev.train().entries}),
+            "classes": {cls: p.to_dict() for cls, p in v.params.items()}, "bands": v.bands}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.datafiles import find_data_path
+
+    ap = argparse.ArgumentParser(prog="python -m bench.hardware.validate", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="validation folder (default: ./validation or the repo's)")
+    ap.add_argument("--entries", action="store_true", help="also print every entry's projection and error")
+    ap.add_argument("--write-params", action="store_true", help=f"rewrite {PARAMS_FILE} from the training split")
+    ap.add_argument("--markdown", metavar="PAGE",
+                    help="also write the report to PAGE (a dated page in docs/measurements)")
+    args = ap.parse_args(argv)
+    try:
+        folder = find_data_path("validation", args.data, "BENCH_VALIDATION")
+        ev = load_evidence(folder)
+        v = run(ev)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lines = report(v, args.entries)
+    print("\n".join(lines))
+    if args.markdown:
+        page = Path(args.markdown)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(f"# Performance model validation ({dt.date.today().isoformat()})\n\n"
+                        f"Written by `python -m bench.hardware.validate --markdown {args.markdown}`.\n\n```\n"
+                        + "\n".join(lines) + "\n```\n")
+    if args.write_params:
+        (folder / PARAMS_FILE).write_text(json.dumps(params_json(v), indent=1) + "\n")
+        print(f"\nparameters and bands written to {folder / PARAMS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
