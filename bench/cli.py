@@ -767,9 +767,11 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         err.print(f"[yellow]warning:[/yellow] catalog {catalog_path} unreadable ({exc}): quality retained is "
                   "unmeasured without it", highlight=False, soft_wrap=True)
     verdict = judge(rows, claims, expected=expected, serving=serving, models=models)
+    from bench.measuring.environment import suite_commit
+
     hosts, when = sorted({r.host for r in rows}), sorted(r.created_at for r in rows)
     where = (f"{len(rows)} row(s) of {', '.join(sources)}, measured on {', '.join(hosts)} from {when[0]} to "
-             f"{when[-1]}; written by `bench {' '.join(args.argv)}`")
+             f"{when[-1]}; written by `bench {' '.join(args.argv)}` at commit {suite_commit() or 'unknown'}")
     if args.json:
         print(json.dumps(view.to_json(verdict, where), indent=1, default=str))
     else:

@@ -103,8 +103,7 @@ def _configuration(tv: TierVerdict) -> str:
     if tv.best is None:
         return "-"
     c = tv.best.row.config
-    text = c.variant_id + ("" if c.backend == "llama.cpp" else f" {c.backend}")
-    return text
+    return c.variant_id + ("" if c.backend == "llama.cpp" else f" {c.backend}")
 
 
 def _line(tv: TierVerdict, crit: list[str], reasons: Reasons) -> Line:
@@ -175,6 +174,9 @@ def answer(v: Verdict, crit: list[str]) -> tuple[list[str], dict[str, str]]:
             rest = "; ".join(p for o in blocked[m] if o not in shared for p in [o[1]])
             stuck.append(f"{m} passes on no tier" + (f": {rest}" if rest else ""))
         passing.sort(key=lambda tv: (tv.usd_per_hour is None, tv.usd_per_hour or 0.0))
+        if not passing and len(stuck) == 1:
+            sentences.append(f"From {origin}: {stuck[0]}.")
+            continue
         lead = f"the cheapest pass is {_passes(passing[0])}" if passing else "no model passes"
         sentences.append(f"From {origin}: {lead}." + "".join(f" {s}." for s in stuck))
     missing: dict[str, list[str]] = defaultdict(list)

@@ -154,7 +154,8 @@ class StateWatch:
 
     def report(self) -> dict[str, Any]:
         out = summarize_state(self.cpus, self.wall_s, self._times0, self._times1, self._child1 - self._child0,
-                              self.clocks, self.temps, self.gpu_samples)
+                              self.clocks, self.temps, self.gpu_samples,
+                              "pinned cores" if self.pinned else "cores the cell could run on")
         out["cpus_watched"] = "the cores the cell was pinned to" if self.pinned else (
             "every core the cell could run on (it was not pinned)")
         return out
@@ -163,8 +164,9 @@ class StateWatch:
 def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[float, float, float]],
                     after: dict[int, tuple[float, float, float]], child_cpu_s: float,
                     clocks: dict[int, list[int]], temps: dict[str, list[float]],
-                    gpu: list[dict[str, Any]]) -> dict[str, Any]:
-    """The state report and its flags (the formulas are in the module docstring). Pure."""
+                    gpu: list[dict[str, Any]], cores: str = "pinned cores") -> dict[str, Any]:
+    """The state report and its flags (the formulas are in the module docstring). Pure. ``cores``
+    names the watched cores in the flags ("pinned cores", or those of an unpinned cell)."""
     out: dict[str, Any] = {"cpus": cpus, "wall_s": wall_s, "child_cpu_s": child_cpu_s, "flags": []}
     pinned = [c for c in cpus if c in before and c in after]
     if pinned and wall_s > 0:
@@ -174,9 +176,9 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
         out["others_share"] = max(0.0, busy - child_cpu_s) / capacity
         out["steal_share"] = steal / capacity
         if out["others_share"] > DISTURBED["others_share"]:
-            out["flags"].append(f"other processes used {out['others_share']:.0%} of the pinned cores")
+            out["flags"].append(f"other processes used {out['others_share']:.0%} of the {cores}")
         if out["steal_share"] > DISTURBED["steal_share"]:
-            out["flags"].append(f"the hypervisor took {out['steal_share']:.0%} of the pinned cores (steal)")
+            out["flags"].append(f"the hypervisor took {out['steal_share']:.0%} of the {cores} (steal)")
     else:
         out["cpu_time"] = ("unavailable: no cores to watch" if not cpus else
                            "unavailable: no /proc/stat" if not (before and after) else
@@ -187,7 +189,7 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
         drop = max(1 - min(v) / max(v) for v in clocks.values() if max(v))
         out["clock_drop"] = drop
         if drop > DISTURBED["clock_drop"]:
-            out["flags"].append(f"a pinned core's clock fell by {drop:.0%} during the cell")
+            out["flags"].append(f"a watched core's clock fell by {drop:.0%} during the cell")
     else:
         out["clock_khz"] = "unavailable: no cpufreq under /sys/devices/system/cpu (common on VMs)"
     out["temperature_c"] = ({z: {"min": min(v), "max": max(v)} for z, v in temps.items()} if temps

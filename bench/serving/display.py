@@ -52,7 +52,7 @@ def conclusions(rows: list[ServingRow]) -> list[str]:
                          "table's $/1M is each point's, whatever its latency)")
             continue
         cost = b["usd_per_1m_output_tokens"]
-        line = (f"{mode}: largest sustainable load on {where}: {b['max_sustainable_load']:g} {unit}, "
+        line = (f"{mode}: largest sustainable load {b['max_sustainable_load']:g} {unit} on {where}, "
                 f"{_num(b['output_tps'])} output tok/s")
         if cost is not None:
             line += f", ${cost:.4g} per 1M output tokens at {price['id']}'s ${price['usd_per_hour']:.4g}/hour"
