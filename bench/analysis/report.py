@@ -290,7 +290,8 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
             lines.append([profile.id, fmt(c.get("usd_per_hour"), ".3g"), f"{c['seconds'] / per:.1f}",
                           interval_text(fast and fast / per, slow and slow / per, ".1f", c.get("interval_why")),
                           fmt(c.get("usd_per_correct"), ".3g"),
-                          interval_text(usd_low, usd_high, ".3g", c.get("interval_why") or c.get("why_no_usd"))])
+                          interval_text(usd_low, usd_high, ".3g", c.get("why_no_usd") or (
+                              "no correct answer" if c.get("usd_per_correct") is None else None))])
         out.append((r, summary, lines))
     return out
 

@@ -22,13 +22,11 @@ HEADS = {"fits": "fits", "decode tok/s": "decode tok/s", "TTFT": "TTFT", "qualit
 MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "?"}
 WORD = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
 BASIS_NOTE = (
-    "Basis: `measured` = on this host as it is (the tier auto@HOST); `measured on tier` = on a machine that is "
-    "the tier (a fleet node); `PROJECTED` = fit measured under the tier's caps on this host, speed projected "
-    "onto the tier by the performance model and judged at its interval's pessimistic end; `emulated` = fit "
-    "measured under the caps, the tier's speed not known. `?` = unmeasured, never a pass; (n) = reason n below; "
-    "* = not an inexpensive tier by the claims file; variant: the best configuration measured on the tier. "
-    "Speed values are decode tok/s (or B/s) and TTFT in seconds; quality is mean KLD in nats from the "
-    "developer's original release (or task accuracy kept).")
+    "Basis: `measured` = this host as it is (auto@HOST); `measured on tier` = a machine that is the tier; "
+    "`PROJECTED` = fit measured under the tier's caps here, speed projected onto the tier (its interval's "
+    "pessimistic end); `emulated` = fit under the caps, the tier's speed not known. `?` = unmeasured, never a "
+    "pass; (n) = reason n; * = not inexpensive by the claims file. Decode in tok/s, TTFT in s, quality in nats "
+    "of KLD from the developer's original release (or share of its task accuracy).")
 
 
 @dataclass
@@ -291,7 +289,8 @@ def html_page(v: Verdict, sources: str) -> str:
              f"<h1>Verdict: {e(d.title)}</h1>", f'<p class="answer" id="answer">{e(" ".join(d.answer))}</p>']
     heads = ["tier", "$/h", "variant", *(head(c) for c in d.criteria), "verdict", "basis"]
     for b in d.blocks:
-        parts.append(f'<h2>{e(b.model)} ({e(b.country)})</h2><p class="small">{e(b.answer)}</p>')
+        parts.append(f"<h2>{e(b.model)} ({e(b.country)})</h2>"
+                     + (f'<p class="small">{e(b.answer)}</p>' if len(d.blocks) > 1 else ""))
         if b.lines:
             parts.append('<table class="verdict" data-model="' + e(b.model) + '"><thead><tr>'
                          + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
