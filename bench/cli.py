@@ -769,9 +769,10 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     verdict = judge(rows, claims, expected=expected, serving=serving, models=models)
     from bench.measuring.environment import suite_commit
 
-    hosts, when = sorted({r.host for r in rows}), sorted(r.created_at for r in rows)
-    where = (f"{len(rows)} row(s) of {', '.join(sources)}, measured on {', '.join(hosts)} from {when[0]} to "
-             f"{when[-1]}; written by `bench {' '.join(args.argv)}` at commit {suite_commit() or 'unknown'}")
+    hosts, when = sorted({r.host for r in rows}), sorted(r.created_at[:16].replace("T", " ") for r in rows)
+    last = when[-1][11:] if when[-1][:10] == when[0][:10] else when[-1]
+    where = (f"{len(rows)} row(s) of {', '.join(sources)} (host {', '.join(hosts)}, {when[0]} to {last} UTC); "
+             f"`bench {' '.join(args.argv)}` at commit {suite_commit() or 'unknown'}")
     if args.json:
         print(json.dumps(view.to_json(verdict, where), indent=1, default=str))
     else:

@@ -97,8 +97,10 @@ Outcome = Literal["pass", "fail", "unmeasured"]
 @dataclass(frozen=True)
 class Check:
     """One criterion on one row. ``value``: what was measured, in full (bound and basis included),
-    or for ``unmeasured`` why not; ``short``: the value alone, for a table cell ("10.7", "2.48 s");
-    ``parts``: the checks a composite criterion (quality retained) is made of."""
+    or for ``unmeasured`` why not, in full; ``short``: for a table cell, the value alone ("10.7",
+    "2.48 s"), or for ``unmeasured`` the reason as the dashboard numbers it (the gist, with what a
+    reader needs to act; ``--json`` gives ``value``); ``parts``: the checks of a composite criterion
+    (quality retained)."""
 
     criterion: str
     outcome: Outcome
@@ -205,9 +207,9 @@ def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
         what = r.status.replace("_", " ")
         return Check("fits", "fail", f"{what}: {r.reason}" if r.reason else what, what)
     if f["fits"] is None:
-        return Check("fits", "unmeasured", why or "no RAM budget for this tier", _status_gist(r) or "no RAM budget")
+        return Check("fits", "unmeasured", why or "no RAM budget for this tier", why or "no RAM budget for this tier")
     peak, budget = f["peak_rss_bytes"] / 2**20, (f["ram_budget_bytes"] or 0) / 2**20
-    return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB", f"{peak:.0f} MiB")
+    return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB", f"{peak:.0f}")
 
 
 def _not_on_tier(r: Row, metric: str) -> str:
@@ -217,19 +219,19 @@ def _not_on_tier(r: Row, metric: str) -> str:
             f"projection ({missing or 'the tier has no performance figures'})")
 
 
-NO_PROJECTION = "the tier has no figures to project this host's speed onto"
+def _no_projection(r: Row, metric: str) -> str:
+    """The gist of ``_not_on_tier``: no projection onto the tier, and what it lacks."""
+    missing = ((r.efficiency.projection or {}).get("unmeasured") or {}).get(metric)
+    return f"no projection onto {r.tier_label}: {missing or 'the tier has no performance figures'}"
 
 
 def _no_pessimistic_end(r: Row, criterion: str, metric: str, value: str) -> Check:
     """A projection without an interval has no pessimistic end to judge: unmeasured, never a 0."""
     why = interval_missing(r, metric) or "its interval is unknown"
     return Check(criterion, "unmeasured", f"projected {value} on {r.tier_label} (PROJECTION), but {why}: no "
-                                          "pessimistic end to judge", "projection without an interval")
+                                          "pessimistic end to judge", f"a projection without an interval ({why})")
 
 
-def _status_gist(r: Row) -> str:
-    """A cell that did not complete, in a few words ("does not fit", "oom", "failed")."""
-    return r.status.replace("_", " ") if r.status != "ok" else ""
 
 
 def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
@@ -239,7 +241,7 @@ def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
                       if f["decode_text_bps_mean"] and f["decode_tps_mean"] else None)
     unit = "B/s" if c.speed_unit == "utf8_bytes" else "tok/s"
     if why:
-        return Check("decode tok/s", "unmeasured", why, _status_gist(r))
+        return Check("decode tok/s", "unmeasured", why, why)
     if speed_basis(r) == "measured":
         v = f["decode_text_bps_mean"] if unit == "B/s" else f["decode_tps_mean"]
         if v is None:
@@ -251,7 +253,7 @@ def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     if value is not None and low is None:
         return _no_pessimistic_end(r, "decode tok/s", "decode_tps", f"{value:.1f} tok/s")
     if low is None or value is None:
-        return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"), NO_PROJECTION)
+        return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"), _no_projection(r, "decode_tps"))
     scale = 1.0
     if unit == "B/s":
         if text_per_token is None:
@@ -268,7 +270,7 @@ def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     """TTFT on the tier: measured on it, else the projection's pessimistic (high) end."""
     assert c.ttft_s_max is not None
     if why:
-        return Check("TTFT", "unmeasured", why, _status_gist(r))
+        return Check("TTFT", "unmeasured", why, why)
     if r.config.prompt_tokens < c.ttft_min_prompt_tokens:
         return Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
                                            f">= {c.ttft_min_prompt_tokens}", "prompt too short")
@@ -277,15 +279,15 @@ def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
         if v is None:
             return Check("TTFT", "unmeasured", "no TTFT", "no TTFT")
         return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
-                     f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})", f"{v:.2f} s")
+                     f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})", f"{v:.2f}")
     low, value, high = (projected(r, "ttft_s", e) for e in ("low", "value", "high"))
     if value is not None and high is None:
         return _no_pessimistic_end(r, "TTFT", "ttft_s", f"{value:.2f} s")
     if high is None or value is None:
-        return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"), NO_PROJECTION)
+        return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"), _no_projection(r, "ttft_s"))
     return Check("TTFT", "pass" if high <= c.ttft_s_max else "fail",
                  f"{high:.2f} s PROJECTED at p={r.config.prompt_tokens}, pessimistic end of {low:.2f}-{high:.2f} "
-                 f"(model {value:.2f}; <= {c.ttft_s_max:g}; {speed_basis(r)})", f"{high:.2f} s")
+                 f"(model {value:.2f}; <= {c.ttft_s_max:g}; {speed_basis(r)})", f"{high:.2f}")
 
 
 # -- quality retained: against the developer's original release only ---------------------------
@@ -372,8 +374,8 @@ def quality_check(r: Row, c: Criteria, model: Model | None, original_accuracy: d
                  + where, short, tuple(parts))
 
 
-HUB_GIST = ("no original release available offline (only the Hugging Face hub serves it, unreachable here): "
-            "run once with the hub reachable, or give the original variant a local `path:` source")
+HUB_GIST = ("no original release available offline (only the Hugging Face hub has it): run once with the hub "
+            "reachable, or give the original variant a local `path:` source")
 
 
 def _reference_gist(note: str) -> str:
@@ -426,9 +428,7 @@ def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRecord]) -> lis
     elif p.status == "failed" and (p.reason or "").startswith("not run"):
         why = f"the point at c={n} did not run: {p.reason}"
     if why is not None:
-        gist = ("no serving point at this load" if p is None else
-                "serving point emulated: this host's speed" if not p.measured else "the point did not run")
-        return [Check(name, "unmeasured", why, gist) for name in names]
+        return [Check(name, "unmeasured", why, why) for name in names]
     assert p is not None
     if p.status != "ok":  # requests failed under this load: users were not served
         return [Check(name, "fail", f"{p.status} at c={n}: {p.reason}", p.status) for name in names]
@@ -472,7 +472,7 @@ def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
         return Check(name, "unmeasured", "no TTFT at this point", "no TTFT")
     assert c.ttft_s_max is not None
     return Check(name, "pass" if v <= c.ttft_s_max else "fail",
-                 f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})", f"{v:.2f} s")
+                 f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})", f"{v:.2f}")
 
 
 def configuration(r: Row) -> tuple:

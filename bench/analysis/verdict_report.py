@@ -18,15 +18,14 @@ from typing import Any
 from bench.analysis.verdict import Check, TierVerdict, Verdict
 
 CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "decode tok/s @N users", "TTFT @N users", "quality retained")
-HEADS = {"fits": "fits", "decode tok/s": "decode tok/s", "TTFT": "TTFT", "quality retained": "quality"}
+HEADS = {"fits": "fits MiB", "decode tok/s": "decode tok/s", "TTFT": "TTFT s", "quality retained": "quality"}
 MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "?"}
 WORD = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
 BASIS_NOTE = (
-    "Basis: `measured` = this host as it is (auto@HOST); `measured on tier` = a machine that is the tier; "
-    "`PROJECTED` = fit measured under the tier's caps here, speed projected onto the tier (its interval's "
-    "pessimistic end); `emulated` = fit under the caps, the tier's speed not known. `?` = unmeasured, never a "
-    "pass; (n) = reason n; * = not inexpensive by the claims file. Decode in tok/s, TTFT in s, quality in nats "
-    "of KLD from the developer's original release (or share of its task accuracy).")
+    "Basis: `measured` = this host as it is; `measured on tier` = a machine that is the tier; `PROJECTED` = fit "
+    "under the tier's caps here, speed projected (its pessimistic end); `emulated` = fit under the caps, speed "
+    "not known. `?` = unmeasured, never a pass; (n) = reason n; * = not inexpensive; quality = KLD (nats) from "
+    "the developer's original release.")
 
 
 @dataclass
@@ -57,12 +56,11 @@ class Line:
 
 @dataclass
 class Block:
-    """One model: its table, the tiers not measured at all (with why) and its one-line answer."""
+    """One model: its table and its one-line answer (tiers not measured at all are in the answer)."""
 
     model: str
     country: str
     lines: list[Line]
-    not_measured: list[str]
     answer: str
 
 
@@ -84,7 +82,8 @@ def criteria_in(v: Verdict) -> list[str]:
 
 
 def head(criterion: str) -> str:
-    return HEADS.get(criterion, criterion.replace("decode tok/s", "decode").replace(" users", ""))
+    return HEADS.get(criterion, criterion.replace("decode tok/s", "decode").replace("TTFT", "TTFT s")
+                     .replace(" users", ""))
 
 
 def cell(check: Check | None, reasons: Reasons) -> str:
@@ -93,7 +92,7 @@ def cell(check: Check | None, reasons: Reasons) -> str:
         return "-"
     if check.outcome == "unmeasured":
         parts = [p for p in check.parts if p.outcome == "unmeasured"] or [check]
-        return "? (" + ",".join(str(reasons.ref(p.value)) for p in parts) + ")"
+        return "? (" + ",".join(str(reasons.ref(p.short or p.value)) for p in parts) + ")"
     return f"{MARK[check.outcome]} {check.short}".strip()
 
 
@@ -109,7 +108,7 @@ def _line(tv: TierVerdict, crit: list[str], reasons: Reasons) -> Line:
     checks = {c: tv.best.check(c) for c in crit}
     verdict = MARK[tv.outcome]
     if tv.disturbed:
-        verdict += f" ({reasons.ref(f'{tv.tier}: {tv.disturbed}: its speed may not be the machine at its best')})"
+        verdict += f" ({reasons.ref(f'{tv.tier}: {tv.disturbed}')})"
     return Line(tier=tv.tier + ("" if tv.inexpensive else "*"),
                 usd="-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}",
                 configuration=_configuration(tv), cells={c: cell(checks[c], reasons) for c in crit},
@@ -197,18 +196,17 @@ def build(v: Verdict, sources: str) -> Dashboard:
         judged = sorted((tv for tv in tvs if tv.best is not None),
                         key=lambda tv: (tv.usd_per_hour is None, tv.usd_per_hour or 0.0, tv.tier))
         lines = [_line(tv, crit, reasons) for tv in judged]
-        missing: dict[str, list[str]] = defaultdict(list)
-        for tv in tvs:
-            if tv.best is None:
-                missing[tv.missing or "no rows"].append(tv.tier)
-        not_measured = [f"{', '.join(sorted(tiers))} ({reasons.ref(why)})" for why, tiers in missing.items()]
-        blocks.append(Block(m, tvs[0].country, lines, not_measured, own[m]))
+        blocks.append(Block(m, tvs[0].country, lines, own[m]))
     return Dashboard(v.claims.name, sources, sentences, blocks, crit, reasons)
 
 
 # -- Markdown ------------------------------------------------------------------------------------
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _bold(verdict: str) -> str:
+    return verdict if verdict.startswith("?") else f"**{verdict}**"
 
 
 def markdown(v: Verdict, sources: str) -> str:
@@ -221,12 +219,10 @@ def markdown(v: Verdict, sources: str) -> str:
             lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
             lines += ["| " + " | ".join(_md(x) for x in (ln.tier, ln.usd, ln.configuration,
                                                           *(ln.cells[c] for c in d.criteria)))
-                      + f" | **{ln.verdict}** | {ln.basis} |" for ln in b.lines]
-        if b.not_measured:
-            lines += ["", "Not measured: " + "; ".join(b.not_measured) + "."]
+                      + f" | {_bold(ln.verdict)} | {ln.basis} |" for ln in b.lines]
         lines.append("")
     lines += ["## Reasons", ""] + [f"{i}. {_md(t)}" for i, t in enumerate(d.reasons.texts, 1)]
-    lines += ["", BASIS_NOTE, "", f"From {sources}. `bench verdict --json` gives every value and reason in full.", ""]
+    lines += ["", BASIS_NOTE, "", f"From {sources}. `--json`: every value and reason in full.", ""]
     return "\n".join(lines)
 
 
@@ -240,7 +236,7 @@ def rich_renderables(v: Verdict, sources: str) -> list[Any]:
     from rich.text import Text
 
     d = build(v, sources)
-    out: list[Any] = [Text(f"Verdict: {d.title}", style="bold"), Text(" ".join(d.answer)), Text("")]
+    out: list[Any] = [Text(f"Verdict: {d.title}", style="bold"), Text(""), Text(" ".join(d.answer)), Text("")]
     for b in d.blocks:
         t = Table(title=f"{b.model} ({b.country})", box=None, pad_edge=False, title_justify="left",
                   header_style="bold underline")
@@ -252,8 +248,6 @@ def rich_renderables(v: Verdict, sources: str) -> list[Any]:
                       Text(ln.verdict, style=f"bold {COLOR[ln.outcome]}"), ln.basis)
         if b.lines:
             out.append(t)
-        if b.not_measured:
-            out.append(Text("Not measured: " + "; ".join(b.not_measured) + "."))
         out.append(Text(""))
     out.append(Text("Reasons:", style="bold"))
     out += [Text(f"{i}. {t}") for i, t in enumerate(d.reasons.texts, 1)]
@@ -302,8 +296,6 @@ def html_page(v: Verdict, sources: str) -> str:
                           f'<td class="s">{e(ln.basis)}</td>']
                 parts.append("<tr>" + "".join(cells) + "</tr>")
             parts.append("</tbody></table>")
-        if b.not_measured:
-            parts.append(f'<p class="small">Not measured: {linked("; ".join(b.not_measured))}.</p>')
     parts.append('<h2>Reasons</h2><ol class="reasons">'
                  + "".join(f'<li id="reason-{i}">{e(t)}</li>' for i, t in enumerate(d.reasons.texts, 1)) + "</ol>")
     parts += [f'<p class="small">{e(BASIS_NOTE.replace("`", ""))}</p>', f'<p class="small">From {e(sources)}.</p>',
