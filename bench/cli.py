@@ -3,6 +3,11 @@
 
 Only argparse is imported at start-up (so ``bench --help`` is instant); each command imports
 what it needs. Bad input ends in one line on stderr and exit status 2.
+
+Exit status (``EXIT_HELP``): 0 every cell asked for ran and was ok; 1 some cell asked for did not
+succeed or was not run (a fleet tier no node offers, skipped), or ``bench compare`` found a
+regression; 2 bad input (one line on stderr, nothing written); 3 an internal error (a bug: one
+line, ``BENCH_DEBUG=1`` shows the traceback); 130 interrupted (every completed row kept).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_HELP = ("exit status: 0 every cell asked for ran and was ok; 1 some cell asked for did not succeed or was not run "
+             "(e.g. a fleet tier no node offers), or bench compare found a regression; 2 bad input; 3 internal error "
+             "(a bug; BENCH_DEBUG=1 shows the traceback); 130 interrupted (completed rows kept)")
 DEFAULT_MODEL = "(the catalog's default_model)"
 
 
@@ -46,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Efficiency benchmarks for cost-effective LLM inference: "
-                "speed, memory, quality and cost per model x variant x backend x hardware tier.")
+                "speed, memory, quality and cost per model x variant x backend x hardware tier.", epilog=EXIT_HELP)
     p.add_argument("--catalog", help="model catalog (default: ./models.yaml, $BENCH_CATALOG, or the repo's)")
     p.add_argument("--profiles-dir", help="hardware profiles folder (default: ./hardware_profiles or the repo's)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -159,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results files or folders (several machines merge); with --run, added to its rows")
     ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
     ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
+    ver.add_argument("--html", metavar="FILE", help="also write the verdict as an HTML page (the report's style)")
+    ver.add_argument("--json", action="store_true",
+                     help="print the verdict as JSON instead of tables: every value and every reason in full")
     ver.add_argument("--run", action="store_true",
                      help="measure first: every cell the claims need for the models, on the inexpensive tiers this "
                           "host can emulate (resumable), then judge")
@@ -362,6 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     req = _request(args)
     err = console(stderr=True)
     fleet = _open_fleet(args, catalog_path, profiles_dir)
+    skipped = 0
     try:
         store = ModelStore()
         with _fetch_progress(store, err, disabled=args.no_progress):
@@ -370,7 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             placement = fleet.place(plans, args.fleet_missing or "skip")
             for line in placement.lines:
                 err.print(line, highlight=False, soft_wrap=True)
-            plans = placement.plans
+            plans, skipped = placement.plans, placement.skipped
         if args.output:
             out_path = Path(args.output)
         else:
@@ -388,6 +400,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         err.print(f"interrupted: {len(outcome.planned) - len(outcome.rows)} cell(s) not run")
         return EXIT_INTERRUPTED
+    if skipped:
+        err.print(f"{skipped} cell(s) asked for were not measured (no fleet node offers their tier; "
+                  "--fleet-missing emulate runs them emulated here): exit status 1")
+        return EXIT_CELL_FAILED
     return EXIT_OK if outcome.all_ok else EXIT_CELL_FAILED
 
 
@@ -767,10 +783,14 @@ def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err:
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
-    from bench.analysis.verdict import claim_lines, judge, load_claims, markdown, rich_tables
+    import json
+
+    from bench.analysis import verdict_report as view
+    from bench.analysis.verdict import judge, load_claims
     from bench.datafiles import find_data_path
-    from bench.display import console
+    from bench.display import console, narrow_console
     from bench.errors import BenchError
+    from bench.fileio import atomic_write_text
     from bench.models.catalog import load_catalog
 
     err = console(stderr=True)
@@ -786,20 +806,29 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     if not rows:
         raise BenchError("bench verdict needs bench run rows (fit, speed, quality) in the results; serving rows "
                          "only add the concurrent-user checks (criteria.concurrent_users)")
-    countries: dict[str, str | None] = {}
-    try:  # rows written before the catalog facts were recorded: look the country up
-        countries = {m.id: m.country for m in load_catalog(catalog_path).models}
-    except BenchError:
-        pass
-    verdict = judge(rows, claims, countries, expected, serving)
-    out = console()
-    for t in rich_tables(verdict):
-        out.print(t)
-    for line in claim_lines(verdict):
-        out.print(line, highlight=False, soft_wrap=True)
+    models: list[Any] = []
+    try:  # the catalog names each model's original release (and the country of rows written before facts)
+        models = list(load_catalog(catalog_path).models)
+    except BenchError as exc:
+        err.print(f"[yellow]warning:[/yellow] catalog {catalog_path} unreadable ({exc}): quality retained is "
+                  "unmeasured without it", highlight=False, soft_wrap=True)
+    verdict = judge(rows, claims, expected=expected, serving=serving, models=models)
+    from bench.measuring.environment import suite_commit
+
+    hosts, when = sorted({r.host for r in rows}), sorted(r.created_at[:16].replace("T", " ") for r in rows)
+    last = when[-1][11:] if when[-1][:10] == when[0][:10] else when[-1]
+    where = (f"{len(rows)} row(s) of {', '.join(sources)} (host {', '.join(hosts)}, {when[0]} to {last} UTC); "
+             f"`bench {' '.join(args.argv)}` at commit {suite_commit() or 'unknown'}")
+    if args.json:
+        print(json.dumps(view.to_json(verdict, where), indent=1, default=str))
+    else:
+        out = narrow_console()
+        for part in view.rich_renderables(verdict, where):
+            out.print(part, highlight=False)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(verdict, f"{len(rows)} row(s) of {', '.join(sources)}"),
-                                       encoding="utf-8")
+        atomic_write_text(Path(args.markdown), view.markdown(verdict, where))
+    if args.html:
+        atomic_write_text(Path(args.html), view.html_page(verdict, where))
     return EXIT_OK
 
 
@@ -825,6 +854,7 @@ def _projection(name: str, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for what it writes
     from bench.errors import BenchError
 
     try:
@@ -840,5 +870,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line, the traceback on request
         if os.environ.get("BENCH_DEBUG"):
             raise
-        sys.stderr.write(f"bench: internal error: {type(exc).__name__}: {exc} (BENCH_DEBUG=1 shows the traceback)\n")
-        return EXIT_CELL_FAILED
+        sys.stderr.write(f"bench: internal error: {type(exc).__name__}: {exc} (a bug, exit status 3; "
+                         "BENCH_DEBUG=1 shows the traceback)\n")
+        return EXIT_INTERNAL

@@ -19,6 +19,13 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
+def narrow_console(width: int = 120) -> Console:
+    """stdout at most ``width`` columns (a terminal narrower than that keeps its own width): tables
+    that must be read, not scrolled."""
+    tty_width = Console().width if sys.stdout.isatty() else width
+    return Console(width=min(width, tty_width))
+
+
 def _mean_std(stat: Stats | None, spec: str = ".1f", scale: float = 1.0) -> str:
     if stat is None or stat.mean is None:
         return "-"
@@ -43,18 +50,26 @@ def _task_cell(t: Task) -> str:
 
 
 def results_table(rows: Iterable[Row]) -> Table:
-    t = Table(title="Benchmark results (mean ± sample std over counted repetitions)")
-    for col in ("model", "variant", "backend", "profile", "thr", "p/n (@depth)", "status", "load s", "TTFT ms",
-                "prefill tok/s", "decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD", "same top",
-                "task acc"):
+    """One line per row. "measured on" names whose speed the timing columns are (the tier's own, or
+    HOST under the tier's caps: the host's); "tier decode" is the tier's speed: measured on it, or
+    PROJECTED, or "-" (caps only: not known)."""
+    from bench.analysis.flat import flatten, where_label
+    from bench.analysis.report import cell_text
+
+    t = Table(title="Benchmark results (mean ± sample std over counted repetitions; timings on the machine named "
+                    "in 'measured on')")
+    for col in ("model", "variant", "backend", "measured on", "thr", "p/n (@depth)", "status", "load s", "TTFT ms",
+                "prefill tok/s", "decode tok/s", "tier decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD",
+                "same top", "task acc"):
         t.add_column(col, overflow="fold")
     for r in rows:
         c, s = r.config, r.summary
         itl_txt = f"{fmt(s.itl_s.p50, '.1f', 1e3)}/{fmt(s.itl_s.p99, '.1f', 1e3)}" if s.itl_s else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.reason or ''}"
-        t.add_row(c.model_id, c.variant_id, c.backend, c.profile_id, str(c.threads),
+        t.add_row(c.model_id, c.variant_id, c.backend, where_label(r), str(c.threads),
                   f"{c.prompt_tokens}/{c.gen_tokens}" + (f" @{c.depth}" if c.depth else ""), status,
                   fmt(r.load_time_s, ".2f"),
                   _mean_std(s.ttft_s, ".0f", 1e3), _mean_std(s.prefill_tps), _mean_std(s.decode_tps),
+                  cell_text(flatten(r), "tier_decode_tps", "tier:.1f"),
                   itl_txt, fmt(r.memory.peak_rss_bytes, "mib"), *_quality_cells(r.quality), _task_cell(r.task))
     return t

@@ -133,3 +133,21 @@ def test_every_params_b_says_how_it_was_checked(catalog):
     # The DeepSeek distills' names are nominal: their untied output heads make 1.78 and 7.62 billion.
     assert catalog.model("deepseek-r1-distill-qwen-1.5b").params_b == 1.78
     assert catalog.model("deepseek-r1-distill-qwen-7b").params_b == 7.62
+
+
+def test_the_original_release_is_a_variant_and_never_made_from_a_quantized_file(tmp_path, catalog):
+    """The catalog marks each model's original release; an F16 upcast from a Q4_1 cannot be one."""
+    ladder = GOOD.replace("    variants:\n", "    original: f16\n    variants:\n") + (
+        "      - id: f16\n        kind: base\n        format: gguf\n        quantization: F16\n"
+        "        source:\n          derive: {from: v, recipe: F16}\n")
+    with pytest.raises(BenchError, match="original 'f16' cannot be the original release: it is derived from v, "
+                                         "a quantized file"):
+        load_catalog(_write(tmp_path, ladder))
+    with pytest.raises(BenchError, match="original 'nope' is not a variant of m"):
+        load_catalog(_write(tmp_path, ladder.replace("original: f16", "original: nope")))
+    m = load_catalog(_write(tmp_path, ladder.replace("original: f16", "original: v"))).model("m")
+    assert m.original == "v" and m.derived_from("f16") == "v" and m.derived_from("v") is None
+    for model in catalog.models:  # every shipped model names its developer's own release
+        assert model.original == "bf16" and model.not_original("bf16") is None, model.id
+    smol = catalog.model("smollm2-135m")
+    assert smol.derived_from("q8_0-derived") == "q4_1" and smol.not_original("f16") is not None

@@ -1,5 +1,6 @@
 """`bench --help` stays instant: the CLI module imports no heavy library at start-up."""
 
+import os
 import subprocess
 import sys
 
@@ -26,3 +27,20 @@ def test_unknown_option_is_one_line_exit_2():
     proc = run_bench("run", "--no-such-option")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_internal_error_has_its_own_exit_status():
+    """A bug (any exception that is not bad input) exits 3, not 1 (a cell that did not succeed): one
+    line on stderr, the traceback with BENCH_DEBUG=1. A command that divides by zero stands in for the bug,
+    behind the real entry point."""
+    code = ("import sys, bench.cli as cli; cli.COMMANDS['profiles'] = lambda args: 1 // 0; "
+            "sys.exit(cli.main(['profiles', 'list']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "bench: internal error: ZeroDivisionError: integer division or modulo by zero (a bug, exit status 3; "
+        "BENCH_DEBUG=1 shows the traceback)"]
+    debug = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                           env={**os.environ, "BENCH_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert "3 internal error" in run_bench("--help").stdout

@@ -251,8 +251,10 @@ def test_status_lists_nodes_and_flags_a_contradicting_claim(fleet, status):
 
 def test_cells_land_on_the_node_of_their_tier(matrix_run, status, embedded_model):
     proc, rows, _, _ = matrix_run
-    assert proc.returncode == 0, proc.stderr
+    # the rpi5-8g cell asked for was not measured: the run says so, and its status too
+    assert proc.returncode == 1, proc.stderr
     assert "tier rpi5-8g: no fleet node offers it: 1 cell(s) skipped" in proc.stderr
+    assert "1 cell(s) asked for were not measured" in proc.stderr
     by_tier = {r["config"]["profile_id"]: r for r in rows}
     assert sorted(by_tier) == ["fleet-a", "fleet-b", "fleet-small"] and len(rows) == 3
     assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
@@ -267,6 +269,11 @@ def test_cells_land_on_the_node_of_their_tier(matrix_run, status, embedded_model
         t = by_tier[tier]["tier"]
         assert t["basis"] == "measured" and t["enforcement"] == "measured-only"
         assert by_tier[tier]["environment"]["fleet"]["contradictions"] == []
+        # nothing pinned on the tier itself: the machine watch covers every core the cell could use
+        state = by_tier[tier]["environment"]["machine_state"]
+        assert len(state["cpus"]) == a["detected"]["usable_cpus"]
+        assert "others_share" in state and "steal_share" in state and "cpu_time" not in state
+        assert state["cpus_watched"].startswith("every core")
     small = by_tier["fleet-small"]  # node b offers fleet-small but is not it: the tier's caps, applied there
     assert small["tier"]["basis"].startswith("emulated on ") and "which it is not" in small["tier"]["basis"]
     assert small["tier"]["enforcement"] == "rss-watchdog" and len(small["tier"]["affinity_in_child"]) == 1

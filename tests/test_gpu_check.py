@@ -400,13 +400,13 @@ def test_report_and_results_rewritten_from_a_folder(recorded, tmp_path):
 def test_nvml_fields_never_report_an_unseen_process_as_zero():
     from bench.measuring.trackers import nvml_vram_fields
 
-    seen = nvml_vram_fields(7, 300, 1000, 1500, None)
+    seen = nvml_vram_fields(7, 300, 1000, 1500, None, 4, 4)
     assert seen == {"peak_vram_nvml_process_bytes": 300, "peak_vram_nvml_device_bytes": 500,
                     "vram_nvml_device_baseline_bytes": 1000}
-    hidden = nvml_vram_fields(7, None, 1000, 1500, None)
+    hidden = nvml_vram_fields(7, None, 1000, 1500, None, 4, 0)
     assert "peak_vram_nvml_process_bytes" not in hidden and hidden["peak_vram_nvml_device_bytes"] == 500
-    assert "does not list this process (pid 7)" in hidden["vram_nvml_unavailable"]
-    broken = nvml_vram_fields(7, None, None, None, "NVMLError_LibraryNotFound: NVML Shared Library Not Found")
+    assert "not in NVML's list" in hidden["vram_nvml_unavailable"] and "(pid 7)" in hidden["vram_nvml_unavailable"]
+    broken = nvml_vram_fields(7, None, None, None, "NVMLError_LibraryNotFound: NVML Shared Library Not Found", 0, 0)
     assert broken == {"vram_nvml_unavailable": "NVMLError_LibraryNotFound: NVML Shared Library Not Found"}
 
 

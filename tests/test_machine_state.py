@@ -51,3 +51,50 @@ def test_a_busy_neighbour_on_the_pinned_core_is_counted_as_others():
     assert neighbour_share > 0.2  # the kernel really shared the core
     assert report["others_share"] >= neighbour_share - 0.05
     assert report["disturbed"] and "other processes" in report["flags"][0]
+
+
+THIS_MACHINE = """\
+schema_version: 1
+id: this-machine
+name: test tier that is this machine (its own CPUs and RAM)
+device: cpu
+capacity: {{threads: {threads}, ram_gb: {ram_gb}, reserve_ram_gb: 0}}
+price: {{basis: on_demand, usd_per_hour: 0.5, source: "test fixture"}}
+"""
+
+
+@pytest.mark.skipif(not cpu_times() or not hasattr(os, "sched_setaffinity"), reason="needs /proc/stat and affinity")
+def test_a_cell_on_the_tiers_own_machine_is_watched_on_every_core(tmp_path, embedded_model):
+    """A cell planned for a machine that is its tier (what a fleet node runs) pins nothing; the
+    watch must then cover every core it could run on, so a process spinning on one of them flags
+    the row DISTURBED like any emulated one."""
+    from conftest import REPO
+
+    from bench.hardware.profiles import detect_host
+    from bench.measuring.environment import capture_environment
+    from bench.measuring.plan import build_plans
+    from bench.measuring.runner import RunContext, run_cell
+    from bench.models.store import ModelStore
+    from bench.request import RunRequest
+
+    host = detect_host()
+    (tmp_path / "this-machine.yaml").write_text(THIS_MACHINE.format(threads=host.usable_cpus,
+                                                                    ram_gb=round(host.ram_bytes / 2**30, 2)))
+    req = RunRequest(models=["smollm2-135m"], profiles=["this-machine"], prompt_tokens=[16], gen_tokens=[8])
+    (plan,) = build_plans(req, ModelStore(), host, REPO / "models.yaml", tmp_path, on_tier={"this-machine"})
+    assert plan.caps == {} and plan.tier["basis"] == "measured"  # the tier's own machine: nothing pinned
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    spin = f"import os, time\nos.sched_setaffinity(0, [{cpu}])\nwhile True: pass"
+    neighbour = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)
+        row = run_cell(plan, RunContext("test", capture_environment(host)))
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    state = row.environment.machine_state or {}
+    assert row.status == "ok", row.reason
+    assert state["cpus"] == sorted(os.sched_getaffinity(0)) and "cpu_time" not in state
+    assert state["cpus_watched"].startswith("every core")
+    assert state["others_share"] > 0.05 and state["disturbed"]
+    assert row.reason and row.reason.startswith("DISTURBED: other processes used")

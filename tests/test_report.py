@@ -163,3 +163,34 @@ def test_report_bad_input(tmp_path):
     assert proc.returncode == 2 and "no readable result rows" in proc.stderr and "Traceback" not in proc.stderr
     (tmp_path / "dir").mkdir()
     assert_clean_error(run_bench("report", str(tmp_path / "dir")), "has no *.jsonl")
+
+
+def test_verdict_page_renders_in_a_real_browser(browser, measured_results, tmp_path):
+    """`bench verdict --html`: the report's style, one table per model whose cells are coloured by
+    outcome, every `? (n)` a link to its reason, and nothing wider than the window."""
+    from selenium.webdriver.common.by import By
+
+    page = tmp_path / "verdict.html"
+    proc = run_bench("verdict", str(measured_results), "--html", str(page))
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    for needle in ("<script", "<link ", "<img ", "url(http", "@import"):
+        assert needle not in text
+    browser.get(page.as_uri())
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Verdict: ")
+    assert browser.find_element(By.ID, "answer").text.startswith("From US: ")
+    (table,) = browser.find_elements(By.CSS_SELECTOR, "table.verdict")
+    rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 3  # this host as it is, laptop-4c-8g and the 50 MB tier, each once
+    fail = table.find_element(By.CSS_SELECTOR, "td.fail")
+    assert fail.text.startswith("FAIL") and fail.value_of_css_property("background-color") == "rgba(253, 236, 234, 1)"
+    assert table.find_element(By.CSS_SELECTOR, "td.pass").value_of_css_property("background-color") == \
+        "rgba(232, 245, 233, 1)"
+    links = table.find_elements(By.CSS_SELECTOR, "td.unmeasured a")
+    assert links
+    for a in links:
+        target = a.get_attribute("href").split("#", 1)[1]
+        assert browser.find_element(By.ID, target).text.strip()  # the reason it points to, in full
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= browser.execute_script("return window.innerWidth")
+    (tmp_path / "verdict.png").write_bytes(browser.get_screenshot_as_png())

@@ -76,6 +76,20 @@ def test_point_throughputs_are_over_the_window_from_first_schedule_to_last_end()
     assert s["itl_s"]["n"] == 6 and s["itl_s"]["p50"] == pytest.approx(0.1)
 
 
+def test_total_throughput_is_unknown_not_short_when_a_prompt_was_not_counted():
+    """A request whose prompt neither the server's usage nor the client counted makes total tok/s
+    unknown, with why; it is never the output tokens plus 0 for that prompt."""
+    a = trace(0, scheduled=0.0, sent=0.0, times=[0.5, 0.6, 0.7, 0.8], usage=4, prompt=10, end=0.85)
+    b = trace(1, scheduled=1.0, sent=1.0, times=[1.5, 1.6, 1.7, 1.8], usage=4, prompt=None, end=2.0)
+    s = sm.summarize_point([a, b], SLO)
+    assert s["output_tps"] == pytest.approx(8 / 2.0)
+    assert s["total_tps"] is None and s["prompt_tokens"] is None
+    assert s["total_tps_unavailable"].startswith("1 of 2 completed request(s) have no prompt token count")
+    b.prompt_tokens_client = 20  # the client's own count stands in for the server's
+    s = sm.summarize_point([a, b], SLO)
+    assert s["total_tps"] == pytest.approx((8 + 30) / 2.0) and "total_tps_unavailable" not in s
+
+
 def test_goodput_counts_requests_meeting_both_slos_and_errors_as_not_good():
     fast = trace(0, times=[0.5, 0.55, 0.6], usage=3)  # TTFT 0.5, TPOT 0.05
     slow_first = trace(1, times=[1.5, 1.55, 1.6], usage=3)  # TTFT 1.5 > 1.0

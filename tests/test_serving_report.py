@@ -185,14 +185,15 @@ criteria:
 
 
 def _verdict(results: Path, tmp_path: Path, users: int, decode: float) -> list[str]:
+    """``criterion=outcome: value`` of each check of the host's tier (from ``--json``: every value in full),
+    and ``verdict=OUTCOME``; the Markdown is written too."""
     claims = tmp_path / f"claims-{users}-{decode}.yaml"
     claims.write_text(CLAIMS.format(tier=HOST_TIER, decode=decode, users=users))
-    proc = run_bench("verdict", str(results), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"))
+    proc = run_bench("verdict", str(results), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"), "--json")
     assert proc.returncode == 0, proc.stderr
-    md = (tmp_path / "v.md").read_text()
-    header = next(ln for ln in md.splitlines() if ln.startswith("| model | tier |"))
-    line = next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {HOST_TIER} |"))
-    return [f"{h.strip()}={c.strip()}" for h, c in zip(header.split("|"), line.split("|"), strict=True)]
+    (tier,) = [t for t in json.loads(proc.stdout)["tiers"] if t["model"] == "smollm2-135m" and t["tier"] == HOST_TIER]
+    return ([f"{c['criterion']}={c['outcome']}: {c['value']}" for c in tier["checks"]]
+            + [f"verdict={tier['outcome']}"])
 
 
 def test_verdict_judges_from_the_serving_point_at_that_concurrency(results, tmp_path):
@@ -201,13 +202,14 @@ def test_verdict_judges_from_the_serving_point_at_that_concurrency(results, tmp_
     passing = _verdict(results, tmp_path, 2, per_user / 1.05)
     assert f"decode tok/s @2 users=pass: {per_user:.1f} tok/s per user (1 / TPOT p50" in " ".join(passing)
     assert any(c.startswith("TTFT @2 users=pass: ") and " s p90 at p=128" in c for c in passing)
+    assert f"pass {per_user:.1f}" in (tmp_path / "v.md").read_text()  # the dashboard's short cell
     failing = _verdict(results, tmp_path, 2, per_user * 1.05)  # just above what each user got at c=2
-    assert any(c.startswith("decode tok/s @2 users=FAIL: ") for c in failing)
-    assert "verdict=**FAIL**" in failing
+    assert any(c.startswith("decode tok/s @2 users=fail: ") for c in failing)
+    assert "verdict=fail" in failing
 
 
 def test_verdict_without_a_point_at_that_concurrency_is_unmeasured(results, tmp_path):
     cells = _verdict(results, tmp_path, 3, 0.001)
     assert any(c.startswith("decode tok/s @3 users=unmeasured: no serving point at 3 concurrent users")
                and "bench serve -m smollm2-135m:q4_1 -p auto -c 3" in c for c in cells)
-    assert "verdict=**unmeasured**" in cells
+    assert "verdict=unmeasured" in cells

@@ -205,3 +205,16 @@ def test_bytes_per_token_counts_a_tied_head_once(embedded_model):
     g = embedded_model.gguf
     assert not g["has_output_tensor"]  # SmolLM2 ties its output head to the embeddings
     assert bytes_read_per_token(g, embedded_model.size_bytes, 0) == embedded_model.size_bytes
+
+
+def test_a_header_without_head_count_kv_gets_the_same_kv_term_everywhere(embedded_model):
+    """llama.cpp reads a missing head_count_kv as head_count (plain multi-head attention): the bytes
+    read per token and the memory prediction must both do so, not one of them count no KV cache."""
+    g = dict(embedded_model.gguf)
+    g.pop("head_count_kv")
+    size, ctx = embedded_model.size_bytes, 1024
+    kv_per_token = g["block_count"] * g["head_count"] * 2 * (g["embedding_length"] // g["head_count"]) * 2
+    assert bytes_read_per_token(g, size, ctx) - bytes_read_per_token(g, size, 0) == ctx * kv_per_token
+    assert predict_memory(g, size, ctx, 16).kv_cache_bytes == ctx * kv_per_token  # 1024: a multiple of 256
+    mha = {**g, "head_count_kv": g["head_count"]}
+    assert bytes_read_per_token(g, size, ctx) == bytes_read_per_token(mha, size, ctx)

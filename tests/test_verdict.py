@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_clean_error, run_bench
@@ -21,49 +22,88 @@ criteria:
 """
 
 
+def verdict_json(*args: str, catalog: Path | None = None) -> dict:
+    """``bench verdict ARGS --json``: every tier's verdict, checks and reasons in full."""
+    proc = run_bench(*(("--catalog", str(catalog)) if catalog else ()), "verdict", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def tier_of(v: dict, tier: str, model: str = "smollm2-135m") -> dict:
+    return next(t for t in v["tiers"] if t["model"] == model and t["tier"] == tier)
+
+
+def check_of(t: dict, criterion: str) -> dict:
+    return next(c for c in t["checks"] if c["criterion"] == criterion)
+
+
+NO_QUALITY = CLAIMS.replace("  kld_max: 0.1\n", "")
+
+
 @pytest.fixture(scope="module")
 def verdict(tmp_path_factory, measured_results):
+    """The verdict on speed and fit alone (no quality criterion): the F16 and Q8_0 rows."""
     d = tmp_path_factory.mktemp("verdict")
-    (d / "claims.yaml").write_text(CLAIMS)
-    proc = run_bench("verdict", str(measured_results), "--claims", str(d / "claims.yaml"),
-                     "--markdown", str(d / "v.md"))
+    (d / "claims.yaml").write_text(NO_QUALITY)
+    args = (str(measured_results), "--claims", str(d / "claims.yaml"))
+    proc = run_bench("verdict", *args, "--markdown", str(d / "v.md"), "--html", str(d / "v.html"))
     assert proc.returncode == 0, proc.stderr
-    return proc, (d / "v.md").read_text()
-
-
-def _line(md: str, tier: str) -> list[str]:
-    line = next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |"))
-    return [c.strip() for c in line.split("|")]
+    return proc, (d / "v.md").read_text(), verdict_json(*args)
 
 
 def test_passes_one_tier_and_fails_another(verdict):
-    _, md = verdict
-    laptop, tiny = _line(md, "laptop-4c-8g"), _line(md, "tiny-50m")
-    assert "**pass**" in laptop and "**FAIL**" in tiny
-    assert any(c.startswith("FAIL: does not fit") for c in tiny)
-    assert any(c.startswith("pass: KLD pass:") for c in laptop)  # quality retained, from the measured KLD
+    _, _, v = verdict
+    laptop, tiny = tier_of(v, "laptop-4c-8g"), tier_of(v, "tiny-50m")
+    assert laptop["outcome"] == "pass" and tiny["outcome"] == "fail"
+    assert check_of(tiny, "fits")["outcome"] == "fail" and check_of(tiny, "fits")["short"] == "does not fit"
     # decode on the emulated laptop: the projection's pessimistic end, never this host's speed
-    assert any(c.startswith("pass: ") and "tok/s PROJECTED" in c and ">= 5.3" in c for c in laptop)
+    decode = check_of(laptop, "decode tok/s")
+    assert decode["outcome"] == "pass" and "tok/s PROJECTED" in decode["value"] and ">= 5.3" in decode["value"]
+    assert laptop["basis_tag"] == "PROJECTED" and tier_of(v, f"auto@{laptop['row']['host']}")["basis_tag"] == "measured"
 
 
-def test_grouped_by_country_with_cheapest_passing_tier(verdict):
-    proc, md = verdict
-    assert "## Models from US" in md  # SmolLM2's developer, from the catalog facts stored in each row
-    assert "smollm2-135m: cheapest passing tier laptop-4c-8g" in md
-    assert "an inexpensive tier" in md
-    assert "cheapest passing tier laptop-4c-8g" in proc.stdout
+def test_the_answer_comes_first_per_origin_with_the_cheapest_passing_tier(verdict):
+    proc, md, v = verdict
+    first = md.split("\n\n")[1]  # the paragraph under the title
+    assert first.startswith("From US: the cheapest pass is smollm2-135m passes on laptop-4c-8g")
+    assert first in proc.stdout.replace("\n", " ") or first[:60] in proc.stdout
+    assert v["cheapest"] == {"smollm2-135m": "laptop-4c-8g"} and v["answer"][0] == first
 
 
-def test_unmeasured_criteria_are_never_a_pass(measured_results, tmp_path):
+def test_the_dashboard_is_short_cells_numbered_reasons_and_fits_120_columns(verdict):
+    proc, md, v = verdict
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 120
+    table = [ln for ln in md.splitlines() if ln.startswith("| tiny-50m |")][0]
+    cells = [c.strip() for c in table.split("|")[1:-1]]
+    # tier, $/h, variant, fits, decode, TTFT, verdict, basis: one short cell each
+    assert cells[3] == "FAIL does not fit" and cells[4].startswith("? (") and cells[6] == "**FAIL**"
+    n = int(cells[4][3:-1])
+    reason = md.split("## Reasons")[1].splitlines()[1 + n]
+    assert reason.startswith(f"{n}. does_not_fit: weights + KV cache need")  # the reason, once, under the table
+    assert md.count("does_not_fit: weights + KV cache need") == 1
+    assert all(len(c) <= 20 for c in cells)
+    assert any(r.startswith("does_not_fit: weights + KV cache need") for r in v["reasons"])
+
+
+def test_quality_is_judged_against_the_original_release_only(measured_results, tmp_path):
+    """The catalog's F16 of the embedded model is its Q4_1 weights upcast: a KLD against it is
+    shown but does not count, so no tier passes on quality, and the F16 is not its own reference."""
     claims = tmp_path / "claims.yaml"
     claims.write_text(CLAIMS + "  accuracy_retained_min: 0.99\n")
-    text = claims.read_text().replace("  kld_max: 0.1\n", "")
-    claims.write_text(text)
-    proc = run_bench("verdict", str(measured_results), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"))
+    md = tmp_path / "v.md"
+    proc = run_bench("verdict", str(measured_results), "--claims", str(claims), "--markdown", str(md))
     assert proc.returncode == 0, proc.stderr
-    laptop = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
-    # only the F16 reference can pass (it is its own reference); no row measured task accuracy
-    assert "f16 / llama.cpp (best of 2 configuration(s))" in laptop and "**pass**" in laptop
+    assert "reference f16 is derived from q4_1, not the original release bf16" in md.read_text()
+    v = verdict_json(str(measured_results), "--claims", str(claims))
+    laptop = tier_of(v, "laptop-4c-8g")
+    quality = check_of(laptop, "quality retained")
+    assert laptop["outcome"] == "unmeasured" and quality["outcome"] == "unmeasured"
+    kld = next(p for p in quality["parts"] if p["criterion"] == "KLD")
+    assert kld["outcome"] == "unmeasured" and kld["value"].startswith("KLD 0.0")  # shown, not counted
+    assert v["cheapest"] == {"smollm2-135m": None}
+    for t in v["tiers"]:  # no row passes quality: not the Q8_0 (against f16), not the F16 itself
+        if t["checks"]:
+            assert check_of(t, "quality retained")["outcome"] != "pass", t
 
 
 def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results, tmp_path):
@@ -95,11 +135,10 @@ def test_every_measured_workload_of_a_configuration_must_pass(tmp_path, embedded
     claims = tmp_path / "claims.yaml"
     claims.write_text(f"schema_version: 1\nname: t\ninexpensive: {{tiers: [laptop-4c-8g]}}\ncriteria:\n"
                       f"  ttft_s_max: {math.sqrt(ttft[128] * ttft[1024]):.6f}\n  fits: true\n")
-    proc = run_bench("verdict", str(out), "--claims", str(claims), "--markdown", str(tmp_path / "v.md"))
-    assert proc.returncode == 0, proc.stderr
-    row = _line((tmp_path / "v.md").read_text(), "laptop-4c-8g")
-    assert "**FAIL**" in row and any(c.startswith("FAIL: ") and "at p=1024" in c for c in row)
-    assert "q4_1 / llama.cpp (best of 1 configuration(s))" in row
+    laptop = tier_of(verdict_json(str(out), "--claims", str(claims)), "laptop-4c-8g")
+    ttft = check_of(laptop, "TTFT")
+    assert laptop["outcome"] == "fail" and ttft["outcome"] == "fail" and "at p=1024" in ttft["value"]
+    assert laptop["configuration"] == "q4_1 / llama.cpp" and laptop["configurations"] == 1
 
 
 RUN_CLAIMS = """\
@@ -138,18 +177,16 @@ def test_verdict_run_measures_what_the_claims_need_then_judges(tmp_path, embedde
     by_tier = {r["config"]["profile_id"]: r for r in rows}
     assert set(by_tier) == {"auto", "laptop-4c-8g"}
     assert by_tier["auto"]["quality"]["status"] == "ok" and not by_tier["laptop-4c-8g"]["quality"]
-    laptop, t4 = _line_of(md.read_text(), "laptop-4c-8g"), _line_of(md.read_text(), "cloud-t4")
-    quality = next(c for c in laptop if c.startswith("pass: KLD"))
-    assert "measured on auto@" in quality  # quality read from the auto row
-    assert "not measured: a CUDA tier" in t4[-1] and "**unmeasured**" in t4[-2]
-    again = run_bench(*args)
+    assert "Not measured: cloud-t4 (a CUDA tier and this host has no GPU)." in md.read_text()
+    again = run_bench(*args, "--json")
     assert again.returncode == 0 and "verdict plan: 2 cell(s), 2 already in" in again.stderr
     assert len(out.read_text().splitlines()) == 2
-
-
-def _line_of(md: str, tier: str) -> list[str]:
-    line = next(ln for ln in md.splitlines() if ln.startswith(f"| smollm2-135m | {tier} |"))
-    return [c.strip() for c in line.split("|")][1:-1]
+    v = json.loads(again.stdout)
+    laptop, t4 = tier_of(v, "laptop-4c-8g"), tier_of(v, "cloud-t4")
+    quality = check_of(laptop, "quality retained")
+    assert "measured on auto@" in quality["value"]  # quality read from the auto row
+    assert "against f16 does not count" in quality["value"]  # q8_0-derived's reference is not the original
+    assert t4["outcome"] == "unmeasured" and t4["missing"] == "a CUDA tier and this host has no GPU"
 
 
 def test_verdict_needs_results_or_run():
@@ -188,13 +225,69 @@ def test_a_slow_tier_is_judged_by_its_projection_not_this_hosts_speed(tmp_path, 
     claims = tmp_path / "claims.yaml"
     claims.write_text("schema_version: 1\nname: t\ninexpensive: {tiers: [slow, fast, bare]}\ncriteria:\n"
                       "  decode_tps_min: 5.3\n  fits: true\n")
-    proc = run_bench("--profiles-dir", str(profiles), "verdict", str(out), "--claims", str(claims),
-                     "--markdown", str(tmp_path / "v.md"))
+    proc = run_bench("--profiles-dir", str(profiles), "verdict", str(out), "--claims", str(claims), "--json")
     assert proc.returncode == 0, proc.stderr
-    md = (tmp_path / "v.md").read_text()
-    slow, fast, bare = (_line_of(md, t) for t in ("slow", "fast", "bare"))
-    assert "**FAIL**" in slow and any(c.startswith(f"FAIL: {slow_low:.1f} tok/s PROJECTED") for c in slow)
-    assert "**pass**" in fast and any(c.startswith("pass: ") and "PROJECTED" in c for c in fast)
-    assert "**unmeasured**" in bare and any("caps only" in c for c in bare)
-    assert "speed: projected from" in slow[-1] and "speed: caps only" in bare[-1]
-    assert "cheapest passing tier fast" in md
+    v = json.loads(proc.stdout)
+    slow, fast, bare = (tier_of(v, t) for t in ("slow", "fast", "bare"))
+    assert slow["outcome"] == "fail" and check_of(slow, "decode tok/s")["value"].startswith(
+        f"{slow_low:.1f} tok/s PROJECTED")
+    assert fast["outcome"] == "pass" and "PROJECTED" in check_of(fast, "decode tok/s")["value"]
+    assert bare["outcome"] == "unmeasured" and "caps only" in check_of(bare, "decode tok/s")["value"]
+    assert slow["basis_tag"] == fast["basis_tag"] == "PROJECTED" and bare["basis_tag"] == "emulated"
+    assert "speed: projected from" in slow["basis"] and "speed: caps only" in bare["basis"]
+    assert v["cheapest"] == {"smollm2-135m": "fast"}
+
+
+def test_a_kld_against_the_original_release_counts(tmp_path, embedded_model):
+    """A catalog whose original release is a local file (what a user does to judge quality offline:
+    give the original variant a `path:` source): a Q8_0 made from it is judged on its KLD against
+    it, and the original is its own reference. The file standing in for the release here is the
+    embedded model's F16 (a test fixture, not a real release)."""
+    from bench.models.store import ModelStore
+
+    release = ModelStore().derive_from(embedded_model, "F16")
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(f"""\
+schema_version: 1
+default_model: fixture
+models:
+  - id: fixture
+    name: test fixture
+    family: smollm2
+    developer: test fixture
+    country: US
+    original: release
+    variants:
+      - id: release
+        kind: base
+        format: gguf
+        quantization: F16
+        source: {{path: {release.path}}}
+      - id: q8
+        kind: quantized
+        format: gguf
+        quantization: Q8_0
+        reference: release
+        source: {{derive: {{from: release, recipe: Q8_0}}}}
+""")
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("--catalog", str(catalog), "run", "-m", "fixture", "-v", "q8", "-v", "release", "-p", "auto",
+                     "--prompt-tokens", "128", "--gen-tokens", "8", "-r", "3", "--quality", "--quality-chunks", "2",
+                     "--no-progress", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    claims = tmp_path / "claims.yaml"
+    claims.write_text("schema_version: 1\nname: t\ninexpensive: {}\ncriteria:\n  fits: true\n  kld_max: 0.1\n")
+    v = verdict_json(str(out), "--claims", str(claims), catalog=catalog)
+    (t,) = v["tiers"]
+    quality = check_of(t, "quality retained")
+    assert t["configurations"] == 2 and quality["outcome"] == "pass"
+    rows = {r["config"]["variant_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    kld = rows["q8"]["quality"]["kld"]["mean"]
+    assert 0 < kld < 0.1
+    # each configuration on its own: the Q8_0 passes on its KLD against the release, the release is its own reference
+    for variant, value in (("q8", f"{kld:.4f} (<= 0.1)"), ("release", "is the original release (its own reference)")):
+        one = tmp_path / f"{variant}.jsonl"
+        one.write_text(json.dumps(rows[variant]) + "\n")
+        (t,) = verdict_json(str(one), "--claims", str(claims), catalog=catalog)["tiers"]
+        (part,) = check_of(t, "quality retained")["parts"]
+        assert part["outcome"] == "pass" and part["value"] == value, part

@@ -18,7 +18,7 @@ from typing import Any
 from bench.analysis.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
 from bench.errors import BenchError
 from bench.fmt import fmt
-from bench.results.schema import CellConfig, Row
+from bench.results.schema import Row
 from bench.serving import metrics as sm
 from bench.serving.metrics import RequestTrace
 from bench.serving.rows import ServingRecord
@@ -154,8 +154,18 @@ class Comparison:
         return [c for c in self.cells if c.regression] + [p for p in self.serving if p.regression]
 
 
-def cell_label(c: CellConfig) -> str:
-    return c.label()
+def row_label(base: Row | None, new: Row) -> str:
+    """A cell as its rows measured it: an emulated tier's speeds are its hosts', so the label names
+    them (``vm under laptop-4c-8g's caps``) where it would otherwise name the tier alone."""
+    from bench.analysis.flat import basis_kind
+
+    c = new.config
+    rows = [r for r in (base, new) if r is not None]
+    if all(basis_kind(r) == "measured" for r in rows):
+        return c.label()
+    hosts = "/".join(dict.fromkeys(r.host for r in rows))
+    return (f"{c.model_id}:{c.variant_id} {c.backend} {hosts} under {new.tier_label}'s caps "
+            f"p={c.prompt_tokens} n={c.gen_tokens}")
 
 
 def _latest_by_key(rows: Sequence[Row]) -> dict[tuple, Row]:
@@ -211,9 +221,9 @@ def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresh
     missing = [k for k in b_by if k not in n_by]
     if missing:
         warnings.append(f"{len(missing)} baseline cell(s) are missing from the new run: "
-                        + "; ".join(cell_label(b_by[k].config) for k in missing))
-    return Comparison(cells=cells, only_baseline=[cell_label(b_by[k].config) for k in b_by if k not in n_by],
-                      only_new=[cell_label(n_by[k].config) for k in n_by if k not in b_by],
+                        + "; ".join(row_label(None, b_by[k]) for k in missing))
+    return Comparison(cells=cells, only_baseline=[row_label(None, b_by[k]) for k in b_by if k not in n_by],
+                      only_new=[row_label(None, n_by[k]) for k in n_by if k not in b_by],
                       warnings=warnings, thresholds=th, normalized=normalize, serving=served,
                       serving_only_baseline=s_only_base, serving_only_new=s_only_new)
 
@@ -305,7 +315,7 @@ def _gated_verdict(metrics: list[MetricComparison], gate: tuple[str, ...]) -> Ce
 
 
 def compare_cell(base: Row, new: Row, th: Thresholds, normalize: bool) -> CellComparison:
-    label = cell_label(new.config)
+    label = row_label(base, new)
     notes = _notes(base, new)
     if base.status != "ok" or new.status != "ok":
         if base.status == "ok":

@@ -29,6 +29,18 @@ def tier_label(r: Row) -> str:
     return r.tier_label
 
 
+def where_label(r: Row) -> str:
+    """Whose speed a row's measured numbers are: the tier's (``laptop-4c-8g``, ``auto@HOST``) where it
+    ran on the tier itself, else the host's under the tier's caps (``vm under laptop-4c-8g's caps``);
+    every table labels a row's own speeds with this, never with the bare tier name."""
+    kind = basis_kind(r)
+    if kind == "measured":
+        return r.tier_label
+    if kind == "emulated":
+        return f"{r.host} under {r.tier_label}'s caps"
+    return f"{r.tier_label} (not measured)"
+
+
 def basis(r: Row) -> str:
     """Where a row's numbers come from: ``measured`` on the tier itself (a fleet node that is the
     tier, or the host as it is), ``emulated on HOST`` (the tier's caps on another machine), or
@@ -57,10 +69,20 @@ def speed_basis(r: Row) -> str:
 
 def projected(r: Row, metric: str, end: str = "value") -> float | None:
     """One end (``value``, ``low``, ``high``) of a projected metric (decode_tps, prefill_tps, ttft_s,
-    tpot_s) of an emulated row; None where there is none. A PROJECTION, never a measurement."""
+    tpot_s) of an emulated row; None where there is none. A PROJECTION, never a measurement. An
+    interval with no validation band is unbounded: its ends are unknown (None), never 0 or infinity."""
     p = (r.efficiency.projection or {}).get(metric)
     v = p.get(end) if isinstance(p, dict) else None  # the bandwidth-ratio projection before it: a bare number
+    if end != "value" and interval_missing(r, metric):
+        return None
     return v if v is None or v != float("inf") else None
+
+
+def interval_missing(r: Row, metric: str) -> str | None:
+    """Why a projected metric has no interval (no validation band for the tier's device class), or None."""
+    p = (r.efficiency.projection or {}).get(metric)
+    why = str(((p.get("inputs") or {}) if isinstance(p, dict) else {}).get("interval") or "")
+    return f"its interval is unknown ({why})" if why.startswith("none") else None
 
 
 def tier_decode_tps(r: Row) -> tuple[float | None, str]:
@@ -69,6 +91,11 @@ def tier_decode_tps(r: Row) -> tuple[float | None, str]:
     if b == "measured":
         return _mean(r, "decode_tps"), b
     return projected(r, "decode_tps"), b
+
+
+def tier_metric(r: Row, metric: str) -> float | None:
+    """A speed metric on the tier: measured on it, else its PROJECTION, else None (caps only)."""
+    return _mean(r, metric) if speed_basis(r) == "measured" else projected(r, metric)
 
 
 BASIS_RANK = {"not measured": 0, "emulated": 1, "measured": 2}
@@ -126,6 +153,8 @@ def _cost(r: Row) -> float | None:
     return r.efficiency.cost.usd_per_1m_output_tokens if r.efficiency.cost else None
 
 
+HOST_SPEED = ("measured on `host` (under the tier's caps if emulated: the host's speed, not the tier's; see "
+              "measured_on and the tier_* and projected_* columns for the tier's)")
 COLUMNS: tuple[Column, ...] = (
     Column("run_id", "text", lambda r: r.run_id),
     Column("created_at", "text", lambda r: r.created_at),
@@ -137,6 +166,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("cell_key", "text", lambda r: r.cell_key),
     Column("status", "text", lambda r: r.status),
     Column("reason", "text", lambda r: r.reason),
+    Column("measured_on", "text", where_label,
+           "whose speed the measured columns are: the tier's own, or HOST under the tier's caps (the host's speed)"),
     Column("model", "text", lambda r: r.config.model_id),
     Column("country", "text", lambda r: r.model.facts.country if r.model.facts else None,
            "model developer's country of origin"),
@@ -152,21 +183,21 @@ COLUMNS: tuple[Column, ...] = (
     Column("depth", "integer", lambda r: r.config.depth, "tokens in the KV cache before the prompt (--depth)"),
     Column("repetitions", "integer", lambda r: r.config.repetitions),
     Column("model_size_bytes", "integer", lambda r: r.model.size_bytes),
-    Column("load_time_s", "real", lambda r: r.load_time_s),
-    Column("ttft_s_mean", "real", lambda r: _mean(r, "ttft_s")),
-    Column("prefill_tps_mean", "real", lambda r: _mean(r, "prefill_tps")),
-    Column("prefill_tps_std", "real", lambda r: _std(r, "prefill_tps")),
-    Column("decode_tps_mean", "real", lambda r: _mean(r, "decode_tps")),
-    Column("decode_tps_std", "real", lambda r: _std(r, "decode_tps")),
+    Column("load_time_s", "real", lambda r: r.load_time_s, HOST_SPEED),
+    Column("ttft_s_mean", "real", lambda r: _mean(r, "ttft_s"), HOST_SPEED),
+    Column("prefill_tps_mean", "real", lambda r: _mean(r, "prefill_tps"), HOST_SPEED),
+    Column("prefill_tps_std", "real", lambda r: _std(r, "prefill_tps"), HOST_SPEED),
+    Column("decode_tps_mean", "real", lambda r: _mean(r, "decode_tps"), HOST_SPEED),
+    Column("decode_tps_std", "real", lambda r: _std(r, "decode_tps"), HOST_SPEED),
     Column("prefill_text_bps_mean", "real", lambda r: _mean(r, "prefill_text_bps"),
-           "UTF-8 bytes of prompt per second of prefill: comparable across vocabularies"),
+           "UTF-8 bytes of prompt per second of prefill: comparable across vocabularies; " + HOST_SPEED),
     Column("decode_text_bps_mean", "real", lambda r: _mean(r, "decode_text_bps"),
-           "UTF-8 bytes of generated text per second of decode: comparable across vocabularies"),
-    Column("tpot_s_mean", "real", lambda r: _mean(r, "tpot_s")),
-    Column("itl_s_p50", "real", lambda r: _itl(r, "p50")),
-    Column("itl_s_p90", "real", lambda r: _itl(r, "p90")),
-    Column("itl_s_p99", "real", lambda r: _itl(r, "p99")),
-    Column("e2e_s_mean", "real", lambda r: _mean(r, "e2e_s")),
+           "UTF-8 bytes of generated text per second of decode: comparable across vocabularies; " + HOST_SPEED),
+    Column("tpot_s_mean", "real", lambda r: _mean(r, "tpot_s"), HOST_SPEED),
+    Column("itl_s_p50", "real", lambda r: _itl(r, "p50"), HOST_SPEED),
+    Column("itl_s_p90", "real", lambda r: _itl(r, "p90"), HOST_SPEED),
+    Column("itl_s_p99", "real", lambda r: _itl(r, "p99"), HOST_SPEED),
+    Column("e2e_s_mean", "real", lambda r: _mean(r, "e2e_s"), HOST_SPEED),
     Column("peak_rss_bytes", "integer", lambda r: r.memory.peak_rss_bytes),
     Column("peak_vram_reserved_bytes", "integer", lambda r: r.memory.peak_vram_reserved_bytes),
     Column("ram_budget_bytes", "integer", lambda r: r.tier.ram_budget_bytes, "the tier's RAM minus its reserve"),
@@ -180,9 +211,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("task_accuracy", "real", lambda r: r.task.accuracy if r.task.ok else None),
     Column("task_accuracy_se", "real", lambda r: r.task.accuracy_se if r.task.ok else None),
     Column("usd_per_hour", "real", hourly_usd),
-    Column("usd_per_1m_output_tokens", "real", _cost),
-    Column("energy_j_per_token", "real", lambda r: _mean(r, "energy_j_per_token")),
+    Column("usd_per_1m_output_tokens", "real", _cost,
+           "$ at the tier's price per 1M output tokens at the tier's speed: measured on it, or PROJECTED "
+           "(speed_basis); none where the tier's speed is not known"),
+    Column("energy_j_per_token", "real", lambda r: _mean(r, "energy_j_per_token"), HOST_SPEED),
     Column("roofline_share", "real", lambda r: r.efficiency.roofline.share if r.efficiency.roofline else None),
+    Column("tier_decode_tps", "real", lambda r: tier_decode_tps(r)[0],
+           "decode tok/s on the tier: measured on it, or PROJECTED (speed_basis); none where not known"),
+    Column("tier_ttft_s", "real", lambda r: tier_metric(r, "ttft_s"),
+           "TTFT on the tier: measured on it, or PROJECTED (speed_basis); none where not known"),
     Column("speed_basis", "text", speed_basis,
            "the tier's speed: measured on it, projected from the host (PROJECTION), or caps only (not known)"),
     Column("projected_decode_tps", "real", lambda r: projected(r, "decode_tps"), "PROJECTION, not a measurement"),

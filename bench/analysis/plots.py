@@ -17,6 +17,7 @@ from bench.analysis.flat import (
     reference_variants,
     tier_decode_tps,
     tier_label,
+    where_label,
 )
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
@@ -72,23 +73,31 @@ def quality_groups(rows: Sequence[Row]) -> tuple[str, dict[str, list[tuple[Row, 
     """(metric, {group: [(row, decode tok/s, loss)]}): the points of the speed-quality plot and
     of the report's Pareto list. One group per model, tier and reference variant (KLDs against
     different references are not comparable); the newest row of each cell; a reference at KLD 0.
-    Where no row has a KLD, task error (1 - accuracy) per model and tier."""
-    ok = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and flatten(r)["decode_tps_mean"]]
+    Where no row has a KLD, task error (1 - accuracy) per model and tier. The speed is the tier's:
+    measured on it, or PROJECTED onto it (an emulated row's own speed is this host's, never the
+    tier's); a row whose tier speed is not known (caps only) is left out."""
+    ok = [r for r in latest_per_cell(list(rows)) if r.status == "ok" and tier_decode_tps(r)[0]]
     refs = reference_variants(list(rows))
     groups: dict[str, list[tuple[Row, float, float]]] = defaultdict(list)
     for r in ok:
-        f, ref = flatten(r), reference_of(r, refs)
+        f, ref, speed = flatten(r), reference_of(r, refs), tier_decode_tps(r)[0] or 0.0
         if ref is None or (f["kld_mean"] is None and ref != r.config.variant_id):
             continue
         label = f"{r.config.model_id} on {tier_label(r)} (vs {ref})"
-        groups[label].append((r, f["decode_tps_mean"], f["kld_mean"] or 0.0))
+        groups[label].append((r, speed, f["kld_mean"] or 0.0))
     if groups:
         return "kld_mean", dict(sorted(groups.items()))
     for r in ok:
         f = flatten(r)
         if f["task_accuracy"] is not None:
-            groups[f"{r.config.model_id} on {tier_label(r)}"].append((r, f["decode_tps_mean"], 1 - f["task_accuracy"]))
+            groups[f"{r.config.model_id} on {tier_label(r)}"].append(
+                (r, tier_decode_tps(r)[0] or 0.0, 1 - f["task_accuracy"]))
     return "task_error", dict(sorted(groups.items()))
+
+
+def speed_tag(r: Row) -> str:
+    """" PROJECTED" beside a tier speed that is a projection, "" beside a measured one."""
+    return "" if tier_decode_tps(r)[1] == "measured" else " PROJECTED"
 
 
 def speed_vs_quality(rows: Sequence[Row]) -> Plot:
@@ -118,15 +127,17 @@ def speed_vs_quality(rows: Sequence[Row]) -> Plot:
                    linewidths=1.5, zorder=4)
         for r, x, y in pts:
             ref = " (reference)" if metric == "kld_mean" and y == 0 and flatten(r)["kld_mean"] is None else ""
-            ax.annotate(f"{r.config.variant_id}/{r.config.backend}{ref}", (x, y), textcoords="offset points",
-                        xytext=(4, 3), fontsize=7, color="#333")
-    ax.set_xlabel("decode tok/s (mean over repetitions, higher is better)")
+            ax.annotate(f"{r.config.variant_id}/{r.config.backend}{ref}{speed_tag(r)}", (x, y),
+                        textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
+    ax.set_xlabel("decode tok/s on the tier: measured on it, or PROJECTED (higher is better)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     caption = (f"{n_points} cells (the newest row of each); circled points joined by a dashed line are the Pareto "
                f"front of each model on each tier against each reference ({on_front} cells): no other variant "
-               "there is both faster and closer to the reference.")
+               "there is both faster and closer to the reference. Speed is the tier's: measured on it, or PROJECTED "
+               "onto an emulated tier by the performance model (never this host's speed under the tier's caps); "
+               "cells whose tier speed is not known (caps only) are not plotted.")
     return Plot(pid, title, caption, svg=_svg(fig))
 
 
@@ -227,7 +238,7 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
     for r in rows:
         gaps = [t[i + 1] - t[i] for s in r.samples for t in [s.get("token_times") or []] for i in range(len(t) - 1)]
         if r.status == "ok" and gaps:
-            cells.append((f"{series_label(r)} {tier_label(r)}", [g * 1e3 for g in gaps]))
+            cells.append((f"{series_label(r)} on {where_label(r)}", [g * 1e3 for g in gaps]))
     if not cells:
         return Plot(pid, title, "", why_not="no row kept per-token timestamps")
     shown = cells[:limit]
@@ -245,7 +256,8 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     caption = (f"Empirical distribution (ECDF) of the gaps t(i+1) - t(i) between generated tokens, pooled over "
-               f"counted repetitions, from the raw timestamps kept in each row; dotted: p50 and p99. "
+               f"counted repetitions, from the raw timestamps kept in each row, on the machine that ran each cell "
+               f"(HOST under a tier's caps: the host's timing, not the tier's); dotted: p50 and p99. "
                f"{len(shown)} of {len(cells)} cells shown.")
     return Plot(pid, title, caption, svg=_svg(fig))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.analysis.flat import COLUMNS, flatten, tier_label
+from bench.analysis.flat import COLUMNS, basis_kind, flatten, interval_missing, tier_label, where_label
 from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
 from bench.results.schema import Row
@@ -25,18 +25,34 @@ if TYPE_CHECKING:
     from bench.hardware.profiles import Profile
 
 # What the summary tables show: (header, flat column, format). Every column is in CSV/SQLite.
+# "measured on" says whose speed a row's measured columns are: the tier's, or HOST under the tier's
+# caps (the host's speed); the tier's own speed and cost are the "tier" columns, labelled PROJECTED
+# where projected, and "-" with why where not known (``tier_cell``).
 DISPLAY: tuple[tuple[str, str, str], ...] = (
-    ("model", "model", "s"), ("variant", "variant", "s"), ("backend", "backend", "s"), ("tier", "tier", "s"),
-    ("host", "host", "s"), ("basis", "basis", "s"), ("speed basis", "speed_basis", "s"), ("thr", "threads", "d"),
-    ("p", "prompt_tokens", "d"), ("n", "gen_tokens", "d"),
+    ("model", "model", "s"), ("variant", "variant", "s"), ("backend", "backend", "s"),
+    ("measured on", "measured_on", "s"), ("host", "host", "s"), ("basis", "basis", "s"),
+    ("speed basis", "speed_basis", "s"), ("thr", "threads", "d"), ("p", "prompt_tokens", "d"), ("n", "gen_tokens", "d"),
     ("status", "status", "s"), ("load s", "load_time_s", ".2f"), ("TTFT ms", "ttft_s_mean", "ms"),
     ("prefill tok/s", "prefill_tps_mean", ".1f"), ("decode tok/s", "decode_tps_mean", ".1f"),
-    ("± std", "decode_tps_std", ".1f"), ("projected decode tok/s", "projected_decode_tps", ".1f"),
+    ("± std", "decode_tps_std", ".1f"), ("tier decode tok/s", "tier_decode_tps", "tier:.1f"),
     ("ITL p50 ms", "itl_s_p50", "ms"), ("ITL p99 ms", "itl_s_p99", "ms"),
     ("peak RSS MiB", "peak_rss_bytes", "mib"), ("fits", "fits", "bool"), ("PPL", "perplexity", ".2f"),
     ("KLD", "kld_mean", ".4f"), ("same top", "same_top_token", "pct"), ("task acc", "task_accuracy", "pct"),
-    ("$/1M tok", "usd_per_1m_output_tokens", ".3g"), ("J/tok", "energy_j_per_token", ".3g"),
+    ("tier $/1M tok", "usd_per_1m_output_tokens", "tier:.3g"), ("J/tok", "energy_j_per_token", ".3g"),
 )
+
+
+def cell_text(f: dict, key: str, spec: str) -> str:
+    """One table cell of a flat record: ``spec`` as bench.fmt's, or ``tier:SPEC`` for the tier's own
+    speed or cost: the value, with "PROJECTED" where it is a projection, or "-" with why."""
+    if not spec.startswith("tier:"):
+        return fmt(f[key], spec)
+    if f["status"] != "ok":
+        return "-"
+    if f[key] is None:
+        return f"- ({f['speed_basis']})" if f["speed_basis"] == "caps only" else "-"
+    projected = f["speed_basis"] != "measured"
+    return fmt(f[key], spec[5:]) + (" PROJECTED" if projected else "")
 # Beside tok/s when the rows hold several models: tokens are not a common unit across vocabularies.
 TEXT_COLUMNS = (("prefill B/s", "prefill_text_bps_mean", ".0f"), ("decode B/s", "decode_text_bps_mean", ".0f"))
 
@@ -75,7 +91,7 @@ class Report:
 
     def pareto(self) -> list[str]:
         """The same fronts as the speed-quality plot (bench.analysis.plots.quality_groups)."""
-        from bench.analysis.plots import pareto_front, quality_groups
+        from bench.analysis.plots import pareto_front, quality_groups, speed_tag
 
         metric, groups = quality_groups(self.rows)
         loss = "KLD" if metric == "kld_mean" else "task error"
@@ -84,7 +100,7 @@ class Report:
             front = pareto_front([(x, y) for _, x, y in pts])
             out.append(f"{name}: " + ", ".join(
                 f"{pts[i][0].config.variant_id}/{pts[i][0].config.backend} "
-                f"({pts[i][1]:.1f} tok/s, {loss} {pts[i][2]:.4f})"
+                f"({pts[i][1]:.1f} tok/s{speed_tag(pts[i][0])}, {loss} {pts[i][2]:.4f})"
                 for i in front))
         return out
 
@@ -104,15 +120,18 @@ def markdown(report: Report) -> str:
                                    if report.rows else ["No bench run rows (single stream) among the results."])
     for r in report.ordered():
         f = flatten(r)
-        lines.append("| " + " | ".join(_md_escape(fmt(f[k], spec)) for _, k, spec in columns) + " |")
+        lines.append("| " + " | ".join(_md_escape(cell_text(f, k, spec)) for _, k, spec in columns) + " |")
     failed = [r for r in report.ordered() if r.status != "ok"]
     if failed:
         lines += ["", "## Cells that did not complete", ""]
-        lines += [f"- {r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: "
+        lines += [f"- {r.config.model_id}:{r.config.variant_id} {r.config.backend} on {where_label(r)}: "
                   f"**{r.status}**: {_md_escape(r.reason or '')}" for r in failed]
     front = report.pareto()
     if front:
-        lines += ["", "## Pareto front: decode speed vs quality loss", ""] + [f"- {x}" for x in front]
+        lines += ["", "## Pareto front: decode speed vs quality loss", "",
+                  "Decode speed on the tier: measured on it, or PROJECTED (an emulated tier's own speed is the "
+                  "host's and is not used); cells whose tier speed is not known are left out.", ""]
+        lines += [f"- {x}" for x in front]
     lines += tier_speed_lines(report)
     lines += task_markdown(report)
     lines += serving_markdown(report)
@@ -122,14 +141,16 @@ def markdown(report: Report) -> str:
 # The serving table: (header, flat serving column, format); "single-stream $/1M" is the matching
 # bench run row's cost (``single_stream_cost``).
 SERVING_DISPLAY: tuple[tuple[str, str, str], ...] = (
-    ("model", "model", "s"), ("variant", "variant", "s"), ("tier", "tier", "s"), ("basis", "basis", "s"),
+    ("model", "model", "s"), ("variant", "variant", "s"), ("measured on", "measured_on", "s"), ("basis", "basis", "s"),
     ("workload", "workload", "s"), ("mode", "mode", "s"), ("load", "load", "g"), ("status", "status", "s"),
     ("ok/n", "ok", "d"), ("req/s", "request_throughput_rps", ".3g"), ("out tok/s", "output_tps", ".1f"),
     ("TTFT p50 ms", "ttft_s_p50", "ms"), ("TTFT p99 ms", "ttft_s_p99", "ms"), ("TPOT p50 ms", "tpot_s_p50", "ms"),
     ("ITL p50 ms", "itl_s_p50", "ms"), ("e2e p50 ms", "e2e_s_p50", "ms"), ("goodput req/s", "goodput_rps", ".3g"),
     ("goodput share", "goodput_share", "pct"), ("$/1M out", "usd_per_1m_output_tokens", ".3g"),
 )
-SERVING_NOTE = ("One line per load point (newest of each). TTFT, TPOT, ITL and e2e as in docs/METRICS.md \"Serving\" "
+SERVING_NOTE = ("One line per load point (newest of each); \"measured on\" names whose speed it is (the tier's own, or "
+                "HOST under the tier's threads: the host's speed, not the tier's). TTFT, TPOT, ITL and e2e as in "
+                "docs/METRICS.md \"Serving\" "
                 "(latency from the scheduled time); out tok/s and req/s over the point's window. $/1M out = the "
                 "tier's $/hour / (out tok/s x 3600) x 1e6 at that load, blank without a price or where the speed "
                 "is this host's under the tier's threads (basis emulated); single-stream $/1M is the bench run row "
@@ -144,8 +165,9 @@ def single_stream_cost(p: ServingRecord, rows: Sequence[Row]) -> str:
     if r is None:
         return "-"
     f = flatten(r)
+    label = f"{f['speed_basis']}: PROJECTION" if f["speed_basis"].startswith("projected") else f["speed_basis"]
     return f"{fmt(f['usd_per_1m_output_tokens'], '.3g')} ({r.config.backend} p={r.config.prompt_tokens} " \
-           f"n={r.config.gen_tokens}, {f['speed_basis']})"
+           f"n={r.config.gen_tokens}, {label})"
 
 
 def _serving_cells(p: ServingRecord, rows: Sequence[Row]) -> list[str]:
@@ -180,6 +202,16 @@ INTERVAL_NOTE = ("The interval is where real machines the model was not fitted o
                  "the same band's median, so it lies inside its interval (docs/performance-model.md).")
 
 
+def interval_text(low: float | None, high: float | None, spec: str, why: str | None) -> str:
+    """``low-high``; an end that is not known reads "unavailable (why)", never 0 or infinity."""
+    if low is not None and high is not None:
+        return f"{format(low, spec)}-{format(high, spec)}"
+    missing = f"unavailable ({why or 'not known'})"
+    if low is None and high is None:
+        return missing
+    return f"{format(low, spec)}-{missing}" if low is not None else f"{missing}-{format(high, spec)}"
+
+
 def tier_speed_lines(report: Report) -> list[str]:
     """Rows run under an emulated tier's caps: their speed is the host's, so the tier's speed is a
     PROJECTION (with its interval) or unknown ("caps only")."""
@@ -200,18 +232,20 @@ def tier_speed_lines(report: Report) -> list[str]:
             lines.append(f"- {cell}: **{f['speed_basis']}** (speed on the tier not known)")
             continue
         ttft = (f", TTFT {f['projected_ttft_s']:.2f} s" if f["projected_ttft_s"] is not None else "")
-        high = f"{f['projected_decode_tps_high']:.1f}" if f["projected_decode_tps_high"] else "?"
-        lines.append(f"- {cell}: decode {f['projected_decode_tps']:.1f} tok/s (interval "
-                     f"{f['projected_decode_tps_low']:.1f}-{high}){ttft}: PROJECTION, {f['speed_basis']}")
+        band = interval_text(f["projected_decode_tps_low"], f["projected_decode_tps_high"], ".1f",
+                             interval_missing(r, "decode_tps"))
+        lines.append(f"- {cell}: decode {f['projected_decode_tps']:.1f} tok/s (interval {band}){ttft}: PROJECTION, "
+                     f"{f['speed_basis']}")
     return lines
 
 
 TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-p)/n). Time is the task pass "
-             "measured on the row's own tier (few-shot prefix kept in the KV cache between items where the backend "
-             "can). On other tiers, time and $ per correct answer are PROJECTIONS, not measurements: the items' token "
-             "counts at the tier's projected prefill and decode speeds, scaled by the median over items of measured "
-             "time over the same at this row's measured speeds (bench.projection.tier.task_cost_on_tier), with the "
-             "projection's interval; $ = the tier's $/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
+             "measured on the machine that ran it (its own tier, or HOST under an emulated tier's caps: the host's "
+             "time; few-shot prefix kept in the KV cache between items where the backend can). On other tiers (and "
+             "on an emulated row's own), time and $ per correct answer are PROJECTIONS, not measurements: the items' "
+             "token counts at the tier's projected prefill and decode speeds, scaled by the median over items of "
+             "measured time over the same at this row's measured speeds (bench.projection.tier.task_cost_on_tier), "
+             "with the projection's interval; $ = the tier's $/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
 TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
 
 
@@ -229,30 +263,35 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
         prompt = sum(x.get("prompt_tokens", 0) for x in t.records or [])
         energy = (f"{t.energy_j_per_correct:.0f} J per correct answer" if t.energy_j_per_correct is not None
                   else f"energy {t.energy_source or 'not read'}")
-        usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
-               else "no $ on this tier (no price)")
+        if basis_kind(r) != "measured":
+            usd = "no $ at the tier's price from this host's time (the tier's: the projections below)"
+        else:
+            usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
+                   else "no $ on this tier (no price)")
         cut = "" if t.ok else f" (**{t.status}**: only the {t.items} item(s) finished before it)"
         if t.reason and t.reason.startswith("DISTURBED"):
             cut += f" ({t.reason.split(';')[0]}: its time is not this tier's alone)"
-        summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {tier_label(r)}: {t.name}{cut} "
+        summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {where_label(r)}: {t.name}{cut} "
                    f"accuracy {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} ({t.correct}/{t.items}); "
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
                    f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "
                    f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")
         lines = []
         for profile in report.profiles.values():
-            if profile.id == r.config.profile_id or not profile.price:
-                continue
+            if (profile.id == r.config.profile_id and basis_kind(r) == "measured") or not profile.price:
+                continue  # the tier the row measured its time on needs no projection
             c = task_cost_on_tier(r, profile)
             if "seconds" not in c:
                 lines.append([profile.id, fmt(profile.price.hourly_usd(), '.3g'), "-", "-", "-", c["why"]])
                 continue
             per = c["items"]
             fast, slow = c["seconds_interval"]
+            usd_low, usd_high = c.get("usd_per_correct_interval") or [None, None]
             lines.append([profile.id, fmt(c.get("usd_per_hour"), ".3g"), f"{c['seconds'] / per:.1f}",
-                          f"{fast / per:.1f}-{slow / per:.1f}" if slow is not None else f"{fast / per:.1f}-?",
+                          interval_text(fast and fast / per, slow and slow / per, ".1f", c.get("interval_why")),
                           fmt(c.get("usd_per_correct"), ".3g"),
-                          "-".join(fmt(v, ".3g") for v in c.get("usd_per_correct_interval") or [])])
+                          interval_text(usd_low, usd_high, ".3g", c.get("why_no_usd") or (
+                              "no correct answer" if c.get("usd_per_correct") is None else None))])
         out.append((r, summary, lines))
     return out
 
@@ -332,13 +371,14 @@ def html_page(report: Report) -> str:
     for r in report.ordered():
         f = flatten(r)
         cls = ' class="bad"' if r.status != "ok" else ""
-        cells = "".join(f'<td{" class=s" if spec == "s" else ""}>{e(fmt(f[k], spec))}</td>' for _, k, spec in columns)
+        cells = "".join(f'<td{" class=s" if spec == "s" else ""}>{e(cell_text(f, k, spec))}</td>'
+                        for _, k, spec in columns)
         parts.append(f'<tr{cls} title="{e(r.reason or "")}">{cells}</tr>')
     parts.append("</tbody></table>")
     failed = [r for r in report.ordered() if r.status != "ok"]
     if failed:
         parts.append("<h2>Cells that did not complete</h2><ul>" + "".join(
-            f"<li>{e(r.config.model_id)}:{e(r.config.variant_id)} {e(r.config.backend)} on {e(tier_label(r))}: "
+            f"<li>{e(r.config.model_id)}:{e(r.config.variant_id)} {e(r.config.backend)} on {e(where_label(r))}: "
             f"<b>{e(r.status)}</b>: {e(r.reason or '')}</li>" for r in failed) + "</ul>")
     parts += task_html(report)
     parts += serving_html(report)

@@ -49,6 +49,8 @@ SERVING_COLUMNS: tuple[Column[ServingRecord], ...] = (
     Column("variant", "text", lambda p: p.variant_id),
     Column("server", "text", lambda p: p.server_kind, "llama-server (the suite's) or openai-compatible"),
     Column("tier", "text", lambda p: p.tier_label),
+    Column("measured_on", "text", lambda p: p.where_label,
+           "whose speed the point's numbers are: the tier's own, or HOST under the tier's threads (the host's)"),
     Column("workload", "text", lambda p: p.workload_label, "prompt kind and length, output tokens"),
     Column("mode", "text", lambda p: p.mode, "concurrency (closed loop) or rate (open-loop arrivals)"),
     Column("load", "real", lambda p: p.load_value, "concurrent users, or requests/s offered"),
@@ -104,7 +106,7 @@ def latest_points(records: Sequence[ServingRecord]) -> list[ServingRecord]:
 def curve_label(p: ServingRecord) -> str:
     """One curve: a model variant on a tier (by a server, a workload and a load mode)."""
     server = "" if p.server_kind == "llama-server" else f" ({p.server_kind})"
-    return f"{p.model_id}:{p.variant_id}{server} on {p.tier_label}, {p.workload_label}, {p.mode}"
+    return f"{p.model_id}:{p.variant_id}{server} on {p.where_label}, {p.workload_label}, {p.mode}"
 
 
 def single_stream_match(p: ServingRecord, rows: Sequence[Row]) -> Row | None:

@@ -27,13 +27,14 @@ from bench.analysis.flat import (
     basis_kind,
     flatten,
     hourly_usd,
+    interval_missing,
     latest_per_cell,
     projected,
-    reference_variants,
     speed_basis,
     tier_decode_tps,
     tier_label,
 )
+from bench.models.catalog import Model
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
 from bench.yamlfile import StrictModel, parse_yaml_file
@@ -99,9 +100,17 @@ Outcome = Literal["pass", "fail", "unmeasured"]
 
 @dataclass(frozen=True)
 class Check:
+    """One criterion on one row. ``value``: what was measured, in full (bound and basis included),
+    or for ``unmeasured`` why not, in full; ``short``: for a table cell, the value alone ("10.7",
+    "2.48 s"), or for ``unmeasured`` the reason as the dashboard numbers it (the gist, with what a
+    reader needs to act; ``--json`` gives ``value``); ``parts``: the checks of a composite criterion
+    (quality retained)."""
+
     criterion: str
     outcome: Outcome
     value: str
+    short: str = ""
+    parts: tuple[Check, ...] = ()
 
 
 @dataclass
@@ -113,6 +122,19 @@ class RowVerdict:
     def outcome(self) -> Outcome:
         outcomes = {c.outcome for c in self.checks}
         return "fail" if "fail" in outcomes else ("unmeasured" if "unmeasured" in outcomes else "pass")
+
+    def check(self, criterion: str) -> Check | None:
+        return next((c for c in self.checks if c.criterion == criterion), None)
+
+
+def disturbed(r: Row) -> str | None:
+    """The DISTURBED flags of a row's timed pass (bench.measuring.machine_state), or None."""
+    state = r.environment.machine_state or {}
+    if state.get("disturbed"):
+        return "DISTURBED: " + "; ".join(state.get("flags") or [])
+    if (r.reason or "").startswith("DISTURBED"):
+        return r.reason.split(";")[0] if r.reason else None
+    return None
 
 
 @dataclass
@@ -135,6 +157,25 @@ class TierVerdict:
         if self.best is None:
             return "-"
         return f"{self.best.row.config.variant_id} / {self.best.row.config.backend}"
+
+    @property
+    def basis_tag(self) -> str:
+        """The basis in one word for a table: ``measured`` (this host as it is), ``measured on tier``
+        (a machine that is the tier), ``PROJECTED`` (fit under the tier's caps here, speed projected
+        onto the tier), ``emulated`` (fit under the caps, the tier's speed not known) or ``-``."""
+        if self.best is None:
+            return "-"
+        r = self.best.row
+        kind = basis_kind(r)
+        if kind == "measured":
+            return "measured" if r.config.profile_id == "auto" else "measured on tier"
+        if kind == "not measured":
+            return "-"
+        return "PROJECTED" if speed_basis(r).startswith("projected") else "emulated"
+
+    @property
+    def disturbed(self) -> str | None:
+        return disturbed(self.best.row) if self.best else None
 
     @property
     def basis(self) -> str:
@@ -167,11 +208,12 @@ def _task_key(r: Row) -> tuple:
 
 def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
     if r.status in ("does_not_fit", "oom"):
-        return Check("fits", "fail", r.status.replace("_", " "))
+        what = r.status.replace("_", " ")
+        return Check("fits", "fail", f"{what}: {r.reason}" if r.reason else what, what)
     if f["fits"] is None:
-        return Check("fits", "unmeasured", why or "no RAM budget for this tier")
+        return Check("fits", "unmeasured", why or "no RAM budget for this tier", why or "no RAM budget for this tier")
     peak, budget = f["peak_rss_bytes"] / 2**20, (f["ram_budget_bytes"] or 0) / 2**20
-    return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB")
+    return Check("fits", "pass" if f["fits"] else "fail", f"{peak:.0f} of {budget:.0f} MiB", f"{peak:.0f}")
 
 
 def _not_on_tier(r: Row, metric: str) -> str:
@@ -181,6 +223,21 @@ def _not_on_tier(r: Row, metric: str) -> str:
             f"projection ({missing or 'the tier has no performance figures'})")
 
 
+def _no_projection(r: Row, metric: str) -> str:
+    """The gist of ``_not_on_tier``: no projection onto the tier, and what it lacks."""
+    missing = ((r.efficiency.projection or {}).get("unmeasured") or {}).get(metric)
+    return f"no projection onto {r.tier_label}: {missing or 'the tier has no performance figures'}"
+
+
+def _no_pessimistic_end(r: Row, criterion: str, metric: str, value: str) -> Check:
+    """A projection without an interval has no pessimistic end to judge: unmeasured, never a 0."""
+    why = interval_missing(r, metric) or "its interval is unknown"
+    return Check(criterion, "unmeasured", f"projected {value} on {r.tier_label} (PROJECTION), but {why}: no "
+                                          "pessimistic end to judge", f"a projection without an interval ({why})")
+
+
+
+
 def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     """Decode on the tier: measured on it, else the projection's pessimistic (low) end."""
     assert c.decode_tps_min is not None
@@ -188,76 +245,160 @@ def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
                       if f["decode_text_bps_mean"] and f["decode_tps_mean"] else None)
     unit = "B/s" if c.speed_unit == "utf8_bytes" else "tok/s"
     if why:
-        return Check("decode tok/s", "unmeasured", why)
+        return Check("decode tok/s", "unmeasured", why, why)
     if speed_basis(r) == "measured":
         v = f["decode_text_bps_mean"] if unit == "B/s" else f["decode_tps_mean"]
         if v is None:
-            return Check("decode tok/s", "unmeasured", f"no decode rate in {unit}")
+            return Check("decode tok/s", "unmeasured", f"no decode rate in {unit}", f"no decode rate in {unit}")
         text = f"; {f['decode_text_bps_mean']:.0f} B/s of text" if unit == "tok/s" and text_per_token else ""
         return Check("decode tok/s", "pass" if v >= c.decode_tps_min else "fail",
-                     f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}")
+                     f"{v:.1f} {unit} (>= {c.decode_tps_min:g}){text}", f"{v:.1f}")
     low, value, high = (projected(r, "decode_tps", e) for e in ("low", "value", "high"))
+    if value is not None and low is None:
+        return _no_pessimistic_end(r, "decode tok/s", "decode_tps", f"{value:.1f} tok/s")
     if low is None or value is None:
-        return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"))
+        return Check("decode tok/s", "unmeasured", _not_on_tier(r, "decode_tps"), _no_projection(r, "decode_tps"))
     scale = 1.0
     if unit == "B/s":
         if text_per_token is None:
-            return Check("decode tok/s", "unmeasured", "no text rate measured to carry onto the tier")
+            return Check("decode tok/s", "unmeasured", "no text rate measured to carry onto the tier",
+                         "no text rate measured")
         scale = text_per_token
     span = f"{low * scale:.1f}-{high * scale:.1f}" if high is not None else f">= {low * scale:.1f}"
     return Check("decode tok/s", "pass" if low * scale >= c.decode_tps_min else "fail",
                  f"{low * scale:.1f} {unit} PROJECTED, pessimistic end of {span} (model {value * scale:.1f}; "
-                 f">= {c.decode_tps_min:g}; {speed_basis(r)})")
+                 f">= {c.decode_tps_min:g}; {speed_basis(r)})", f"{low * scale:.1f}")
 
 
 def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     """TTFT on the tier: measured on it, else the projection's pessimistic (high) end."""
     assert c.ttft_s_max is not None
     if why:
-        return Check("TTFT", "unmeasured", why)
+        return Check("TTFT", "unmeasured", why, why)
     if r.config.prompt_tokens < c.ttft_min_prompt_tokens:
         return Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
-                                           f">= {c.ttft_min_prompt_tokens}")
+                                           f">= {c.ttft_min_prompt_tokens}", "prompt too short")
     if speed_basis(r) == "measured":
         v = f["ttft_s_mean"]
         if v is None:
-            return Check("TTFT", "unmeasured", "no TTFT")
+            return Check("TTFT", "unmeasured", "no TTFT", "no TTFT")
         return Check("TTFT", "pass" if v <= c.ttft_s_max else "fail",
-                     f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})")
+                     f"{v:.2f} s at p={r.config.prompt_tokens} (<= {c.ttft_s_max:g})", f"{v:.2f}")
     low, value, high = (projected(r, "ttft_s", e) for e in ("low", "value", "high"))
+    if value is not None and high is None:
+        return _no_pessimistic_end(r, "TTFT", "ttft_s", f"{value:.2f} s")
     if high is None or value is None:
-        return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"))
+        return Check("TTFT", "unmeasured", _not_on_tier(r, "ttft_s"), _no_projection(r, "ttft_s"))
     return Check("TTFT", "pass" if high <= c.ttft_s_max else "fail",
                  f"{high:.2f} s PROJECTED at p={r.config.prompt_tokens}, pessimistic end of {low:.2f}-{high:.2f} "
-                 f"(model {value:.2f}; <= {c.ttft_s_max:g}; {speed_basis(r)})")
+                 f"(model {value:.2f}; <= {c.ttft_s_max:g}; {speed_basis(r)})", f"{high:.2f}")
 
 
-def _kld(r: Row, f: dict[str, Any], c: Criteria, is_reference: bool) -> Check:
-    if is_reference:
-        return Check("KLD", "pass", "is the reference")
+# -- quality retained: against the developer's original release only ---------------------------
+def is_original(r: Row, model: Model | None) -> bool:
+    """The row measured the model's original release (the catalog's ``original``)."""
+    return model is not None and model.original == r.config.variant_id
+
+
+def reference_problem(model: Model | None, model_id: str, reference: str | None) -> str | None:
+    """Why a quality measurement against ``reference`` does not say what the model's original
+    release retains, or None when ``reference`` is that release. A file derived from a quantized
+    one (an F16 made from a Q4_1, say) holds that quantization's loss: a variant compared with it
+    is compared with itself, more or less."""
+    if model is None:
+        return f"{model_id} is not in the catalog: its original release is not known"
+    if model.original is None:
+        return f"the catalog names no original release of {model_id}"
+    if reference is None:
+        return "no reference variant"
+    if reference == model.original:
+        return None
+    root = model.derived_from(reference)
+    if root is not None:
+        return f"reference {reference} is derived from {root}, not the original release {model.original}"
+    return f"reference {reference} is not the original release {model.original}"
+
+
+def _kld(r: Row, f: dict[str, Any], c: Criteria, model: Model | None) -> Check:
+    """KLD from the original release; a KLD against any other reference is shown, unmeasured."""
+    if is_original(r, model):
+        return Check("KLD", "pass", "is the original release (its own reference)", "original")
     if f["kld_mean"] is None and r.quality.ok and r.quality.perplexity is not None:
-        return Check("KLD", "unmeasured", f"perplexity {r.quality.perplexity:.2f} only: "
-                                          f"{r.quality.note or 'no reference variant'}")
+        note = r.quality.note or "no reference variant"
+        return Check("KLD", "unmeasured", f"perplexity {r.quality.perplexity:.2f} only: {note}", _reference_gist(note))
     if f["kld_mean"] is None:
-        return Check("KLD", "unmeasured",
-                     r.quality.reason or r.quality.note or "no KLD in this row (run with --quality)")
+        why = r.quality.reason or r.quality.note
+        return Check("KLD", "unmeasured", why or "no KLD in this row (run with --quality)",
+                     "the quality pass failed" if r.quality.reason else "no KLD measured (run with --quality)")
+    reference = r.quality.reference.variant_id if r.quality.reference else None
+    why = reference_problem(model, r.config.model_id, reference)
+    if why is not None:
+        return Check("KLD", "unmeasured", f"KLD {f['kld_mean']:.4f} against {reference} does not count: {why}", why)
     assert c.kld_max is not None
-    return Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail", f"{f['kld_mean']:.4f} (<= {c.kld_max:g})")
+    return Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail", f"{f['kld_mean']:.4f} (<= {c.kld_max:g})",
+                 f"{f['kld_mean']:.4f}")
 
 
-def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None) -> Check:
+def _accuracy(r: Row, f: dict[str, Any], c: Criteria, model: Model | None, original: float | None) -> Check:
+    """Task accuracy against the original release's on the same task."""
     acc = f["task_accuracy"]
-    if is_reference:
-        return Check("accuracy retained", "pass", "is the reference")
+    if is_original(r, model):
+        return Check("accuracy retained", "pass", "is the original release (its own reference)", "original")
     if acc is None:
-        return Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)")
-    if not ref:
-        return Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
-                                                        "on the same task to compare with")
+        return Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)",
+                     "no task accuracy (run with --task)")
+    if not original:
+        name = model.original if model is not None and model.original else "the original release"
+        return Check("accuracy retained", "unmeasured", f"{acc:.1%}; no task accuracy of {name} on the same "
+                                                        "task to compare with", f"no task accuracy of {name}")
     assert c.accuracy_retained_min is not None
-    kept = acc / ref
+    kept = acc / original
     return Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
-                 f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})")
+                 f"{kept:.1%} of {original:.1%} (>= {c.accuracy_retained_min:.0%})", f"{kept:.1%}")
+
+
+def quality_check(r: Row, c: Criteria, model: Model | None, original_accuracy: dict[tuple, float],
+                  where: str = "") -> Check | None:
+    """Quality retained: KLD and/or task accuracy, whichever the claims set and the row measured; a
+    measured failure fails, a measured pass passes, nothing measured is ``unmeasured``."""
+    f = flatten(r)
+    parts: list[Check] = []
+    if c.kld_max is not None:
+        parts.append(_kld(r, f, c, model))
+    if c.accuracy_retained_min is not None:
+        parts.append(_accuracy(r, f, c, model, original_accuracy.get(_task_key(r))))
+    if not parts:
+        return None
+    outcomes = {q.outcome for q in parts}
+    outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
+    short = next(q.short for q in parts if q.outcome == outcome)
+    if outcome == "unmeasured":
+        short = "; ".join(f"{q.criterion}: {q.short}" for q in parts)
+    return Check("quality retained", outcome, "; ".join(f"{q.criterion} {q.outcome}: {q.value}" for q in parts)
+                 + where, short, tuple(parts))
+
+
+HUB_GIST = ("no original release available offline (only the Hugging Face hub has it): run once with the hub "
+            "reachable, or give the original variant a local `path:` source")
+
+
+def _reference_gist(note: str) -> str:
+    """Why a quality pass measured perplexity only, in a few words (from bench.measuring.plan's note)."""
+    if "could not be had" in note:
+        return HUB_GIST if "unreachable" in note else "the original release could not be had"
+    if "no reference" in note:
+        return "no reference variant named"
+    return "the reference cannot be scored here"
+
+
+def original_accuracies(rows: Sequence[Row], models: dict[str, Model]) -> dict[tuple, float]:
+    """The original release's task accuracy per task (model, task, limit, shots, answer length)."""
+    out: dict[tuple, float] = {}
+    for r in rows:
+        acc = flatten(r)["task_accuracy"]
+        if acc is not None and is_original(r, models.get(r.config.model_id)):
+            out[_task_key(r)] = acc
+    return out
 
 
 def serving_point(r: Row, users: int, serving: Sequence[ServingRecord]) -> ServingRecord | None:
@@ -291,10 +432,10 @@ def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRecord]) -> lis
     elif p.status == "failed" and (p.reason or "").startswith("not run"):
         why = f"the point at c={n} did not run: {p.reason}"
     if why is not None:
-        return [Check(name, "unmeasured", why) for name in names]
+        return [Check(name, "unmeasured", why, why) for name in names]
     assert p is not None
     if p.status != "ok":  # requests failed under this load: users were not served
-        return [Check(name, "fail", f"{p.status} at c={n}: {p.reason}") for name in names]
+        return [Check(name, "fail", f"{p.status} at c={n}: {p.reason}", p.status) for name in names]
     checks = []
     if c.decode_tps_min is not None:
         checks.append(_serving_decode(p, c))
@@ -308,13 +449,14 @@ def _serving_decode(p: ServingRecord, c: Criteria) -> Check:
 
     name = f"decode tok/s @{c.concurrent_users} users"
     if c.speed_unit == "utf8_bytes":
-        return Check(name, "unmeasured", "serving rows measure tokens, not bytes of text: speed_unit tokens")
+        return Check(name, "unmeasured", "serving rows measure tokens, not bytes of text: speed_unit tokens",
+                     "serving rows measure tokens, not bytes")
     v = per_user_decode_tps(p)
     if v is None:
-        return Check(name, "unmeasured", "no TPOT at this point")
+        return Check(name, "unmeasured", "no TPOT at this point", "no TPOT")
     assert c.decode_tps_min is not None
     return Check(name, "pass" if v >= c.decode_tps_min else "fail",
-                 f"{v:.1f} tok/s per user (1 / TPOT p50; >= {c.decode_tps_min:g}; {p.basis})")
+                 f"{v:.1f} tok/s per user (1 / TPOT p50; >= {c.decode_tps_min:g}; {p.basis})", f"{v:.1f}")
 
 
 def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
@@ -322,16 +464,19 @@ def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
 
     name = f"TTFT @{c.concurrent_users} users"
     ok = p.summary.get("ok") or 0
+    if p.summary.get("prompt_tokens") is None and c.ttft_min_prompt_tokens:
+        why = p.summary.get("total_tps_unavailable") or "no prompt token count at this point"
+        return Check(name, "unmeasured", why, "prompt lengths not known")
     prompt = (p.summary.get("prompt_tokens") or 0) / ok if ok else 0
     if prompt < c.ttft_min_prompt_tokens:
         return Check(name, "unmeasured", f"prompts of {prompt:.0f} tokens on average, the claim needs "
-                                         f">= {c.ttft_min_prompt_tokens}")
+                                         f">= {c.ttft_min_prompt_tokens}", "prompts too short")
     v = stat(p, "ttft_s", "p90")
     if v is None:
-        return Check(name, "unmeasured", "no TTFT at this point")
+        return Check(name, "unmeasured", "no TTFT at this point", "no TTFT")
     assert c.ttft_s_max is not None
     return Check(name, "pass" if v <= c.ttft_s_max else "fail",
-                 f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})")
+                 f"{v:.2f} s p90 at p={prompt:.0f} (<= {c.ttft_s_max:g}; {p.basis})", f"{v:.2f}")
 
 
 def context_tokens(r: Row) -> int:
@@ -368,11 +513,13 @@ def context_check(r: Row, c: Criteria, at_depth: Sequence[Row]) -> Check:
     deep = sorted((x for x in at_depth if context_tokens(x) >= n), key=lambda x: (context_tokens(x), x.created_at))
     if not deep:
         if fit is not None and fit < n:
-            return Check("context", "fail", f"{n} tokens: {fit_text}; none measured")
+            return Check("context", "fail", f"{n} tokens: {fit_text}; none measured",
+                         f"{n} tokens do not fit: at most {fit} predicted (PREDICTION)")
         depth = max(0, n - r.config.prompt_tokens - r.config.gen_tokens)
         return Check("context", "unmeasured", f"{n} tokens: no row with that much context ({fit_text}); run "
                                               f"bench run -m {r.config.model_id}:{r.config.variant_id} "
-                                              f"-p {r.config.profile_id} --depth {depth}")
+                                              f"-p {r.config.profile_id} --depth {depth}",
+                         f"no row with {n} tokens of context: run with --depth {depth}")
     d = deep[0]
     f, why = flatten(d), f"{d.status}: {d.reason}" if d.status != "ok" else ""
     parts = [_fits(d, f, why)] if c.fits else []
@@ -384,8 +531,10 @@ def context_check(r: Row, c: Criteria, at_depth: Sequence[Row]) -> Check:
     outcome: Outcome = "fail" if "fail" in outcomes else ("unmeasured" if "unmeasured" in outcomes or not parts
                                                           else "pass")
     detail = "; ".join(f"{p.criterion} {p.outcome}: {p.value}" for p in parts)
+    short = (f"@{d.config.depth}" if outcome != "unmeasured"
+             else next((p.short or p.value for p in parts if p.outcome == "unmeasured"), "no criterion to judge it by"))
     return Check("context", outcome, f"{n} tokens, measured at depth {d.config.depth} ({context_tokens(d)} in "
-                                     f"context): {detail}; {fit_text}")
+                                     f"context): {detail}; {fit_text}", short)
 
 
 def split_at_depth(rows: Sequence[Row]) -> tuple[list[Row], dict[tuple, list[Row]]]:
@@ -408,12 +557,13 @@ def _has_quality(r: Row) -> bool:
     return bool(r.quality) or bool(r.task)
 
 
-def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dict[tuple, float],
+def check_row(r: Row, c: Criteria, models: dict[str, Model], original_accuracy: dict[tuple, float],
               quality_from: Row | None = None, serving: Sequence[ServingRecord] = (),
               at_depth: Sequence[Row] = ()) -> RowVerdict:
     """Each criterion the claims set, on one row. Quality does not depend on the tier a
     configuration runs on (the same numbers are computed), so a row without quality takes it from
-    ``quality_from``, a row of the same configuration that measured it, and says where."""
+    ``quality_from``, a row of the same configuration that measured it, and says where. ``models``:
+    the catalog's models, which name each one's original release."""
     f = flatten(r)
     why = f"{r.status}: {r.reason}" if r.status != "ok" else ""
     checks: list[Check] = []
@@ -427,23 +577,12 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
         checks += serving_checks(r, c, serving)
     if c.context_tokens_min is not None:
         checks.append(context_check(r, c, at_depth))
-    # Quality retained: KLD and/or task accuracy, whichever the row measured; a measured failure
-    # fails, a measured pass passes, nothing measured is `unmeasured`.
-    is_reference = (r.config.model_id, r.config.variant_id) in refs
     q_row, where = r, ""
     if not _has_quality(r) and quality_from is not None:
         q_row, where = quality_from, f" (measured on {quality_from.tier_label})"
-    qf = flatten(q_row)
-    quality: list[Check] = []
-    if c.kld_max is not None:
-        quality.append(_kld(q_row, qf, c, is_reference))
-    if c.accuracy_retained_min is not None:
-        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row))))
-    if quality:
-        outcomes = {q.outcome for q in quality}
-        outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
-        checks.append(Check("quality retained", outcome,
-                            "; ".join(f"{q.criterion} {q.outcome}: {q.value}" for q in quality) + where))
+    quality = quality_check(q_row, c, models.get(r.config.model_id), original_accuracy, where)
+    if quality is not None:
+        checks.append(quality)
     return RowVerdict(r, checks)
 
 
@@ -475,17 +614,14 @@ def _unmeasured_tiers(have: list[TierVerdict], expected: dict[str, list[tuple[st
 
 def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None,
           expected: dict[str, list[tuple[str, float | None, str]]] | None = None,
-          serving: Sequence[ServingRecord] = ()) -> Verdict:
+          serving: Sequence[ServingRecord] = (), models: Sequence[Model] = ()) -> Verdict:
     """The verdict per model x tier. ``expected`` lists, per model, the tiers the verdict must
     cover as (tier, $/hour, why it may be missing): a tier with no row is shown as unmeasured.
-    ``serving``: bench serve's records, read where the claims set ``concurrent_users``."""
-    countries = catalog_countries or {}
-    refs = reference_variants(list(rows))
-    ref_accuracy: dict[tuple, float] = {}
-    for r in rows:
-        acc = flatten(r)["task_accuracy"]
-        if acc is not None and (r.config.model_id, r.config.variant_id) in refs:
-            ref_accuracy[_task_key(r)] = acc
+    ``serving``: bench serve's records, read where the claims set ``concurrent_users``. ``models``:
+    the catalog's, naming each model's original release (without them quality is unmeasured)."""
+    countries = {**{m.id: m.country for m in models}, **(catalog_countries or {})}
+    by_id = {m.id: m for m in models}
+    original_accuracy = original_accuracies(rows, by_id)
     # A configuration (variant x backend x settings) passes a tier only if every workload measured
     # for it there passes (the newest row of each cell); the tier passes if one configuration does.
     groups: dict[tuple[str, str], dict[tuple, list[Row]]] = defaultdict(lambda: defaultdict(list))
@@ -509,7 +645,7 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
 
     tiers = []
     for (model, tier), configs in sorted(groups.items()):
-        deciding = [max((check_row(r, claims.criteria, refs, ref_accuracy, quality_of.get(key), serving,
+        deciding = [max((check_row(r, claims.criteria, by_id, original_accuracy, quality_of.get(key), serving,
                                    at_depth.get((key, tier), ())) for r in rs), key=rank)
                     for key, rs in configs.items()]  # each configuration's worst workload decides it
         best = min(deciding, key=rank)
@@ -528,82 +664,3 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
             if cur is None or tv.usd_per_hour < (cur.usd_per_hour or float("inf")):
                 cheapest[tv.model] = tv
     return Verdict(claims, tiers, cheapest)
-
-
-# -- presentation -----------------------------------------------------------------------------
-CRITERIA_ORDER = ("fits", "decode tok/s", "TTFT", "decode tok/s @N users", "TTFT @N users", "context",
-                  "quality retained")
-MARK = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
-
-
-def _by_country(v: Verdict) -> dict[str, list[TierVerdict]]:
-    out: dict[str, list[TierVerdict]] = defaultdict(list)
-    for tv in v.tiers:
-        out[tv.country].append(tv)
-    return dict(sorted(out.items(), key=lambda kv: (kv[0] == "unknown", kv[0])))
-
-
-def _criteria_in(v: Verdict) -> list[str]:
-    seen = {c.criterion for tv in v.tiers if tv.best for c in tv.best.checks}
-    users = v.claims.criteria.concurrent_users
-    order = [c.replace("@N", f"@{users}") for c in CRITERIA_ORDER]
-    return [c for c in order if c in seen]
-
-
-def _cell(tv: TierVerdict, criterion: str) -> str:
-    if tv.best is None:
-        return "unmeasured"
-    c = next((c for c in tv.best.checks if c.criterion == criterion), None)
-    return "-" if c is None else f"{MARK[c.outcome]}: {c.value}"
-
-
-def _claim_line(v: Verdict, model: str) -> str:
-    tv = v.cheapest.get(model)
-    if tv is None:
-        passed = [t.tier for t in v.tiers if t.model == model and t.outcome == "pass"]
-        return (f"{model}: passes on {', '.join(passed)} (no price, so no cheapest)" if passed else
-                f"{model}: passes on none of the measured tiers")
-    tag = "an inexpensive tier" if tv.inexpensive else "NOT an inexpensive tier by the claims file"
-    return (f"{model}: cheapest passing tier {tv.tier} at ${tv.usd_per_hour:.3g}/h ({tag}; "
-            f"{tv.configuration}; {tv.basis})")
-
-
-def markdown(v: Verdict, sources: str) -> str:
-    crit = _criteria_in(v)
-    lines = [f"# Verdict: {v.claims.name}", "", f"From {sources}.", "",
-             "A model passes a tier when one of its measured configurations there meets every criterion; "
-             "`unmeasured` is never counted as a pass.", ""]
-    for country, tvs in _by_country(v).items():
-        lines += [f"## Models from {country}", "",
-                  "| model | tier | $/h | inexpensive | configuration | " + " | ".join(crit) + " | verdict | basis |",
-                  "|---|---|---|---|---|" + "---|" * len(crit) + "---|---|"]
-        for tv in tvs:
-            usd = "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}"
-            lines.append(f"| {tv.model} | {tv.tier} | {usd} | {'yes' if tv.inexpensive else 'no'} | "
-                         f"{tv.configuration} (best of {tv.configurations} configuration(s)) | "
-                         + " | ".join(_cell(tv, c) for c in crit) + f" | **{MARK[tv.outcome]}** | {tv.basis} |")
-        lines.append("")
-    lines += ["## Cheapest passing tier", ""] + [f"- {_claim_line(v, m)}" for m in v.cheapest] + [""]
-    return "\n".join(lines)
-
-
-def rich_tables(v: Verdict) -> list:
-    from rich.table import Table
-
-    crit = _criteria_in(v)
-    out = []
-    for country, tvs in _by_country(v).items():
-        t = Table(title=f"{v.claims.name}: models from {country}")
-        for col in ("model", "tier", "$/h", "cheap", "configuration", *crit, "verdict", "basis"):
-            t.add_column(col, overflow="fold")
-        for tv in tvs:
-            color = {"pass": "green", "fail": "red", "unmeasured": "yellow"}[tv.outcome]
-            t.add_row(tv.model, tv.tier, "-" if tv.usd_per_hour is None else f"{tv.usd_per_hour:.3g}",
-                      "yes" if tv.inexpensive else "no", tv.configuration,
-                      *(_cell(tv, c) for c in crit), f"[{color}]{MARK[tv.outcome]}[/{color}]", tv.basis)
-        out.append(t)
-    return out
-
-
-def claim_lines(v: Verdict) -> list[str]:
-    return [_claim_line(v, m) for m in v.cheapest]

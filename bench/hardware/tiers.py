@@ -79,6 +79,14 @@ class MemoryPrediction:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
+def kv_heads(g: dict[str, Any]) -> int:
+    """KV heads per layer: ``head_count_kv``, else ``head_count`` (llama.cpp's own default when the
+    header has no head_count_kv: plain multi-head attention), else 0 (no attention heads in the header:
+    an attention-free architecture keeps no KV cache). One rule for the memory prediction and the
+    bytes read per token."""
+    return g.get("head_count_kv") or g.get("head_count") or 0
+
+
 def _head_dims(g: dict[str, Any]) -> tuple[int, int]:
     head_dim = (g.get("embedding_length") or 0) // max(1, g.get("head_count") or 1)
     return g.get("key_length") or head_dim, g.get("value_length") or head_dim
@@ -102,7 +110,7 @@ def kv_bytes_per_token(g: dict[str, Any], type_k: str = "f16", type_v: str = "f1
     n_layer x (row(type_k, n_head_kv x head_dim_k) + row(type_v, n_head_kv x head_dim_v)),
     row(t, n) = ceil(n / block) x block bytes (f16: 2n; q8_0: 34 per 32 values; q4_0: 18 per 32)."""
     k, v = _head_dims(g)
-    n_kv = g.get("head_count_kv") or g.get("head_count") or 0
+    n_kv = kv_heads(g)
     return (g.get("block_count") or 0) * (_row_bytes(type_k, n_kv * k) + _row_bytes(type_v, n_kv * v))
 
 

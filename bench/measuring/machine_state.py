@@ -14,6 +14,10 @@ here is reported as unavailable, with why.
 
 A cell is flagged ``disturbed`` when others' share exceeds 5%, steal exceeds 2%, or a clock fell by
 more than 10% while it ran (thresholds in DISTURBED).
+
+The cores watched are those the cell ran on (``cpus_to_watch``): the ones it was pinned to under an
+emulated tier's caps, else every core it could run on (a machine that is the tier, a fleet node,
+pins nothing): a row measured on the tier itself is checked as well as an emulated one.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ def cpu_times(path: Path = Path("/proc/stat")) -> dict[int, tuple[float, float, 
         out[int(parts[0][3:])] = ((user + nice + system + irq + softirq) / _TICK, (idle + iowait) / _TICK,
                                   steal / _TICK)
     return out
+
+
+def cpus_to_watch(pinned: list[int] | None) -> tuple[list[int], bool]:
+    """(the cores a cell runs on, whether it is pinned to them): its pinned cores, else every core
+    this process may run on (the measuring child inherits its affinity)."""
+    if pinned:
+        return sorted(pinned), True
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0)), False
+    return list(range(os.cpu_count() or 1)), False
 
 
 def clock_khz(cpu: int) -> int | None:
@@ -101,10 +115,12 @@ def _children_cpu_s() -> float:
 
 @dataclass
 class StateWatch:
-    """Samples the machine in the parent (1 Hz) while a child runs on ``cpus``."""
+    """Samples the machine in the parent (1 Hz) while a child runs on ``cpus`` (``pinned``: it is
+    pinned to them; else they are every core it could run on)."""
 
     cpus: list[int]
     gpu: bool = False
+    pinned: bool = True
     interval_s: float = 1.0
     clocks: dict[int, list[int]] = field(default_factory=dict)
     temps: dict[str, list[float]] = field(default_factory=dict)
@@ -141,16 +157,27 @@ class StateWatch:
         self.wall_s = time.monotonic() - self._t0
         self._times1, self._child1 = cpu_times(), _children_cpu_s()
 
+    @classmethod
+    def for_cell(cls, pinned: list[int] | None, gpu: bool = False) -> StateWatch:
+        """The watch of a cell pinned to ``pinned`` (None or empty: not pinned, every core watched)."""
+        cpus, is_pinned = cpus_to_watch(pinned)
+        return cls(cpus, gpu=gpu, pinned=is_pinned)
+
     def report(self) -> dict[str, Any]:
-        return summarize_state(self.cpus, self.wall_s, self._times0, self._times1, self._child1 - self._child0,
-                               self.clocks, self.temps, self.gpu_samples)
+        out = summarize_state(self.cpus, self.wall_s, self._times0, self._times1, self._child1 - self._child0,
+                              self.clocks, self.temps, self.gpu_samples,
+                              "pinned cores" if self.pinned else "cores the cell could run on")
+        out["cpus_watched"] = "the cores the cell was pinned to" if self.pinned else (
+            "every core the cell could run on (it was not pinned)")
+        return out
 
 
 def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[float, float, float]],
                     after: dict[int, tuple[float, float, float]], child_cpu_s: float,
                     clocks: dict[int, list[int]], temps: dict[str, list[float]],
-                    gpu: list[dict[str, Any]]) -> dict[str, Any]:
-    """The state report and its flags (the formulas are in the module docstring). Pure."""
+                    gpu: list[dict[str, Any]], cores: str = "pinned cores") -> dict[str, Any]:
+    """The state report and its flags (the formulas are in the module docstring). Pure. ``cores``
+    names the watched cores in the flags ("pinned cores", or those of an unpinned cell)."""
     out: dict[str, Any] = {"cpus": cpus, "wall_s": wall_s, "child_cpu_s": child_cpu_s, "flags": []}
     pinned = [c for c in cpus if c in before and c in after]
     if pinned and wall_s > 0:
@@ -160,17 +187,20 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
         out["others_share"] = max(0.0, busy - child_cpu_s) / capacity
         out["steal_share"] = steal / capacity
         if out["others_share"] > DISTURBED["others_share"]:
-            out["flags"].append(f"other processes used {out['others_share']:.0%} of the pinned cores")
+            out["flags"].append(f"other processes used {out['others_share']:.0%} of the {cores}")
         if out["steal_share"] > DISTURBED["steal_share"]:
-            out["flags"].append(f"the hypervisor took {out['steal_share']:.0%} of the pinned cores (steal)")
+            out["flags"].append(f"the hypervisor took {out['steal_share']:.0%} of the {cores} (steal)")
     else:
-        out["cpu_time"] = "unavailable: no /proc/stat"
+        out["cpu_time"] = ("unavailable: no cores to watch" if not cpus else
+                           "unavailable: no /proc/stat" if not (before and after) else
+                           "unavailable: the watched cores are not in /proc/stat" if wall_s > 0 else
+                           "unavailable: no time elapsed")
     if clocks:
         out["clock_khz"] = {str(c): {"min": min(v), "max": max(v)} for c, v in clocks.items()}
         drop = max(1 - min(v) / max(v) for v in clocks.values() if max(v))
         out["clock_drop"] = drop
         if drop > DISTURBED["clock_drop"]:
-            out["flags"].append(f"a pinned core's clock fell by {drop:.0%} during the cell")
+            out["flags"].append(f"a watched core's clock fell by {drop:.0%} during the cell")
     else:
         out["clock_khz"] = "unavailable: no cpufreq under /sys/devices/system/cpu (common on VMs)"
     out["temperature_c"] = ({z: {"min": min(v), "max": max(v)} for z, v in temps.items()} if temps

@@ -106,7 +106,7 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
             row.status, row.reason = status, f"preparing the model for {c.backend}: {reason}"  # type: ignore[assignment]
             return row
     job = plan.speed_job()
-    with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
+    with StateWatch.for_cell(plan.caps.get("cpus"), gpu=c.device == "cuda") as watch:
         status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
     row.environment = row.environment.replace(machine_state=watch.report())
     if result is None:
@@ -207,13 +207,16 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     path = task_file(t["name"])
     job = plan.task_job(path)
     # Its time and $ per correct answer are measurements too: the machine is watched as for the timed pass.
-    with StateWatch(list(plan.caps.get("cpus") or []), gpu=c.device == "cuda") as watch:
+    with StateWatch.for_cell(plan.caps.get("cpus"), gpu=c.device == "cuda") as watch:
         status, reason, res = run_job(job, c.timeout_s, build=ctx.build)
     state = watch.report()
     out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe(),
                            "machine_state": state}
     reason = flag_reason(state, reason)
-    price = plan.profile.price.hourly_usd() if plan.profile.price else None
+    # $ per correct answer at the tier's price only from the tier's own time: an emulated tier's time
+    # here is this host's (its cost on the tier is projected by bench.projection.tier.task_cost_on_tier)
+    on_tier = plan.tier.get("basis") == "measured"
+    price = plan.profile.price.hourly_usd() if plan.profile.price and on_tier else None
     if res and res.get("partial"):  # killed or crashed: the items it finished are kept
         done = res["partial"]
         return {**out, **summarize_task(done, price), "records": done,

@@ -107,6 +107,8 @@ class VramTracker:
         self.device_baseline: int | None = None
         self.device_peak: int | None = None
         self.nvml_error: str | None = None
+        self.nvml_samples = 0  # NVML readings taken
+        self.nvml_listed = 0  # of them, those that listed this process (its usedGpuMemory may still be None)
         self._handle: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,10 +132,13 @@ class VramTracker:
     def _sample_nvml(self) -> None:
         import pynvml
 
+        self.nvml_samples += 1
         used = int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
         self.device_peak = max(self.device_peak or 0, used)
-        for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-            if p.pid == self.pid and p.usedGpuMemory is not None:
+        mine = [p for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle) if p.pid == self.pid]
+        self.nvml_listed += bool(mine)
+        for p in mine:
+            if p.usedGpuMemory is not None:
                 self.process_peak = max(self.process_peak or 0, int(p.usedGpuMemory))
 
     def _run(self) -> None:
@@ -168,29 +173,41 @@ class VramTracker:
             out["peak_vram_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device_index))
             out["peak_vram_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device_index))
         out.update(nvml_vram_fields(self.pid, self.process_peak, self.device_baseline, self.device_peak,
-                                    self.nvml_error))
+                                    self.nvml_error, self.nvml_samples, self.nvml_listed))
         return out
 
 
+def nvml_peak_report(peak: int | None, samples: int, listed: int, error: str | None) -> dict[str, Any]:
+    """NVML's peak for this process, or why there is none: a process NVML never listed (or listed
+    without a memory figure, as in many containers) has an unknown VRAM use, never 0 bytes."""
+    if peak is not None:
+        return {"peak_vram_nvml_process_bytes": peak}
+    if error:
+        return {"vram_nvml_unavailable": error}
+    if not samples:
+        return {"vram_nvml_unavailable": "NVML was not read (no sample taken)"}
+    if not listed:
+        return {"vram_nvml_unavailable": f"this process was not in NVML's list of compute processes in any of "
+                                         f"{samples} reading(s) (it used no GPU, or NVML cannot see it: a container's "
+                                         "own PID namespace)"}
+    return {"vram_nvml_unavailable": f"NVML listed this process in {listed} of {samples} reading(s) without a memory "
+                                     "figure (usedGpuMemory unavailable, common in containers and under MIG)"}
+
+
 def nvml_vram_fields(pid: int, process_peak: int | None, device_baseline: int | None, device_peak: int | None,
-                     error: str | None) -> dict[str, Any]:
+                     error: str | None, samples: int, listed: int) -> dict[str, Any]:
     """What NVML's samples say, each number under the name of what it measures:
-    ``peak_vram_nvml_process_bytes`` (this process, from NVML's process list),
-    ``peak_vram_nvml_device_bytes`` (device used memory: peak - level at the start) and, when NVML
-    could not give this process's own figure, ``vram_nvml_unavailable`` with why. A process that
-    NVML never listed gets no process figure at all (never a 0 that would read as measured)."""
-    out: dict[str, Any] = {}
-    if process_peak is not None:
-        out["peak_vram_nvml_process_bytes"] = process_peak
+    ``peak_vram_nvml_process_bytes`` (this process, from NVML's process list; or
+    ``vram_nvml_unavailable`` with why, nvml_peak_report) and ``peak_vram_nvml_device_bytes``
+    (device used memory: peak - level at the start, the whole GPU's growth). A process NVML never
+    listed gets no process figure at all (never a 0 that would read as measured)."""
+    out = nvml_peak_report(process_peak, samples, listed, error)
     if device_baseline is not None and device_peak is not None:
         out["peak_vram_nvml_device_bytes"] = max(0, device_peak - device_baseline)
         out["vram_nvml_device_baseline_bytes"] = device_baseline
-    if error and process_peak is None:
-        out["vram_nvml_unavailable"] = error
-    elif process_peak is None and device_baseline is not None:
-        out["vram_nvml_unavailable"] = (f"NVML does not list this process (pid {pid}) among the GPU's compute "
-                                        "processes (a PID namespace of its own, or no right to list them); "
-                                        "peak_vram_nvml_device_bytes is the whole device's growth")
+        if "vram_nvml_unavailable" in out:
+            out["vram_nvml_unavailable"] += (f" (pid {pid}); peak_vram_nvml_device_bytes is the whole device's "
+                                             "growth, not this process's own")
     return out
 
 

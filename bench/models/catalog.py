@@ -131,6 +131,9 @@ class Model(StrictModel):
     variant may store more (a GGUF can store a tied matrix twice) or hold it quantized. Where the
     model's config was read, the figure is checked against the arithmetic from it.
     ``note`` is a caveat a reader of its results needs (a code model scored on arithmetic, say).
+    ``original`` is the variant that is the developer's original release: the weights at the
+    precision the developer trained or published them in. Quality retained is judged against it
+    only (``bench verdict``); a file derived from a quantized one is never an original.
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -145,6 +148,7 @@ class Model(StrictModel):
     card: str | None = None
     gated: bool = False
     default_variant: str | None = None
+    original: str | None = None  # the developer's original release (a variant id); see above
     variants: list[Variant] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -172,6 +176,35 @@ class Model(StrictModel):
         if self.default_variant is not None and self.default_variant not in ids:
             raise ValueError(f"default_variant {self.default_variant!r} is not a variant of {self.id}")
         return self
+
+    @model_validator(mode="after")
+    def _original_is_a_release(self) -> Model:
+        if self.original is None:
+            return self
+        if self.original not in {v.id for v in self.variants}:
+            raise ValueError(f"original {self.original!r} is not a variant of {self.id}")
+        why = self.not_original(self.original)
+        if why:
+            raise ValueError(f"original {self.original!r} cannot be the original release: {why}")
+        return self
+
+    def derived_from(self, variant_id: str) -> str | None:
+        """The variant a ``derive:`` chain starts from (None: ``variant_id`` is not derived)."""
+        by_id = {v.id: v for v in self.variants}
+        root = None
+        src = by_id[variant_id].source if variant_id in by_id else None
+        while src is not None and src.derive is not None and src.derive.from_variant in by_id:
+            root = src.derive.from_variant
+            src = by_id[root].source
+        return root
+
+    def not_original(self, variant_id: str) -> str | None:
+        """Why a variant cannot stand for the developer's original release, or None: a file made
+        from a quantized one carries that quantization's loss, whatever precision it is stored at."""
+        root = self.derived_from(variant_id)
+        if root is not None and next(v for v in self.variants if v.id == root).kind == "quantized":
+            return f"it is derived from {root}, a quantized file"
+        return None
 
     def variant(self, variant_id: str | None) -> Variant:
         if variant_id is None:

@@ -19,7 +19,9 @@ def points_table(rows: list[ServingRow]) -> Any:
     from rich.table import Table
 
     sweep = next((r for r in rows if r.record == "sweep"), None)
-    t = Table(title="bench serve: one row per load point (TTFT/TPOT/ITL in ms; goodput = share meeting both SLOs)")
+    where = (sweep.summary.get("measured_on") if sweep else None) or "?"
+    t = Table(title=f"bench serve on {where}: one row per load point (TTFT/TPOT/ITL in ms; goodput = share meeting "
+                    "both SLOs)")
     for col in ("load", "status", "ok/n", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50",
                 "e2e p99", "goodput", "prompt cached", "client kept up", "holds", "$/1M out"):
         t.add_column(col, overflow="fold")
@@ -41,6 +43,9 @@ def conclusions(rows: list[ServingRow]) -> list[str]:
     s = sweep.summary
     lines = [f"rule: {s['rule']}"]
     price = s["price"]
+    where = s.get("measured_on") or price["id"]
+    if s.get("usd_unavailable"):
+        lines.append(f"speed: {s['usd_unavailable']}")
     for mode, b in s["max_sustainable"].items():
         unit = "concurrency" if mode == "concurrency" else "requests/s"
         if b["max_sustainable_load"] is None:
@@ -48,13 +53,15 @@ def conclusions(rows: list[ServingRow]) -> list[str]:
                          "table's $/1M is each point's, whatever its latency)")
             continue
         cost = b["usd_per_1m_output_tokens"]
-        line = (f"{mode}: largest sustainable load {b['max_sustainable_load']:g} {unit}, "
+        line = (f"{mode}: largest sustainable load {b['max_sustainable_load']:g} {unit} on {where}, "
                 f"{_num(b['output_tps'])} output tok/s")
         if cost is not None:
             line += f", ${cost:.4g} per 1M output tokens at {price['id']}'s ${price['usd_per_hour']:.4g}/hour"
             one = b.get("usd_per_1m_output_tokens_at_concurrency_1")
             if one:
                 line += f" (at concurrency 1: ${one:.4g}, {one / cost:.2g}x as much)"
+        elif s.get("usd_unavailable"):
+            line += " (no $: this host's speed, not the tier's)"
         else:
             line += f" (no $: profile {price['id']} has no price)"
         lines.append(line)

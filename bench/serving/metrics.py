@@ -217,7 +217,10 @@ def summarize_point(traces: Sequence[RequestTrace], slo: Slo | None) -> dict[str
     span = window(traces)
     wall = span[1] - span[0] if span else None
     out_tokens = sum(output_tokens(t) for t in ok)
-    prompt_tokens = sum(t.prompt_tokens if t.prompt_tokens is not None else (t.prompt_tokens_client or 0) for t in ok)
+    counts = [t.prompt_tokens if t.prompt_tokens is not None else t.prompt_tokens_client for t in ok]
+    uncounted = sum(c is None for c in counts)
+    # a request whose prompt nobody counted makes the total unknown, never a total with 0 for it
+    prompt_tokens = None if uncounted else sum(c for c in counts if c is not None)
     exact = [tokens_exact(t) for t in ok]
 
     def rate(x: float) -> float | None:
@@ -227,7 +230,8 @@ def summarize_point(traces: Sequence[RequestTrace], slo: Slo | None) -> dict[str
         "requests": len(traces), "ok": len(ok), "not_sent": sum(t.sent is None for t in traces),
         "errors": errors_by_kind(traces), "window_s": wall,
         "request_throughput_rps": rate(len(ok)), "output_tps": rate(out_tokens),
-        "total_tps": rate(out_tokens + prompt_tokens), "output_tokens": out_tokens, "prompt_tokens": prompt_tokens,
+        "total_tps": rate(out_tokens + prompt_tokens) if prompt_tokens is not None else None,
+        "output_tokens": out_tokens, "prompt_tokens": prompt_tokens,
         "ttft_s": distribution(ttft(t) for t in ok), "ttft_from_send_s": distribution(ttft_from_send(t) for t in ok),
         "tpot_s": distribution(tpot(t) for t in ok),
         "itl_s": distribution(g for t in ok for g in itl_samples(t)),
@@ -243,6 +247,9 @@ def summarize_point(traces: Sequence[RequestTrace], slo: Slo | None) -> dict[str
         "prompt_tokens_client_vs_server": prompt_count_check(ok),
         "cache": cache_summary(ok),
     }
+    if uncounted:
+        summary["total_tps_unavailable"] = (f"{uncounted} of {len(ok)} completed request(s) have no prompt token count "
+                                            "(neither the server's usage nor the client's own)")
     if slo is not None:
         good = sum(meets_slo(t, slo) for t in traces)
         summary["goodput"] = {"good": good, "goodput_rps": rate(good),

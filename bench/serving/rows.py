@@ -228,6 +228,13 @@ class ServingRecord:
         return self.basis.startswith("measured")
 
     @property
+    def where_label(self) -> str:
+        """Whose speed the point's numbers are: the tier's (measured on it), else this host's under
+        the tier's threads (``vm under laptop-4c-8g's threads``); never the bare tier name for a
+        host's speed."""
+        return self.tier_label if self.measured else f"{self.host} under {self.tier_label}'s threads"
+
+    @property
     def mode(self) -> str | None:
         return self._section("load").get("mode")
 
@@ -273,7 +280,7 @@ class ServingRecord:
         return (self.run_id, self.record, self.created_at, self.mode, self.load_value)
 
     def label(self) -> str:
-        return (f"{self.model_id}:{self.variant_id} {self.server_kind} {self.tier_label} {self.workload_label} "
+        return (f"{self.model_id}:{self.variant_id} {self.server_kind} {self.where_label} {self.workload_label} "
                 f"{self.load_label}")
 
     def traces(self) -> list[Any]:

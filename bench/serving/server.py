@@ -241,6 +241,18 @@ def proc_memory(pid: int) -> dict[str, Any]:
     return out
 
 
+def server_vram(pid: int, figures: list[int | None]) -> dict[str, Any]:
+    """The server's VRAM from NVML's entries for its process (one per GPU it uses), or why it is not
+    known: a process NVML does not list, or lists without a figure, used an unknown amount, not 0."""
+    if not figures:
+        return {"vram_bytes": None, "unavailable": f"the server (pid {pid}) is not in NVML's list of compute "
+                                                  "processes (it uses no GPU, or NVML cannot see it from here)"}
+    if any(f is None for f in figures):
+        return {"vram_bytes": None, "unavailable": "NVML lists the server without a memory figure (usedGpuMemory "
+                                                  "unavailable, common in containers and under MIG)"}
+    return {"vram_bytes": sum(int(f) for f in figures), "via": "nvml (at the end of the point)"}
+
+
 def gpu_memory(pid: int) -> dict[str, Any]:
     """The process's GPU memory as NVML sees it (nvidia-ml-py), or why it is unavailable. A process
     NVML does not list (a PID namespace of its own hides it) gets no figure of its own, only the
@@ -254,19 +266,12 @@ def gpu_memory(pid: int) -> dict[str, Any]:
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     try:
-        used, listed, device_used = 0, False, 0
+        figures, device_used = [], 0
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             device_used += int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if p.pid == pid and p.usedGpuMemory is not None:
-                    used += int(p.usedGpuMemory)
-                    listed = True
-        if listed:
-            return {"vram_bytes": used, "via": "nvml (at the end of the point)", "device_used_bytes": device_used}
-        return {"unavailable": f"NVML does not list the server (pid {pid}) among the GPU's processes (a PID "
-                               "namespace of its own, or no right to list them)",
-                "device_used_bytes": device_used, "via": "nvml, all processes on the GPU (at the end of the point)"}
+            figures += [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid == pid]
+        return {**server_vram(pid, figures), "device_used_bytes": device_used}
     except Exception as exc:
         return {"unavailable": f"NVML: {exc}"}
     finally:

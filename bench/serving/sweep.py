@@ -665,8 +665,22 @@ def _pct(d: dict[str, Any] | None, key: str = "p50") -> float | None:
     return d.get(key) if d else None
 
 
+def point_where(r: ServingRow) -> tuple[bool, str]:
+    """(whether the point's speed is the tier's, whose speed it is in words): a server on this host
+    under a tier's threads runs at this host's speed (bench.serving.rows.ServingRecord.basis)."""
+    from dataclasses import asdict
+
+    from bench.serving.rows import ServingRecord
+
+    rec = ServingRecord(asdict(r))
+    return rec.measured, rec.where_label
+
+
 def summary_row(sw: Sweep, points: list[ServingRow], extra: dict[str, Any]) -> ServingRow:
-    share, price = sw.req.goodput_share, sw.common["profile"].get("usd_per_hour")
+    share = sw.req.goodput_share
+    measured, where = point_where(points[0]) if points else (True, "")
+    # $ at the tier's price only from the tier's own speed: an emulated point's speed is this host's
+    price = sw.common["profile"].get("usd_per_hour") if measured else None
     table = [{"mode": r.load.get("mode"), "load": r.load.get("value"), "status": r.status,
               "requests": r.summary.get("requests"), "ok": r.summary.get("ok"),
               "request_throughput_rps": r.summary.get("request_throughput_rps"),
@@ -696,11 +710,13 @@ def summary_row(sw: Sweep, points: list[ServingRow], extra: dict[str, Any]) -> S
             f"$/hour / (output tok/s at L x 3600) x 1e6")
     failed = [r for r in points if r.status != "ok"]
     status = "ok" if not failed else ("failed" if len(failed) == len(points) else "partial")
+    usd_why = None if measured else (f"emulated: the points ran on {where}, at this host's speed, not the tier's; "
+                                     "no $ at the tier's price from it")
     return ServingRow(run_id=sw.run_id, record="sweep", status=status,
                       reason=f"{len(failed)} of {len(points)} point(s) not ok" if failed else None,
                       summary={"points": table, "max_sustainable": best, "rule": rule, "price": sw.common["profile"],
-                               **extra}, client={"ceiling": sw.ceiling}, warnings=list(sw.common["warnings"]),
-                      **_common(sw))
+                               "measured_on": where, "usd_unavailable": usd_why, **extra},
+                      client={"ceiling": sw.ceiling}, warnings=list(sw.common["warnings"]), **_common(sw))
 
 
 # -- the whole sweep ------------------------------------------------------------------------------
