@@ -61,7 +61,8 @@ def results_table(rows: Iterable[Row]) -> Table:
     for col in ("model", "variant", "backend", "measured on", "thr", "p/n (@depth)", "status", "load s", "TTFT ms",
                 "prefill tok/s", "decode tok/s", "tier decode tok/s", "ITL p50/p99 ms", "peak RSS MiB", "PPL", "KLD",
                 "same top", "task acc"):
-        t.add_column(col, overflow="fold")
+        # a cell's identity is never folded mid-name; the figures fold where the terminal is narrow
+        t.add_column(col, overflow="fold", no_wrap=col in ("model", "variant", "backend"))
     for r in rows:
         c, s = r.config, r.summary
         itl_txt = f"{fmt(s.itl_s.p50, '.1f', 1e3)}/{fmt(s.itl_s.p99, '.1f', 1e3)}" if s.itl_s else "-"

@@ -5,6 +5,8 @@ within one run, never as absolute figures."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
@@ -206,13 +208,14 @@ def _claims(tmp_path, criteria: str):
 
 
 def _verdict_cells(tmp_path, results, claims) -> dict[str, str]:
-    md = tmp_path / "v.md"
-    proc = run_bench("verdict", str(results), "--claims", str(claims), "--markdown", str(md))
+    """SmolLM2's verdict from ``bench verdict --json``: criterion -> "OUTCOME: value" (the value in
+    full), and "verdict" -> the outcome."""
+    proc = run_bench("verdict", str(results), "--claims", str(claims), "--json")
     assert proc.returncode == 0, proc.stderr
-    lines = md.read_text().splitlines()
-    head = next(ln for ln in lines if ln.startswith("| model |"))
-    row = next(ln for ln in lines if ln.startswith("| smollm2-135m |"))
-    return dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    (tier,) = [t for t in json.loads(proc.stdout)["tiers"] if t["model"] == "smollm2-135m"]
+    mark = {"pass": "pass", "fail": "FAIL", "unmeasured": "unmeasured"}
+    cells = {c["criterion"]: f"{mark[c['outcome']]}: {c['value']}" for c in tier["checks"]}
+    return {**cells, "verdict": f"**{mark[tier['outcome']]}**"}
 
 
 def test_the_verdict_judges_a_context_criterion_from_the_rows_at_depth(tmp_path, depth_rows):

@@ -92,8 +92,9 @@ def host_numbers(d: Path) -> tuple[set[str], dict[str, float]]:
 
 
 def offence(unit: str, numbers: set[str]) -> str | None:
-    """The host number a unit of text shows beside the tier's bare name, or None."""
-    text = html.unescape(unit)
+    """The host number a unit of text shows beside the tier's bare name, or None. Only what a reader
+    sees counts: markup (an SVG path's coordinates, an attribute) is left out."""
+    text = html.unescape(re.sub(r"<[^>]*>", " ", unit))
     for qualifier in (f"under {TIER}'s caps", f"under {TIER}'s threads"):
         text = text.replace(qualifier, "under the tier's caps")
     if TIER not in text:
