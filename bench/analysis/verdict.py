@@ -57,6 +57,9 @@ class Criteria(StrictModel):
     # Set: decode_tps_min and ttft_s_max are also judged with this many users at once, from the
     # bench serve point at concurrency N of the same model, variant and tier (``serving_checks``).
     concurrent_users: int | None = Field(default=None, gt=0)
+    # Where the original release cannot be run here, task accuracy is compared with its published score
+    # (bench.quality.published): may_pass (labelled ``vs published``) or inform (shown, criterion unmeasured).
+    published_comparison: Literal["may_pass", "inform"] = "may_pass"
 
 
 class Measure(StrictModel):
@@ -241,19 +244,39 @@ def _kld(r: Row, f: dict[str, Any], c: Criteria, is_reference: bool) -> Check:
     return Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail", f"{f['kld_mean']:.4f} (<= {c.kld_max:g})")
 
 
-def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None) -> Check:
+def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None,
+              r: Row | None = None) -> Check:
     acc = f["task_accuracy"]
     if is_reference:
         return Check("accuracy retained", "pass", "is the reference")
     if acc is None:
         return Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)")
     if not ref:
+        published = _vs_published(r, c) if r is not None else None
+        if published is not None:
+            return published
         return Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
-                                                        "on the same task to compare with")
+                                                        "on the same task to compare with, and no published "
+                                                        f"{r.task.name if r else ''} score of the original in the "
+                                                        "catalog")
     assert c.accuracy_retained_min is not None
     kept = acc / ref
     return Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
                  f"{kept:.1%} of {ref:.1%} (>= {c.accuracy_retained_min:.0%})")
+
+
+def _vs_published(r: Row, c: Criteria) -> Check | None:
+    """The hook to bench.quality.published: the row's task accuracy against the original release's
+    published score on the same task (from the row's catalog facts), with its own basis tag."""
+    from bench.quality.published import compare_with_published, published_for
+
+    published = published_for(r.model.facts.to_dict() if r.model.facts else None, r.task.id or r.task.name)
+    if published is None or not r.task.ok:
+        return None
+    assert c.accuracy_retained_min is not None
+    res = compare_with_published(r.task.to_dict(), published, c.accuracy_retained_min,
+                                 may_pass=c.published_comparison == "may_pass")
+    return Check("accuracy retained vs published", res.outcome, res.value)  # type: ignore[arg-type]
 
 
 def serving_point(r: Row, users: int, serving: Sequence[ServingRecord]) -> ServingRecord | None:
@@ -367,7 +390,10 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
     if c.kld_max is not None:
         quality.append(_kld(q_row, qf, c, is_reference))
     if c.accuracy_retained_min is not None:
-        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row))))
+        # A published score is used only where nothing was measured against the original itself.
+        measured_vs_original = any(q.outcome != "unmeasured" for q in quality)
+        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row)),
+                                 None if measured_vs_original else q_row))
     if quality:
         outcomes = {q.outcome for q in quality}
         outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
