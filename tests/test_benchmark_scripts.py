@@ -75,3 +75,19 @@ def test_hf_fidelity_in_one_process_prints_its_row(embedded_model):
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| transformers, one process |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[5] == "cannot tell (too few rounds: 1)"
+
+
+def test_humaneval_log_writes_its_page(tmp_path, embedded_model):
+    page, out = tmp_path / "page.md", tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/humaneval_log.py", "--model", "smollm2-135m", "--limit", "2",
+                           "--out", str(out), "--page", str(page), "--", "--task-max-tokens", "32",
+                           "--prompt-tokens", "8", "--gen-tokens", "4", "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert f"| pass@1 | **{row['task']['accuracy']:.1%}" in text
+    assert "bench run -m smollm2-135m --task humaneval" in text
+    assert "| HumanEval/0 |" in text and "| HumanEval/1 |" in text and "**Sandbox on this host:**" in text
+    assert "PROJECTIONS, not measurements" in text
+    assert "Beside the published figure" not in text  # SmolLM2's developer published no HumanEval figure
