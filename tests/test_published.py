@@ -117,3 +117,30 @@ def test_the_verdict_compares_with_the_published_score(tmp_path, embedded_model)
         line = next(ln for ln in (tmp_path / "v.md").read_text().splitlines() if ln.startswith("| smollm2-135m |"))
         assert f"accuracy retained vs published {outcome}: " in line
         assert "of 50.0% published" in line and "vs published: different harness (a test's own)" in line
+
+
+def test_a_measured_kld_wins_over_the_published_score(tmp_path, embedded_model):
+    """Where the variant was measured against its reference itself (here the F16 made from it), the
+    verdict judges that, and the published score is not used."""
+    (tmp_path / "sums.jsonl").write_text("".join(f'{{"a": {a}, "b": {b}, "total": {a + b}}}\n'
+                                                 for a, b in ((1, 2), (2, 2), (3, 4))))
+    (tmp_path / "sums.yaml").write_text(SUMS.replace("limit: 3", "limit: 2"))
+    catalog = yaml.safe_load((REPO / "models.yaml").read_text())
+    smol = next(m for m in catalog["models"] if m["id"] == "smollm2-135m")
+    smol["published_scores"] = [{"task": "sums", "value": 0.5, "metric": "accuracy", "shots": 1, "variant": "bf16",
+                                 "harness": "a test's own", "source": "https://example.org/sums", "quote": "50.0",
+                                 "read": "2026-12-03"}]
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    out = tmp_path / "r.jsonl"
+    proc = run_bench("run", "--catalog", str(tmp_path / "models.yaml"), "--no-progress", "--prompt-tokens", "8",
+                     "--gen-tokens", "4", "--task", str(tmp_path / "sums.yaml"), "--quality", "--reference", "f16",
+                     "--quality-ctx", "64", "--quality-chunks", "1", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(out)[0]["quality"]["kld"]["mean"] is not None
+    (tmp_path / "claims.yaml").write_text(CLAIMS % "may_pass" + "  kld_max: 10\n")
+    proc = run_bench("verdict", str(out), "--claims", str(tmp_path / "claims.yaml"), "--markdown",
+                     str(tmp_path / "v.md"))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in (tmp_path / "v.md").read_text().splitlines() if ln.startswith("| smollm2-135m |"))
+    assert "KLD pass: " in line and "vs published" not in line
+    assert "its published score is not used where the variant was measured against a reference" in line

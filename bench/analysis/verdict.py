@@ -244,21 +244,21 @@ def _kld(r: Row, f: dict[str, Any], c: Criteria, is_reference: bool) -> Check:
     return Check("KLD", "pass" if f["kld_mean"] <= c.kld_max else "fail", f"{f['kld_mean']:.4f} (<= {c.kld_max:g})")
 
 
-def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None,
-              r: Row | None = None) -> Check:
+def _accuracy(f: dict[str, Any], c: Criteria, is_reference: bool, ref: float | None, r: Row,
+              use_published: bool = True) -> Check:
     acc = f["task_accuracy"]
     if is_reference:
         return Check("accuracy retained", "pass", "is the reference")
     if acc is None:
         return Check("accuracy retained", "unmeasured", "no task accuracy (run with --task)")
     if not ref:
-        published = _vs_published(r, c) if r is not None else None
+        published = _vs_published(r, c) if use_published else None
         if published is not None:
             return published
+        why = ("its published score is not used where the variant was measured against a reference" if not use_published
+               else f"no published {r.task.id or r.task.name} score of the original in the catalog")
         return Check("accuracy retained", "unmeasured", f"{acc:.1%}; no reference-variant accuracy "
-                                                        "on the same task to compare with, and no published "
-                                                        f"{r.task.name if r else ''} score of the original in the "
-                                                        "catalog")
+                                                        f"on the same task to compare with; {why}")
     assert c.accuracy_retained_min is not None
     kept = acc / ref
     return Check("accuracy retained", "pass" if kept >= c.accuracy_retained_min else "fail",
@@ -392,8 +392,8 @@ def check_row(r: Row, c: Criteria, refs: set[tuple[str, str]], ref_accuracy: dic
     if c.accuracy_retained_min is not None:
         # A published score is used only where nothing was measured against the original itself.
         measured_vs_original = any(q.outcome != "unmeasured" for q in quality)
-        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row)),
-                                 None if measured_vs_original else q_row))
+        quality.append(_accuracy(qf, c, is_reference, ref_accuracy.get(_task_key(q_row)), q_row,
+                                 use_published=not measured_vs_original))
     if quality:
         outcomes = {q.outcome for q in quality}
         outcome: Outcome = "fail" if "fail" in outcomes else ("pass" if "pass" in outcomes else "unmeasured")
