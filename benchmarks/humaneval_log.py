@@ -96,8 +96,11 @@ def page(row: dict, cmd: list[str]) -> str:
         lines += ["**Beside the published figure** (the verdict's rule, `accuracy_retained_min` 0.99, "
                   "bench/quality/published.py):", "",
                   f"- published: {published['value']:.1%} {published['metric']} on the {published['variant']} "
-                  f"release, {published['harness']} ({published['source']}; {published.get('note') or ''})",
-                  f"- measured here: {check.outcome}: {check.value}", ""]
+                  f"release ({published['source']}; how it was read: {published.get('note') or 'see models.yaml'})",
+                  f"- the verdict's criterion from this row: **{check.outcome}**: {check.value}", ""]
+    if n < 164:
+        lines += [f"These are the first {n} of HumanEval's 164 problems, not a random sample of them: the published "
+                  "figure is over all 164, and pass rates differ along the set.", ""]
     lines += ["**Sandbox on this host:** " + "; ".join(f"{k}: {v}" for k, v in (t.get("sandbox") or {}).items()
                                                       if k != "limits"),
               f"limits {json.dumps((t.get('sandbox') or {}).get('limits'))}.", ""]

@@ -198,3 +198,25 @@ def test_launcher_runs_with_the_standard_library_only():
     source = Path(sandbox.__file__).read_text()
     assert "from bench" not in source and "import bench" not in source
     assert sys.executable  # the sandbox starts the launcher with this interpreter
+
+
+@pytest.mark.parametrize("style", ["chat", "completion"])
+def test_every_canonical_humaneval_solution_passes_in_the_sandbox(style, clean_host):
+    """The harness itself: each of HumanEval's 164 canonical solutions, put into the task's program
+    as a model's completion would be (a chat completion is a whole solution, a plain one continues
+    the prompt), passes its tests in the sandbox; an empty completion fails."""
+    from bench.quality.scorers import ExecuteScorer
+    from bench.quality.tasks import fill, load_task
+
+    task = load_task("humaneval")
+    spec = task.definition.score
+    limits = ExecuteScorer.limits(spec)
+    failed = []
+    for item in task.items():
+        completion = item["prompt"] + item["canonical_solution"] if style == "chat" else item["canonical_solution"]
+        r = run_python(fill(spec.program[style], {**item, "completion": completion}), limits)
+        if not r.passed:
+            failed.append((item["task_id"], r.error_kind, r.detail))
+    assert failed == []
+    empty = run_python(fill(spec.program[style], {**task.items()[0], "completion": ""}), limits)
+    assert not empty.passed

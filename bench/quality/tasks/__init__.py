@@ -77,7 +77,7 @@ class ScoreSpec(StrictModel):
     kind: str  # a scorer of bench.quality.scorers.SCORERS
     gold: str | None = None  # number: the gold answer (template); its number after the last "####"
     program: dict[str, str] | None = None  # execute: the program per prompt style (chat, completion)
-    limits: dict[str, float] = Field(default_factory=dict)  # execute: bench.quality.sandbox.Limits
+    limits: dict[str, int | float] = Field(default_factory=dict)  # execute: bench.quality.sandbox.Limits
 
     @model_validator(mode="after")
     def _known(self) -> ScoreSpec:
