@@ -103,7 +103,7 @@ def test_the_verdict_compares_with_the_published_score(tmp_path, embedded_model)
     smol["published_scores"] = [published]
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--catalog", str(tmp_path / "models.yaml"), "--no-progress", "--prompt-tokens", "8",
+    proc = run_bench("--catalog", str(tmp_path / "models.yaml"), "run", "--no-progress", "--prompt-tokens", "8",
                      "--gen-tokens", "4", "--task", str(tmp_path / "sums.yaml"), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     row = read_jsonl(out)[0]
@@ -132,7 +132,7 @@ def test_a_measured_kld_wins_over_the_published_score(tmp_path, embedded_model):
                                  "read": "2026-12-03"}]
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--catalog", str(tmp_path / "models.yaml"), "--no-progress", "--prompt-tokens", "8",
+    proc = run_bench("--catalog", str(tmp_path / "models.yaml"), "run", "--no-progress", "--prompt-tokens", "8",
                      "--gen-tokens", "4", "--task", str(tmp_path / "sums.yaml"), "--quality", "--reference", "f16",
                      "--quality-ctx", "64", "--quality-chunks", "1", "-o", str(out))
     assert proc.returncode == 0, proc.stderr

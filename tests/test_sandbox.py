@@ -107,7 +107,7 @@ def test_sleeping_forever_and_leaving_its_session_are_killed(clean_host):
 
 def test_busy_loops_hit_the_cpu_or_wall_limit(clean_host):
     r = run_python("while True:\n    pass\n", Limits(wall_s=5, cpu_s=1))
-    assert not r.passed and r.error_kind in ("cpu_limit", "timeout"), r
+    assert not r.passed and r.error_kind == "cpu_limit", r  # 1 CPU second, well before the 5 s wall clock
 
 
 def test_network_access_is_refused(clean_host):

@@ -157,7 +157,7 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_pat
             resolved = dataclasses.replace(store.resolve(model, variant), facts={
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
                 "license": model.license, "family": model.family, "note": model.note,
-                "published_scores": [p.model_dump() for p in model.published_scores] or None})
+                "published_scores": [p.model_dump(exclude_none=True) for p in model.published_scores] or None})
             ref, note = None, None
             ref_id = (req.quality.reference if req.quality else None) or variant.reference
             if req.quality is not None and ref_id:

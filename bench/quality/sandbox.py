@@ -129,11 +129,11 @@ def classify(returncode: int | None, signal_name: str | None, timed_out: bool,
              stderr: str) -> tuple[bool, str | None, str]:
     """(passed, error kind, detail) from how the program ended and the end of its stderr.
 
-    Kinds: timeout (the wall clock), cpu_limit (SIGXCPU), file_size_limit (SIGXFSZ, EFBIG, or its
-    directory full), killed (another signal), memory_limit (MemoryError), process_limit (fork
-    refused: EAGAIN), filesystem_denied (EROFS, EACCES, PermissionError), network_denied (unreachable
-    network, no name resolution), wrong_answer (AssertionError: a test failed), syntax_error,
-    exception (anything else)."""
+    Kinds: timeout (the wall clock), cpu_limit (SIGXCPU, or killed at RLIMIT_CPU), file_size_limit
+    (SIGXFSZ, EFBIG, or its directory full), killed (another signal), memory_limit (MemoryError),
+    process_limit (fork refused: EAGAIN), filesystem_denied (EROFS, EACCES, PermissionError),
+    network_denied (unreachable network, no name resolution), wrong_answer (AssertionError: a test
+    failed), syntax_error, exception (anything else)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     last = lines[-1][:300] if lines else ""
     if timed_out:
@@ -233,10 +233,12 @@ def _child(cfg: dict[str, Any], work: str, exe: str, env: dict[str, str], uid: i
     limits = cfg["limits"]
     try:
         os.chdir(work)
+        # RLIMIT_CPU soft = hard: SIGKILL at the limit (a PID namespace's init ignores SIGXCPU); the
+        # launcher tells a CPU kill from others by the program's CPU time.
         for res, value in ((resource.RLIMIT_AS, limits["memory_bytes"]), (resource.RLIMIT_CPU, limits["cpu_s"]),
                            (resource.RLIMIT_FSIZE, limits["file_bytes"]), (resource.RLIMIT_NPROC, limits["processes"]),
                            (resource.RLIMIT_CORE, 0)):
-            resource.setrlimit(res, (value, value))
+            resource.setrlimit(res, (int(value), int(value)))
         if uid is not None:
             os.setgroups([])
             os.setgid(uid)
@@ -254,20 +256,21 @@ def _child(cfg: dict[str, Any], work: str, exe: str, env: dict[str, str], uid: i
         os._exit(126)
 
 
-def _wait(pid: int, wall_s: float) -> tuple[int, bool, float]:
+def _wait(pid: int, wall_s: float) -> tuple[int, bool, float, float]:
+    """(wait status, killed at the wall clock, wall seconds, the program's CPU seconds)."""
     t0 = time.monotonic()
+    timed_out = False
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
-            return status, False, time.monotonic() - t0
-        if time.monotonic() - t0 > wall_s:
+            return status, timed_out, time.monotonic() - t0, usage.ru_utime + usage.ru_stime
+        if not timed_out and time.monotonic() - t0 > wall_s:
+            timed_out = True
             for kill in (lambda: os.kill(pid, signal.SIGKILL), lambda: os.killpg(pid, signal.SIGKILL)):
                 try:
                     kill()
                 except OSError:
                     pass
-            _, status = os.waitpid(pid, 0)
-            return status, True, time.monotonic() - t0
         time.sleep(0.01)
 
 
@@ -313,12 +316,15 @@ def launch(cfg: dict[str, Any]) -> dict[str, Any]:
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as fh:
         setup_error = fh.read().decode(errors="replace")
-    status, timed_out, wall = _wait(pid, float(limits["wall_s"]))
+    status, timed_out, wall, cpu = _wait(pid, float(limits["wall_s"]))
     if setup_error:
         return {"setup_error": f"starting the program: {setup_error}"}
     sig = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
+    if sig == "SIGKILL" and not timed_out and cpu >= float(limits["cpu_s"]) - 0.5:
+        sig = "SIGXCPU"  # killed at RLIMIT_CPU: its CPU time says so
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    return {"returncode": code, "signal": sig, "timed_out": timed_out, "wall_s": wall, "isolation": isolation}
+    return {"returncode": code, "signal": sig, "timed_out": timed_out, "wall_s": wall, "cpu_s": cpu,
+            "isolation": isolation}
 
 
 def main(argv: list[str]) -> int:
