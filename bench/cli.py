@@ -96,11 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quality-ctx", type=int, help="quality window in tokens (default 512)")
     r.add_argument("--quality-chunks", type=int, help="quality windows scored (default 8)")
     r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
-    r.add_argument("--task", help="also measure task accuracy: gsm8k, or a JSON-lines file of {question, answer}")
-    r.add_argument("--task-limit", type=int, help="task items scored (default 50)")
-    r.add_argument("--task-shots", type=int, help="few-shot examples, never scored (default 4)")
-    r.add_argument("--task-max-tokens", type=int, help="answer length limit in tokens (default 256)")
-    r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default 2048)")
+    r.add_argument("--task", help="also measure a task: gsm8k, humaneval, a task file (.yaml, docs/quality.md) or a "
+                                  "JSON-lines file of {question, answer}")
+    r.add_argument("--task-limit", type=int, help="task items scored (default: the task file's: gsm8k 50, "
+                                                   "humaneval 164)")
+    r.add_argument("--task-shots", type=int, help="few-shot examples, never scored (default: the task file's)")
+    r.add_argument("--task-max-tokens", type=int, help="answer length limit in tokens, reasoning included (default: "
+                                                       "the task file's; give a reasoning model room to finish)")
+    r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default: the task file's)")
     r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--fleet", metavar="HEAD:PORT|auto",
@@ -274,10 +277,11 @@ def _serve_parser(sub: Any) -> None:
                    help="share of requests meeting both SLOs for a load to hold (default 0.9)")
     g.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     g.add_argument("--in-process", action="store_true", help="also run the same workload in process (bench run)")
-    g.add_argument("--task", help="also compare task answers (gsm8k) at concurrency 1 and the highest concurrency")
+    g.add_argument("--task", help="also compare a task's answers (gsm8k, humaneval, a task file) at concurrency 1 "
+                                  "and the highest concurrency")
     g.add_argument("--task-limit", type=int, default=20, help="task items (default 20)")
-    g.add_argument("--task-shots", type=int, default=4, help="few-shot examples (default 4)")
-    g.add_argument("--task-max-tokens", type=int, default=256, help="answer length limit (default 256)")
+    g.add_argument("--task-shots", type=int, help="few-shot examples (default: the task file's)")
+    g.add_argument("--task-max-tokens", type=int, help="answer length limit (default: the task file's)")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (default 300)")
     g.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole sweep, checked between points")
     s.add_argument("--output", "-o", help="results file (default results/serving/DATE_HOST.jsonl)")

@@ -26,11 +26,11 @@ validation, so the same mistake gives the same one-line error from either place:
     --quality-ctx           quality.n_ctx         512
     --quality-chunks        quality.chunks        8
     --reference             quality.reference     the catalog's reference variant
-    --task                  task.name             (off)
-    --task-limit            task.limit            50
-    --task-shots            task.shots            4
-    --task-max-tokens       task.max_new_tokens   256
-    --task-ctx              task.n_ctx            2048
+    --task                  task.name             (off): gsm8k, humaneval, a task file or a JSON-lines file
+    --task-limit            task.limit            the task file's (gsm8k 50, humaneval 164)
+    --task-shots            task.shots            the task file's (gsm8k 4, humaneval 0)
+    --task-max-tokens       task.max_new_tokens   the task file's (gsm8k 256, humaneval 512)
+    --task-ctx              task.n_ctx            the task file's, plus any max-tokens beyond its own
 """
 
 from __future__ import annotations
@@ -94,28 +94,37 @@ class QualitySpec(StrictModel):
 
 
 class TaskSpec(StrictModel):
-    """Task accuracy by exact match (lm-evaluation-harness style generate-until)."""
+    """A task (bench/quality/tasks/: a task file); what is not given comes from the task file."""
 
     name: str
-    limit: int = 50
-    shots: int = 4
-    max_new_tokens: int = 256
-    n_ctx: int = 2048
+    limit: int | None = None
+    shots: int | None = None
+    max_new_tokens: int | None = None
+    n_ctx: int | None = None
 
     @field_validator("limit", "max_new_tokens", "n_ctx")
     @classmethod
-    def _pos(cls, v: int) -> int:
+    def _pos(cls, v: int | None) -> int | None:
         return _positive(v)
 
     @field_validator("shots")
     @classmethod
-    def _shots(cls, v: int) -> int:
-        if v < 0:
+    def _shots(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
             raise ValueError(f"must be 0 or more, got {v}")
         return v
 
     def cell_dict(self) -> dict[str, Any]:
-        return self.model_dump()
+        """Every setting resolved (the task file's defaults filled in), as the cell's identity. The
+        context grows with a longer answer than the task file's own limit, keeping its room for
+        the prompt: n_ctx = the file's n_ctx + max(0, max_new_tokens - the file's max_new_tokens)."""
+        from bench.quality.tasks import load_task
+
+        d = load_task(self.name).definition.defaults
+        max_new = self.max_new_tokens if self.max_new_tokens is not None else d.max_new_tokens
+        return {"name": self.name, "limit": self.limit if self.limit is not None else d.limit,
+                "shots": self.shots if self.shots is not None else d.shots, "max_new_tokens": max_new,
+                "n_ctx": self.n_ctx if self.n_ctx is not None else d.n_ctx + max(0, max_new - d.max_new_tokens)}
 
 
 class RunRequest(StrictModel):

@@ -112,3 +112,19 @@ def test_depth_sweep_pairs_the_suite_with_llama_bench_and_writes_its_page(tmp_pa
     assert proc.returncode == 0, proc.stderr
     rows = [ln for ln in page.read_text().splitlines() if ln.startswith("| 0 |") or ln.startswith("| 256 |")]
     assert len(rows) == 2 and "benchmarks/depth_sweep.py" in page.read_text()
+
+
+def test_humaneval_log_writes_its_page(tmp_path, embedded_model):
+    page, out = tmp_path / "page.md", tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/humaneval_log.py", "--model", "smollm2-135m", "--limit", "2",
+                           "--out", str(out), "--page", str(page), "--", "--task-max-tokens", "32",
+                           "--prompt-tokens", "8", "--gen-tokens", "4", "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert f"| pass@1 | **{row['task']['accuracy']:.1%}" in text
+    assert "bench run -m smollm2-135m --task humaneval" in text
+    assert "| HumanEval/0 |" in text and "| HumanEval/1 |" in text and "**Sandbox on this host:**" in text
+    assert "PROJECTIONS, not measurements" in text
+    assert "Beside the published figure" not in text  # SmolLM2's developer published no HumanEval figure

@@ -299,3 +299,19 @@ def test_an_api_key_on_the_server_command_line_is_refused(tmp_path):
 
     assert_clean_error(proc, "--api-key-env VAR, not --server-arg --api-key")
     assert not out.exists()
+
+
+def test_humaneval_under_load_goes_through_the_same_task_runner(tmp_path, llama_server_exe):
+    """bench serve --task humaneval: the GGUF's chat template, the same prompts and stop sequences as
+    bench run, each completion executed in the sandbox, at concurrency 1 and 2."""
+    out = tmp_path / "serve.jsonl"
+    proc = run_bench("serve", "-c", "2", "-n", "2", "--warmup", "0", "-o", str(out), "--task", "humaneval",
+                     "--task-limit", "2", "--task-max-tokens", "32", *SMALL, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows, _ = read_serving_rows(out)
+    s = next(r for r in rows if r["record"] == "task")["summary"]
+    assert s["task"] == "humaneval" and s["metric"] == "pass@1" and s["items"] == 2
+    assert s["prompt"]["style"] == "chat" and "GGUF" in s["prompt"]["template"]
+    assert s["sandbox"]["network"] and set(s["at"]) == {"1", "2"}
+    for level in s["at"].values():  # each answer is the program's outcome: passed, or the kind of failure
+        assert all(a == "passed" or isinstance(a, str) for a in level["answers"])

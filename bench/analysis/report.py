@@ -239,13 +239,14 @@ def tier_speed_lines(report: Report) -> list[str]:
     return lines
 
 
-TASK_NOTE = ("Accuracy by exact match with its binomial standard error sqrt(p(1-p)/n). Time is the task pass "
-             "measured on the machine that ran it (its own tier, or HOST under an emulated tier's caps: the host's "
-             "time; few-shot prefix kept in the KV cache between items where the backend can). On other tiers (and "
-             "on an emulated row's own), time and $ per correct answer are PROJECTIONS, not measurements: the items' "
-             "token counts at the tier's projected prefill and decode speeds, scaled by the median over items of "
-             "measured time over the same at this row's measured speeds (bench.projection.tier.task_cost_on_tier), "
-             "with the projection's interval; $ = the tier's $/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
+TASK_NOTE = ("Accuracy (exact match, or pass@1 where answers are executed) with its binomial standard error "
+             "sqrt(p(1-p)/n). Time is the task pass's generation measured on the machine that ran it (its own tier, "
+             "or HOST under an emulated tier's caps: the host's time; few-shot prefix kept in the KV cache between "
+             "items where the backend can). On other tiers (and on an emulated row's own), time and $ per correct "
+             "answer are PROJECTIONS, not measurements: the items' token counts at the tier's projected prefill and "
+             "decode speeds, scaled by the median over items of measured time over the same at this row's measured "
+             "speeds (bench.projection.tier.task_cost_on_tier), with the projection's interval; $ = the tier's "
+             "$/hour x time / 3600 / correct answers. " + INTERVAL_NOTE)
 TASK_TIER_HEADS = ("tier", "$/hour", "s per item", "s per item interval", "$ per correct answer", "interval")
 
 
@@ -271,8 +272,14 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
         cut = "" if t.ok else f" (**{t.status}**: only the {t.items} item(s) finished before it)"
         if t.reason and t.reason.startswith("DISTURBED"):
             cut += f" ({t.reason.split(';')[0]}: its time is not this tier's alone)"
+        if t.truncated:
+            cut += (f" ({t.truncated} answer(s) cut off at {t.max_new_tokens or '?'} tokens, counted as not correct: "
+                    f"{fmt(t.accuracy_answered, 'pct')} of those answered)")
+        if t.reasoning_tokens:
+            cut += f" (reasoning {t.reasoning_tokens} of {t.generated_tokens} generated tokens)"
         summary = (f"{r.config.model_id}:{r.config.variant_id} {r.config.backend} on {where_label(r)}: {t.name}{cut} "
-                   f"accuracy {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} ({t.correct}/{t.items}); "
+                   f"{t.metric or 'accuracy'} {fmt(t.accuracy, 'pct')} ± {fmt(t.accuracy_se, 'pct')} "
+                   f"({t.correct}/{t.items}); "
                    f"{fmt(t.seconds, '.0f')} s measured ({t.seconds / t.items:.1f} s per item, "
                    f"{fmt(reused / prompt if prompt else None, 'pct')} of prompt tokens from the cache), "
                    f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")

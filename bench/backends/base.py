@@ -58,9 +58,11 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False,
+                 reasoning_open: bool = False) -> GenerationTrace:
         """Greedy generation with a timestamp per token as the caller receives it; it ends early at
-        end-of-sequence if asked, and once the text contains one of ``stop`` (generate_until).
+        end-of-sequence if asked, and once the text contains one of ``stop`` (generate_until) outside
+        a reasoning model's think span (``stop_reached``; ``reasoning_open``: the prompt opened one).
 
         ``reuse_prefix``: a backend that can may keep the KV cache of the leading tokens this prompt
         shares with the previous request (as llama-server's prompt cache does), and say how many in
@@ -84,9 +86,14 @@ class Backend(ABC):
     def vocab_size(self) -> int:
         raise NotImplementedError
 
-    def tokenize(self, text: str) -> list[int]:
-        """The model's own tokenizer, with the start token where the model adds one."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """The model's own tokenizer, with the start token where the model adds one; ``special``:
+        the text holds special tokens written out (a chat template's), to be read as those tokens."""
         raise NotImplementedError
+
+    def chat_template(self) -> dict[str, str] | None:
+        """The model's chat template ({template, bos_token, eos_token, source}), None if it has none."""
+        return None
 
     def detokenize(self, ids: list[int]) -> bytes:
         """The text of token ids as UTF-8 bytes, special tokens (a start token) left out."""
@@ -99,3 +106,15 @@ class Backend(ABC):
     # An optional hook, not abstract: garbage collection frees most backends.
     def close(self) -> None:  # noqa: B027
         """Free the model."""
+
+
+def stop_reached(text: str, stop: list[str] | None, reasoning_open: bool = False) -> bool:
+    """Whether generation should stop at a stop sequence: one occurs in the text, but not inside a
+    reasoning model's think span (its thinking may well contain "\n#"); while the span is open, none
+    counts. Text without think tags is checked whole."""
+    if not stop:
+        return False
+    from bench.quality.reasoning import split_reasoning
+
+    split = split_reasoning(text, reasoning_open)
+    return split.span != "open" and any(s in split.answer for s in stop)

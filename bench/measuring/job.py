@@ -70,9 +70,10 @@ class ScorePass:
 
 @dataclass(frozen=True)
 class TaskPass:
-    """Greedy answers to task items, scored by exact match."""
+    """Greedy answers to a task's items, scored as its task file says (bench.quality.runner)."""
 
-    task_file: str
+    task: str  # the task as given: a built-in name, a task file or a JSON-lines file
+    task_file: str  # its data file, fetched and verified by the parent
     limit: int
     shots: int
     max_new_tokens: int

@@ -108,7 +108,7 @@ class CellPlan:
     def task_job(self, task_file: Path) -> Job:
         t = self.config.task or {}
         return Job(self.load().for_pass(n_ctx=t["n_ctx"]),
-                   TaskPass(task_file=str(task_file), limit=t["limit"], shots=t["shots"],
+                   TaskPass(task=t["name"], task_file=str(task_file), limit=t["limit"], shots=t["shots"],
                             max_new_tokens=t["max_new_tokens"]))
 
 
@@ -119,9 +119,10 @@ def check_resources(req: RunRequest) -> None:
 
         load_corpus(req.quality.corpus)
     if req.task is not None:
-        from bench.quality.tasks import load_items, task_file
+        from bench.quality.tasks import load_task
 
-        load_items(task_file(req.task.name))
+        task = load_task(req.task.name)
+        task.items(task.dataset_path())
     for b in req.backends:
         spec = backend_spec(b)
         check_options(spec, req.backend_options)
@@ -162,7 +163,8 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_pat
                                  f"{', '.join(spec.formats)}")
             resolved = dataclasses.replace(store.resolve(model, variant), facts={
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
-                "license": model.license, "family": model.family, "note": model.note})
+                "license": model.license, "family": model.family, "note": model.note,
+                "published_scores": [p.model_dump(exclude_none=True) for p in model.published_scores] or None})
             ref, note = None, None
             ref_id = (req.quality.reference if req.quality else None) or variant.reference
             if req.quality is not None and ref_id:

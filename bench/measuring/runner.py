@@ -201,10 +201,11 @@ def run_quality(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
 def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     """Task accuracy in a child process of its own, with time, energy and cost per correct answer
     (reasoning distills write long answers: per correct answer is the honest comparison)."""
-    from bench.quality.tasks import summarize_task, task_file
+    from bench.quality.runner import summarize_task
+    from bench.quality.tasks import load_task
 
     c, t = plan.config, plan.config.task or {}
-    path = task_file(t["name"])
+    path = load_task(t["name"]).dataset_path()
     job = plan.task_job(path)
     # Its time and $ per correct answer are measurements too: the machine is watched as for the timed pass.
     with StateWatch.for_cell(plan.caps.get("cpus"), gpu=c.device == "cuda") as watch:
@@ -218,13 +219,17 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     on_tier = plan.tier.get("basis") == "measured"
     price = plan.profile.price.hourly_usd() if plan.profile.price and on_tier else None
     if res and res.get("partial"):  # killed or crashed: the items it finished are kept
-        done = res["partial"]
-        return {**out, **summarize_task(done, price), "records": done,
+        asked = next((r["_meta"] for r in res["partial"] if "_meta" in r), {})
+        done = [r for r in res["partial"] if "_meta" not in r]
+        if not done:
+            return {**out, **asked, "reason": reason}
+        return {**out, **asked, **summarize_task(done, price), "records": done,
                 "reason": f"{reason}; the {len(done)} item(s) finished before it are kept (accuracy over those only)"}
     if res is None or status != "ok":
         return {**out, "reason": reason}
-    return {**out, **summarize_task(res["records"], price), "energy_source": res["energy_source"],
-            "memory": res.get("memory"), "records": res["records"], **({"reason": reason} if reason else {})}
+    return {**out, **res.get("asked", {}), **summarize_task(res["records"], price),
+            "energy_source": res["energy_source"], "memory": res.get("memory"), "records": res["records"],
+            **({"reason": reason} if reason else {})}
 
 
 def tier_outcome(plan: CellPlan, peak: int | None) -> dict[str, Any]:

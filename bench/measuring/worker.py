@@ -211,44 +211,55 @@ def check_same_tokens(backend: Any, own: list[int], ref_tokens: list[int], text:
 
 
 def run_task(job: Job, out_path: Path) -> dict[str, Any]:
-    """Task accuracy: greedy answers to each item, scored by exact match, timed per item."""
+    """A task pass: greedy answers to each item, as the task file says (bench.quality.runner),
+    each timed; an executed task runs every answer in the sandbox after its generation (untimed)."""
     from bench.errors import BenchError
     from bench.measuring.energy import open_meter
-    from bench.quality.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items
+    from bench.quality.runner import ChatTemplate, TaskRun
+    from bench.quality.tasks import load_task
 
     work: TaskPass = job.work  # type: ignore[assignment]
-    items = load_items(Path(work.task_file))
-    shots, pool = items[: work.shots], items[work.shots:][: work.limit]
-    if not pool:
-        raise BenchError(f"no task items left after {work.shots} few-shot examples")
+    task = load_task(work.task)
+    items = task.items(Path(work.task_file))
     meter, energy_source = open_meter(job.load.device)
     records = []
-    # Each finished item is also appended to partial.jsonl beside the result: a pass killed on its
-    # timeout (or by a crash) keeps the items it completed (bench.measuring.launcher reads them).
+    # Each finished item is also appended to partial.jsonl beside the result (after a first line
+    # saying how the task was asked): a pass killed on its timeout (or by a crash) keeps the items it
+    # completed (bench.measuring.launcher reads them).
     with loaded(job, out_path) as state, partial_path(out_path).open("w", encoding="utf-8") as partial:
         backend = state["backend"]
-        _progress(0, len(pool))
-        for i, item in enumerate(pool):
-            prompt = backend.tokenize(few_shot_prompt(shots, item))
+        chat = backend.chat_template()
+        run = TaskRun(task, items, shots=work.shots, limit=work.limit, max_new_tokens=work.max_new_tokens,
+                      chat=ChatTemplate(**chat) if chat else None)
+        run.prepare()
+        partial.write(json.dumps({"_meta": run.describe()}) + "\n")
+        prompts = run.prompts()
+        _progress(0, len(prompts))
+        for i, p in enumerate(prompts):
+            prompt = backend.tokenize(p.text, special=p.special)
             if len(prompt) + work.max_new_tokens > job.load.n_ctx:
-                raise BenchError(f"item {i}: prompt of {len(prompt)} tokens + {work.max_new_tokens} new tokens "
-                                 f"exceed the task context {job.load.n_ctx}")
+                raise BenchError(f"item {p.index}: prompt of {len(prompt)} tokens + {work.max_new_tokens} new tokens "
+                                 f"exceed the task context {job.load.n_ctx} (--task-ctx)")
             before = meter.read_joules() if meter else None
             t0 = time.perf_counter()
             # The shared few-shot prefix stays cached between items where the backend can keep it
             # (as a server's prompt cache would); each record says how many prompt tokens were reused.
-            trace = backend.generate(prompt, work.max_new_tokens, stop_at_eos=True, stop=STOP, reuse_prefix=True)
+            trace = backend.generate(prompt, work.max_new_tokens, stop_at_eos=True, stop=run.stop, reuse_prefix=True,
+                                     reasoning_open=p.opened_reasoning)
             seconds = time.perf_counter() - t0
-            predicted = extract_answer(trace.text)
-            records.append({"index": work.shots + i, "predicted": predicted, "gold": item.gold,
-                            "correct": is_correct(predicted, item.gold), "prompt_tokens": len(prompt),
-                            "prompt_tokens_reused": trace.prompt_tokens_reused,
+            energy = meter.read_joules() - before if meter and before is not None else None
+            pieces = ([backend.detokenize([t]).decode("utf-8", errors="replace") for t in trace.token_ids]
+                      if "</think>" in trace.text or "<think>" in trace.text or p.opened_reasoning else None)
+            scored = run.score(p, trace.text, generated_tokens=len(trace.token_ids),
+                               stopped_at_eos=trace.stopped_at_eos, pieces=pieces)
+            records.append({**scored, "prompt_tokens": len(prompt), "prompt_tokens_reused": trace.prompt_tokens_reused,
                             "generated_tokens": len(trace.token_ids), "seconds": seconds, "text": trace.text,
-                            "energy_j": meter.read_joules() - before if meter and before is not None else None})
+                            "energy_j": energy})
             partial.write(json.dumps(records[-1]) + "\n")
             partial.flush()
-            _progress(i + 1, len(pool))
-    return {"status": "ok", "records": records, "energy_source": energy_source, "memory": state["memory"]}
+            _progress(i + 1, len(prompts))
+    return {"status": "ok", "records": records, "energy_source": energy_source, "memory": state["memory"],
+            "asked": run.describe()}
 
 
 def partial_path(out_path: Path) -> Path:

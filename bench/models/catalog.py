@@ -122,6 +122,23 @@ class Variant(StrictModel):
     source: Source
 
 
+class PublishedScore(StrictModel):
+    """A score the developer published for the model's original release, on a task the suite runs:
+    what the verdict compares a variant with when the original cannot be run here (offline, too
+    big). Every field is read from the source named; nothing is filled in."""
+
+    task: str  # the suite's task it compares with (a task file's name: humaneval, gsm8k)
+    value: float = Field(ge=0, le=1)  # as a fraction (70.7% -> 0.707)
+    metric: str  # pass@1, accuracy, ...
+    shots: int = Field(ge=0)
+    variant: str  # the catalog variant it was measured on (the original release)
+    harness: str  # the harness and its settings, as the source states them
+    source: str  # URL
+    quote: str  # the source's words or table cells the value was read from
+    read: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")  # date the source was read
+    note: str | None = None  # how it was checked, and what could not be
+
+
 class Model(StrictModel):
     """A model and its variants.
 
@@ -150,6 +167,7 @@ class Model(StrictModel):
     default_variant: str | None = None
     original: str | None = None  # the developer's original release (a variant id); see above
     variants: list[Variant] = Field(min_length=1)
+    published_scores: list[PublishedScore] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> Model:
@@ -157,6 +175,10 @@ class Model(StrictModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate variant ids: {', '.join(dupes)}")
+        for score in self.published_scores:
+            if score.variant not in ids:
+                raise ValueError(f"published score on {score.task}: variant {score.variant!r} is not a variant of "
+                                 f"{self.id}")
         for v in self.variants:
             if v.reference is not None and v.reference not in ids:
                 raise ValueError(f"variant {v.id}: reference {v.reference!r} is not a variant of {self.id}")

@@ -214,3 +214,25 @@ def read_gguf_info(path: Path) -> GgufInfo:
         tensor_types=dict(sorted(t.types.items())),
         tensor_bytes=dict(sorted(t.type_bytes.items())),
     )
+
+
+def read_gguf_strings(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """String values of ``keys`` in a GGUF's metadata (a chat template, say), read from the header
+    alone; a key the file lacks is left out."""
+    found: dict[str, str] = {}
+    try:
+        with path.open("rb") as fh:
+            r = _Reader(fh)
+            if fh.read(4) != GGUF_MAGIC or r.scalar("<I") not in (2, 3):
+                raise BenchError(f"{path}: not a GGUF file of version 2 or 3")
+            _, n_kv = r.scalar("<Q"), r.scalar("<Q")
+            for _ in range(min(n_kv, 1 << 20)):
+                key, vtype = r.string(), r.scalar("<I")
+                val = r.value(vtype)
+                if key in keys and isinstance(val, str):
+                    found[key] = val
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (_Truncated, ValueError, struct.error) as exc:
+        raise BenchError(f"{path}: corrupt GGUF header: {exc or 'it ends early'}") from None
+    return found

@@ -66,6 +66,8 @@ class ModelFacts(Section):
     license: str | None = None
     family: str | None = None
     note: str | None = None  # e.g. "a code model": what a reader must know to read its scores
+    # the developer's published scores of the original release (bench.models.catalog.PublishedScore)
+    published_scores: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -357,17 +359,27 @@ class Quality(Section):
 
 @dataclass(frozen=True)
 class Task(Section):
-    """Task accuracy by exact match, and time, energy and cost per correct answer."""
+    """Task accuracy (pass@1 for an executed task), and time, energy and cost per correct answer."""
 
     name: str | None = None
     file: str | None = None
     status: str | None = None
     reason: str | None = None
     load: dict[str, Any] | None = None
+    id: str | None = None  # the task file's name (gsm8k, humaneval, ...); ``name`` is the task as given
+    metric: str | None = None  # accuracy | pass@1 (the task file's)
+    shots: int | None = None
+    max_new_tokens: int | None = None
+    prompt: dict[str, Any] | None = None  # style (chat | completion), stop sequences, template
+    sandbox: dict[str, Any] | None = None  # an executed task: the isolation this host gave, and the limits
     items: int | None = None
     correct: int | None = None
     accuracy: float | None = None
     accuracy_se: float | None = None
+    truncated: int | None = None  # answers cut off at max_new_tokens (counted as not correct)
+    accuracy_answered: float | None = None  # correct / (items - truncated)
+    reasoning_tokens: int | None = None  # a reasoning model's think spans, within generated_tokens
+    answer_tokens: int | None = None
     seconds: float | None = None
     generated_tokens: int | None = None
     prompt_tokens_reused: int | None = None  # prompt tokens served from the KV cache (the shared few-shot prefix)

@@ -83,8 +83,8 @@ class ServeRequest:
     in_process: bool = False
     task: str | None = None
     task_limit: int = 20
-    task_shots: int = 4
-    task_max_tokens: int = 256
+    task_shots: int | None = None  # None: the task file's
+    task_max_tokens: int | None = None
     request_timeout_s: float = 300.0
     timeout_s: float = 3600.0
 
@@ -276,7 +276,7 @@ def ctx_per_slot(req: ServeRequest) -> int:
     prompt = req.prompt_tokens if req.prompts == "fixed" else 1536 + req.shared_prefix
     need = prompt + req.gen.hi + 16
     if req.task:
-        need = max(need, 1536 + req.task_max_tokens)
+        need = max(need, 1536 + task_max_tokens(req))
     return -(-need // 256) * 256
 
 
@@ -574,58 +574,108 @@ def measure_ceiling(concurrency: int, tokens: int, placement: Placement, log_pat
 
 
 # -- task accuracy under load ---------------------------------------------------------------------
+def task_max_tokens(req: ServeRequest) -> int:
+    from bench.quality.tasks import load_task
+
+    assert req.task is not None
+    return req.task_max_tokens or load_task(req.task).definition.defaults.max_new_tokens
+
+
+def chat_template_of(sw: Sweep) -> Any:
+    """The served model's chat template, for a task that prompts through it: read from the GGUF the
+    suite started llama-server with, else from the server's /props (llama-server's); None if neither."""
+    from bench.quality.runner import ChatTemplate
+
+    path = (sw.opened.model or {}).get("path")
+    if path:
+        from bench.models.gguf_info import read_gguf_strings
+
+        found = read_gguf_strings(Path(path), ("tokenizer.chat_template",)).get("tokenizer.chat_template")
+        return ChatTemplate(found, source="the GGUF's tokenizer.chat_template") if found else None
+    target = sw.opened.target
+    try:
+        status, data = http_json(target.root + "/props", timeout_s=5.0, api_key=target.api_key)
+    except HttpFailure:
+        return None
+    found = data.get("chat_template") if status == 200 and isinstance(data, dict) else None
+    return ChatTemplate(found, source="the server's /props chat_template") if found else None
+
+
 def task_under_load(sw: Sweep, concurrency: int) -> ServingRow:
     """The same greedy task answers at concurrency 1 and at ``concurrency``: batching can change
-    results, and this counts how many answers (and texts) changed."""
-    from bench.quality.tasks import STOP, extract_answer, few_shot_prompt, is_correct, load_items, task_file
+    results, and this counts how many answers (and texts) changed. Prompts, stop sequences and
+    scoring are the task runner's (bench.quality.runner), as in bench run; prompts go to the
+    completions endpoint as text (a chat prompt rendered by the model's own template)."""
+    from bench.quality.runner import TaskRun
+    from bench.quality.tasks import load_task
 
-    req, target = sw.req, sw.opened.target
-    items = load_items(task_file(req.task or "gsm8k"))
-    shots, pool = items[: req.task_shots], items[req.task_shots:][: req.task_limit]
-    if not pool:
-        return ServingRow(run_id=sw.run_id, record="task", status="failed", reason="no task items after the shots",
-                          **_common(sw))
-    extra = {"temperature": 0, "stop": STOP, "seed": req.seed}
-    jobs = [encode_job(target, Prompt(few_shot_prompt(shots, it), None, None, f"{req.task} #{req.task_shots + i}"),
-                       req.task_max_tokens, False, extra) for i, it in enumerate(pool)]
+    req = sw.req
+    target = replace(sw.opened.target, api="completions")
+    try:
+        task = load_task(req.task or "gsm8k")
+        shots = req.task_shots if req.task_shots is not None else task.definition.defaults.shots
+        max_new = task_max_tokens(replace(req, task=task.spec))
+        run = TaskRun(task, task.items(), shots=shots, limit=req.task_limit, max_new_tokens=max_new,
+                      chat=chat_template_of(sw) if task.definition.prompt.prefer == "chat" else None)
+        run.prepare()
+    except BenchError as exc:
+        return ServingRow(run_id=sw.run_id, record="task", status="failed", reason=str(exc), **_common(sw))
+    prompts = run.prompts()
+    extra = {"temperature": 0, "stop": run.stop, "seed": req.seed}
+    jobs = [encode_job(target, Prompt(p.text, None, None, f"{task.name} #{p.index}"), max_new, False, extra)
+            for p in prompts]
     send = default_sender(target, req.request_timeout_s, keep_text=True)
     levels: dict[str, Any] = {}
     raw: list[dict[str, Any]] = []
     for c in sorted({1, concurrency}):
-        sw.say(f"task {req.task}: {len(jobs)} items at concurrency {c}")
+        sw.say(f"task {task.name}: {len(jobs)} items at concurrency {c}")
         res = run_phase(LoadPoint("concurrency", c, len(jobs), req.timeout_s), jobs, send, req.request_timeout_s)
-        by_index = {t.index: t for t in res.traces}
-        answers = [extract_answer(by_index[i].text or "") if i in by_index and by_index[i].status == "ok" else None
-                   for i in range(len(pool))]
-        texts = [by_index[i].text if i in by_index else None for i in range(len(pool))]
-        correct = [is_correct(a, it.gold) for a, it in zip(answers, pool, strict=True)]
+        by_index = {t.index: t for t in res.traces if t.status == "ok"}
+        records = [run.score(p, by_index[i].text or "", generated_tokens=by_index[i].completion_tokens or max_new,
+                             stopped_at_eos=by_index[i].finish_reason == "stop") if i in by_index else None
+                   for i, p in enumerate(prompts)]
+        correct = [bool(r and r["correct"]) for r in records]
         summary = sm.summarize_point(res.traces, None)
-        levels[str(c)] = {"accuracy": sum(correct) / len(pool), "correct": sum(correct), "items": len(pool),
+        levels[str(c)] = {"accuracy": sum(correct) / len(prompts), "correct": sum(correct), "items": len(prompts),
                           "errors": summary["errors"], "output_tps": summary["output_tps"],
-                          "answers": answers, "_texts": texts}
+                          "answers": [_answer(r) for r in records],
+                          "_texts": [by_index[i].text if i in by_index else None for i in range(len(prompts))],
+                          "_records": records}
         raw += [{**t.to_dict(), "concurrency": c} for t in res.traces]
         if res.interrupted:
             break
-    return _task_row(sw, levels, raw, pool, concurrency)
+    return _task_row(sw, levels, raw, prompts, concurrency, run)
 
 
-def _task_row(sw: Sweep, levels: dict[str, Any], raw: list[dict[str, Any]], pool: list[Any],
-              concurrency: int) -> ServingRow:
+def _answer(record: dict[str, Any] | None) -> Any:
+    """What is compared between concurrency levels: the extracted answer, or the executed program's
+    outcome (passed, or the kind of failure)."""
+    if record is None:
+        return None
+    if "predicted" in record:
+        return record["predicted"]
+    return "passed" if record["correct"] else record.get("error_kind")
+
+
+def _task_row(sw: Sweep, levels: dict[str, Any], raw: list[dict[str, Any]], prompts: list[Any],
+              concurrency: int, run: Any) -> ServingRow:
     one, many = levels.get("1"), levels.get(str(concurrency))
     texts = {k: v.pop("_texts") for k, v in levels.items()}
-    out: dict[str, Any] = {"task": sw.req.task, "items": len(pool), "shots": sw.req.task_shots,
-                           "max_tokens": sw.req.task_max_tokens, "sampling": "greedy (temperature 0)",
+    records = {k: v.pop("_records") for k, v in levels.items()}
+    out: dict[str, Any] = {"task": run.task.name, "items": len(prompts), **run.describe(),
+                           "max_tokens": run.max_new_tokens, "sampling": "greedy (temperature 0)",
                            "concurrency": concurrency, "at": levels}
     status, reason = "ok", None
     if one is None or many is None or one is many:
         status, reason = ("failed", "interrupted") if many is None else ("ok", None)
     else:
-        changed = [i for i in range(len(pool)) if one["answers"][i] != many["answers"][i]]
+        n = len(prompts)
+        changed = [i for i in range(n) if one["answers"][i] != many["answers"][i]]
         out["answers_changed"] = len(changed)
-        out["texts_changed"] = sum(texts["1"][i] != texts[str(concurrency)][i] for i in range(len(pool)))
+        out["texts_changed"] = sum(texts["1"][i] != texts[str(concurrency)][i] for i in range(n))
         out["accuracy_change"] = many["accuracy"] - one["accuracy"]
-        out["changed_items"] = [{"item": sw.req.task_shots + i, "gold": pool[i].gold, "at_1": one["answers"][i],
-                                 f"at_{concurrency}": many["answers"][i]} for i in changed]
+        out["changed_items"] = [{"item": prompts[i].index, "gold": (records["1"][i] or {}).get("gold"),
+                                 "at_1": one["answers"][i], f"at_{concurrency}": many["answers"][i]} for i in changed]
     if any(v["errors"] for v in levels.values()):
         status, reason = "partial", "some task requests failed: " + "; ".join(
             f"c={k}: {', '.join(v['errors'])}" for k, v in levels.items() if v["errors"])

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.backends.base import Backend, GenerationTrace, LoadSettings
+from bench.backends.base import Backend, GenerationTrace, LoadSettings, stop_reached
 from bench.backends.llamacpp.options import kv_settings
 from bench.errors import BenchError
 from bench.measuring.prompts import build_prompt
@@ -61,8 +61,21 @@ class LlamaCppBackend(Backend):
         # (Llama.eval would rebuild it and clear the KV cache tail on every token).
         self._one = llama_cpp.llama_batch_init(1, 0, 1)
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode(), add_bos=True)  # adds BOS only if the model does
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=True, special=special)  # BOS only if the model adds one
+
+    def chat_template(self) -> dict[str, str] | None:
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        lc = self._llama_cpp
+
+        def text(token: int) -> str:
+            return lc.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace") if token >= 0 else ""
+
+        # The start token is left to tokenize(), which adds it where the model does (never twice).
+        return {"template": template, "bos_token": "", "eos_token": text(self.llm.token_eos()),
+                "source": "the GGUF's tokenizer.chat_template"}
 
     def detokenize(self, ids: list[int]) -> bytes:
         return self.llm.detokenize(ids)
@@ -125,7 +138,8 @@ class LlamaCppBackend(Backend):
         return build_prompt(n_tokens, lambda text: self.llm.tokenize(text.encode(), add_bos=False), bos)
 
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False,
+                 reasoning_open: bool = False) -> GenerationTrace:
         import numpy as np
 
         llm, clock = self.llm, time.perf_counter
@@ -155,7 +169,7 @@ class LlamaCppBackend(Backend):
             if stop_at_eos and is_eog(self._vocab, token):
                 eos = True
                 break
-            if stop and any(s in b"".join(pieces).decode("utf-8", errors="replace") for s in stop):
+            if stop and stop_reached(b"".join(pieces).decode("utf-8", errors="replace"), stop, reasoning_open):
                 break
             if i + 1 < max_new_tokens:
                 self._decode_one(token)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.backends.base import Backend, GenerationTrace, LoadSettings
+from bench.backends.base import Backend, GenerationTrace, LoadSettings, stop_reached
 from bench.errors import BenchError
 from bench.measuring.prompts import build_prompt
 
@@ -138,8 +138,15 @@ class TransformersBackend(Backend):
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return build_prompt(n_tokens, self._encode, bos)
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.tokenizer(text)["input_ids"]  # a Hugging Face tokenizer reads special tokens in text anyway
+
+    def chat_template(self) -> dict[str, str] | None:
+        tok = self.tokenizer
+        if not getattr(tok, "chat_template", None):
+            return None
+        return {"template": tok.chat_template, "bos_token": "", "eos_token": tok.eos_token or "",
+                "source": "the tokenizer's chat_template"}
 
     def detokenize(self, ids: list[int]) -> bytes:
         return self.tokenizer.decode(ids, skip_special_tokens=True).encode("utf-8")
@@ -148,7 +155,8 @@ class TransformersBackend(Backend):
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     def generate(self, prompt: list[int], max_new_tokens: int, stop_at_eos: bool,
-                 stop: list[str] | None = None, reuse_prefix: bool = False) -> GenerationTrace:
+                 stop: list[str] | None = None, reuse_prefix: bool = False,
+                 reasoning_open: bool = False) -> GenerationTrace:
         # reuse_prefix is not supported here: every request recomputes its whole prompt
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -178,7 +186,7 @@ class TransformersBackend(Backend):
 
         class StopStrings(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                hit = bool(stop) and any(s in "".join(pieces) for s in stop)
+                hit = stop_reached("".join(pieces), stop, reasoning_open)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
 
         cache: dict[str, Any] = {}
