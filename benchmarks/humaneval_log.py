@@ -46,7 +46,7 @@ def newest_row(path: Path) -> dict:
 def tier_lines(row: dict) -> list[str]:
     from bench.datafiles import find_data_path
     from bench.hardware.profiles import load_profiles
-    from bench.measuring.cost import task_cost_on_tier
+    from bench.projection.tier import task_cost_on_tier
 
     lines = []
     for profile in load_profiles(find_data_path("hardware_profiles", None, "BENCH_PROFILES")).values():
@@ -107,7 +107,7 @@ def page(row: dict, cmd: list[str]) -> str:
     tiers = tier_lines(row)
     if tiers:
         lines += ["**Time and $ per solved problem on the priced CPU tiers: PROJECTIONS, not measurements** "
-                  "(bench.measuring.cost.task_cost_on_tier: each problem's token counts at the tier's projected "
+                  "(bench.projection.tier.task_cost_on_tier: each problem's token counts at the tier's projected "
                   "speeds, scaled by this host's measured time over the same at its measured speeds):", "",
                   "| tier | $/hour | s per solved problem | interval | $ per solved problem |", "|---|---|---|---|---|",
                   *tiers, ""]
