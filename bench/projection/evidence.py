@@ -359,6 +359,7 @@ class DepthSeries:
     shape_source: str
     points: tuple[DepthPoint, ...]
     test: bool = False               # a machine of the frozen test split: scored, never fitted
+    file: str = ""                   # the GGUF's file name, where known (the suite's sweep)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -433,5 +434,5 @@ def suite_depth_series(folder: Path) -> list[DepthSeries]:
             origin=f"suite (host {r0['host']}, {r0['date']})", n_layer=int(r0["n_layer"]), n_head=int(r0["n_head"]),
             n_head_kv=int(r0["n_head_kv"]), key_length=int(r0["key_length"]), value_length=int(r0["value_length"]),
             file_bytes=float(r0["file_bytes"]), n_params=_num(r0["n_params"], "n_params", where),
-            shape_source=r0["shape_source"], points=pts))
+            shape_source=r0["shape_source"], points=pts, file=r0["file"]))
     return out
