@@ -11,14 +11,29 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import REPO, assert_clean_error
 
 from bench.errors import BenchError
 from bench.hardware.profiles import load_profiles
-from bench.projection.evidence import Entry, EvidenceSet, device_class, load_evidence
-from bench.projection.fit import band_for, fit_params, weighted_quantile
+from bench.projection.evidence import (
+    Entry,
+    EvidenceSet,
+    device_class,
+    load_evidence,
+    published_depth_series,
+    suite_depth_series,
+)
+from bench.projection.fit import (
+    band_for,
+    decode_ratios,
+    fit_attn_cost,
+    fit_params,
+    prefill_ratios,
+    weighted_quantile,
+)
 from bench.projection.importer import parse_llama_bench, quant_of_model_type, rows_from_records
 from bench.projection.model import (
     Band,
@@ -32,8 +47,9 @@ from bench.projection.model import (
     stream_rate,
     thread_cap,
 )
-from bench.projection.shape import ModelShape, quant_family, shape_from_gguf
+from bench.projection.shape import ModelShape, quant_family, shape_from_gguf, shape_from_kv
 from bench.projection.tier import PerformanceModel, Workload, project_row
+from bench.projection.validate import run as run_validation
 from bench.results.schema import Row
 
 # ---- the arithmetic, by hand -----------------------------------------------------------------------
@@ -236,7 +252,8 @@ def test_committed_parameters_are_those_of_the_training_split():
     data = json.loads((REPO / "validation" / "model_params.json").read_text())
     ev = load_evidence(REPO / "validation")
     assert set(data["training_machines"]) == {e.machine for e in ev.train().entries}
-    refit = {cls: p.to_dict() for cls, p in fit_params(ev.train()).items()}
+    # the validation's parameters: fit_params on the training split, with gamma from the depth series
+    refit = {cls: p.to_dict() for cls, p in run_validation(ev).params.items()}
     assert json.loads(json.dumps(refit)) == data["classes"], "run: python -m bench.hardware.validate --write-params"
 
 
@@ -251,6 +268,74 @@ def test_a_class_without_its_own_band_names_the_pooled_one():
     assert band_for(bands, "decode_tps", "embedded-gpu", "evidence") is None
 
 
+# ---- depth -----------------------------------------------------------------------------------------
+
+@pytest.mark.fast
+def test_deeper_context_projects_slower_and_attention_costs_time_on_top_of_the_cache():
+    # Llama 3.1 8B's sourced shape (validation/depth_shapes.csv): K = 32 x 8 x (128 + 128) x 2 bytes,
+    # A = 4 x 32 x (32 x 128) FLOPs per position
+    s = shape_from_kv(4.4e9, 8e9, n_layer=32, n_head=32, n_head_kv=8, key_length=128)
+    assert s.kv_bytes_per_position == 131072 and s.attn_flops_per_position == 524288
+    assert s.token_bytes(1000, "f16", 0.5) == pytest.approx(4.4e9 + 1000 * (131072 + 0.5 * 524288))
+    hw = Hardware("m", "cpu", threads=8, bandwidth_peak=80e9)
+    bw_only = ClassParams("cpu", overhead_s=0.001, share_peak=0.7)
+    with_attn = ClassParams("cpu", overhead_s=0.001, share_peak=0.7, attn_bytes_per_flop=0.5)
+    for p in (bw_only, with_attn):
+        speeds = [project_decode(s, c, hw, p).value for c in (0, 1024, 8192, 32768)]
+        assert speeds == sorted(speeds, reverse=True) and len(set(speeds)) == 4
+    # at depth 0 the attention term is nothing; deeper, it slows decode beyond the cache's bytes
+    assert project_decode(s, 0, hw, with_attn).value == project_decode(s, 0, hw, bw_only).value
+    assert project_decode(s, 8192, hw, with_attn).value < project_decode(s, 8192, hw, bw_only).value
+    # prefill after a depth does more FLOPs per token, so it is slower too
+    hw_c = Hardware("m", "cpu", threads=8, compute=1e12, compute_threads=8)
+    pp = ClassParams("cpu", prefill_eff={"kquant": 0.3})
+    s_q = shape_from_kv(4.4e9, 8e9, 32, 32, 8, 128, quant="Q4_K_M")
+    assert project_prefill(s_q, 512, 8192, hw_c, pp).value < project_prefill(s_q, 512, 0, hw_c, pp).value
+
+
+def test_the_depth_ratio_on_a_real_header(embedded_gguf):
+    """The embedded model's own GGUF header gives K and A; the bandwidth-only ratio is the bytes' ratio,
+    and the committed CPU gamma projects the suite's measured slowdown on this file closer than it."""
+    from bench.models.gguf_info import read_gguf_info
+
+    g = read_gguf_info(embedded_gguf)
+    shape = shape_from_gguf(g.__dict__, embedded_gguf.stat().st_size)
+    heads, kv_heads, width = g.head_count, g.head_count_kv, g.embedding_length // g.head_count
+    assert shape.kv_bytes_per_position == g.block_count * kv_heads * 2 * width * 2
+    assert shape.attn_flops_per_position == 4 * g.block_count * heads * width
+    w, k = shape.file_bytes, shape.kv_bytes_per_position
+    assert shape.token_bytes(8160) / shape.token_bytes(160) == pytest.approx((w + k * 8160) / (w + k * 160))
+
+    params = json.loads((REPO / "validation" / "model_params.json").read_text())["classes"]
+    gamma = params["cpu"]["attn_bytes_per_flop"]
+    assert gamma > 0, "the CPU class uses an attention cost at depth"
+    series = [s for s in suite_depth_series(REPO / "validation") if s.file == embedded_gguf.name]
+    if not series:
+        pytest.skip(f"validation/depth_suite.csv has no sweep of {embedded_gguf.name}")
+    for s in series:
+        tau = params["cpu"]["overhead_s"]
+        for (p, measured, bw), (_, _, model) in zip(decode_ratios(s, 0.0, tau), decode_ratios(s, gamma, tau),
+                                                    strict=True):
+            assert model < bw < 1.0                     # deeper is slower, and attention makes it slower still
+            assert abs(model / measured - 1) < abs(bw / measured - 1), (s.id, p.depth)
+
+
+def test_depth_series_are_sourced_and_the_fit_never_reads_a_test_machine():
+    ev = load_evidence(REPO / "validation")
+    published, left_out = published_depth_series(ev, REPO / "validation")
+    assert published and all(s.shape_source and s.n_layer and s.n_head_kv for s in published)
+    assert any("mixture of experts" in why for why in left_out)
+    cpu = [s for s in published if s.device_class == "cpu"]
+    gamma = fit_attn_cost(cpu, lambda cls: 0.0)
+    assert gamma and gamma > 0
+    # the same series on test-split machines are never fitted
+    assert fit_attn_cost([replace(s, test=True) for s in cpu], lambda cls: 0.0) is None
+    # prefill ratios of a published GPU series follow the FLOP term: deeper, fewer tokens per second
+    gpu = next(s for s in published if s.device_class != "cpu" and prefill_ratios(s))
+    proj = [r for _, _, r in prefill_ratios(gpu)]
+    assert proj == sorted(proj, reverse=True) and proj[-1] < 1.0
+
+
 # ---- commands ---------------------------------------------------------------------------------------
 
 def _bench(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -263,7 +348,10 @@ def test_validate_prints_both_splits_and_the_baseline():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for text in ("training, leave one machine out", "TEST split, never fitted", "naive 0.6 x peak / bytes",
-                 "Goals on the test split", "in interval"):
+                 "Goals on the test split", "in interval",
+                 # the depth section: ratios against both baselines, the suite's sweep apart, what was left out
+                 "Depth: ratio to the series' shallowest point", "depth ignored", "bandwidth only", "model out",
+                 "the suite's sweep (never fitted)", "Series left out", "mixture of experts", "the model uses:"):
         assert text in proc.stdout
 
 

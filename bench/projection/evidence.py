@@ -323,3 +323,116 @@ def load_evidence(folder: Path) -> EvidenceSet:
 def describe(e: Entry) -> dict[str, Any]:
     return {"id": e.id, "machine": e.machine, "model": e.model, "quant": e.quant, "threads": e.threads,
             "depth": e.depth, "decode_tps": e.decode_tps, "prefill_tps": e.prefill_tps, "source": e.source}
+
+
+# ---- depth series: one model on one machine at several prefilled depths -----------------------------
+
+DEPTH_SHAPES = "depth_shapes.csv"   # sourced KV shapes of the published series' models
+DEPTH_SUITE = "depth_suite.csv"     # the suite's own depth sweep (benchmarks/depth_validation_data.py)
+
+
+@dataclass(frozen=True)
+class DepthPoint:
+    depth: int
+    decode_context: float            # the positions a decoded token attends to on average
+    prompt_tokens: int | None
+    decode_tps: float | None
+    prefill_tps: float | None
+
+
+@dataclass(frozen=True)
+class DepthSeries:
+    """What the depth validation scores: the ratios of each point to the shallowest one."""
+
+    id: str
+    machine: str
+    device_class: str
+    engine: str
+    origin: str                      # "published" or "suite (host ...)"
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    key_length: int
+    value_length: int
+    file_bytes: float
+    n_params: float | None
+    shape_source: str
+    points: tuple[DepthPoint, ...]
+    test: bool = False               # a machine of the frozen test split: scored, never fitted
+    file: str = ""                   # the GGUF's file name, where known (the suite's sweep)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def _shape_rows(folder: Path) -> list[dict[str, str]]:
+    path = folder / DEPTH_SHAPES
+    return _rows(path) if path.exists() else []
+
+
+def published_depth_series(ev: EvidenceSet, folder: Path) -> tuple[list[DepthSeries], list[str]]:
+    """Published entries of one machine, build, model, quantization and thread count at two or more
+    depths (one at depth > 0), whose model has a sourced shape in depth_shapes.csv that applies; the
+    rest are named with why they are left out."""
+    groups: dict[tuple[str, ...], list[Entry]] = {}
+    for e in ev.entries:
+        groups.setdefault((e.machine, e.backend, e.model, e.quant, str(e.threads), e.source), []).append(e)
+    shapes = _shape_rows(folder)
+    series, left_out = [], []
+    for key, entries in groups.items():
+        entries = [e for e in entries if not e.excluded]
+        if not any(e.depth for e in entries):
+            continue
+        name = f"{key[0]}: {key[2]} ({key[3]})"
+        if len({e.depth for e in entries}) < 2:
+            left_out.append(f"{name}: one depth only, no ratio")
+            continue
+        row = next((r for r in shapes if r["model_contains"].lower() in key[2].lower()), None)
+        if row is None or entries[0].moe:
+            why = "mixture of experts" if entries[0].moe else "no sourced KV shape in " + DEPTH_SHAPES
+            left_out.append(f"{name}: {why}")
+            continue
+        if row["applies"].strip().lower() != "yes":
+            left_out.append(f"{name}: {row['note']}")
+            continue
+        where = f"{folder / DEPTH_SHAPES}: {row['model_contains']}"
+        head_dim = _int(row["head_dim"], "head_dim", where)
+        e0 = entries[0]
+        pts = tuple(sorted((DepthPoint(e.depth, e.depth + (e.gen_tokens or 128) / 2, e.prompt_tokens, e.decode_tps,
+                                       e.prefill_tps) for e in entries), key=lambda p: p.depth))
+        series.append(DepthSeries(
+            id=f"{key[0]}|{e0.model}|{e0.quant}|{key[1][:40]}", machine=key[0],
+            device_class=ev.machines[key[0]].device_class, engine=e0.engine, origin="published",
+            n_layer=_int(row["n_layer"], "n_layer", where) or 0, n_head=_int(row["n_head"], "n_head", where) or 0,
+            n_head_kv=_int(row["n_head_kv"], "n_head_kv", where) or 0, key_length=head_dim or 0,
+            value_length=head_dim or 0, file_bytes=e0.size_bytes or 0.0, n_params=e0.params,
+            shape_source=row["source"], points=pts, test=key[0] in ev.test_machines))
+    return series, left_out
+
+
+def suite_depth_series(folder: Path) -> list[DepthSeries]:
+    """The suite's own sweep (depth_suite.csv): a CPU host, shapes from the real GGUF headers."""
+    path = folder / DEPTH_SUITE
+    if not path.exists():
+        return []
+    by: dict[str, list[dict[str, str]]] = {}
+    for i, r in enumerate(_rows(path), start=3):
+        r["_line"] = str(i)
+        by.setdefault(r["series"], []).append(r)
+    out = []
+    for sid, rows in by.items():
+        r0, where = rows[0], f"{path}:{rows[0]['_line']}"
+        pts = tuple(sorted((DepthPoint(int(r["depth"]), float(r["decode_context"]), _int(r["prompt_tokens"], "prompt",
+                                                                                         where),
+                                       _num(r["decode_tps"], "decode_tps", where),
+                                       _num(r["prefill_tps"], "prefill_tps", where)) for r in rows),
+                           key=lambda p: p.depth))
+        out.append(DepthSeries(
+            id=sid, machine=f"host {r0['host']}", device_class="cpu", engine=f"llama.cpp ({r0['engine']})",
+            origin=f"suite (host {r0['host']}, {r0['date']})", n_layer=int(r0["n_layer"]), n_head=int(r0["n_head"]),
+            n_head_kv=int(r0["n_head_kv"]), key_length=int(r0["key_length"]), value_length=int(r0["value_length"]),
+            file_bytes=float(r0["file_bytes"]), n_params=_num(r0["n_params"], "n_params", where),
+            shape_source=r0["shape_source"], points=pts, file=r0["file"]))
+    return out

@@ -14,6 +14,9 @@ not a mean: a few odd published results do not drag it).
     family_ratio[family]              median over machines of C_eff(family) / C_eff(kquant)
     bands                             10th/50th/90th percentiles of ln(measured / projected) of
         leave-one-machine-out projections: each machine projected with parameters fitted without it
+    attn_bytes_per_flop (gamma)       per group (CPUs; GPUs of every class together): the grid value
+        minimizing the sum over published depth series of the mean |ln(measured / projected)| of
+        decode(depth) / decode(shallowest) (fit_attn_cost); the suite's own sweep is never fitted
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 from bench.hardware.profiles import Performance, preferred_figure
-from bench.projection.evidence import DEVICE_CLASSES, PARENT_CLASS, Entry, EvidenceSet, Machine
+from bench.projection.evidence import (
+    DEVICE_CLASSES,
+    PARENT_CLASS,
+    DepthPoint,
+    DepthSeries,
+    Entry,
+    EvidenceSet,
+    Machine,
+)
 from bench.projection.model import (
     GB,
     Band,
@@ -33,11 +44,12 @@ from bench.projection.model import (
     Estimate,
     Hardware,
     Why,
+    decode_from_rate,
     project_decode,
     project_prefill,
     stream_rate,
 )
-from bench.projection.shape import quant_family, shape_from_entry
+from bench.projection.shape import ModelShape, quant_family, shape_from_entry, shape_from_kv
 
 MIN_BAND_ENTRIES = 8
 MIN_BAND_MACHINES = 3
@@ -447,3 +459,69 @@ def band_for(bands: dict[str, dict[str, Any]], metric: str, cls: str, basis: str
         return Band(pooled["median"], pooled["q10"], pooled["q90"], pooled["n"], pooled["machines"],
                     f"all/{basis} (pooled over classes: {cls}/{basis} has {have})")
     return None
+
+
+# ---- depth: the attention cost per position (gamma), fitted on published depth series ---------------
+
+GAMMA_GRID = (0.0,) + tuple(10 ** (-3 + 0.05 * i) for i in range(81))   # 0, 0.001 .. 10 bytes per FLOP
+
+
+def depth_group(device_class: str) -> str:
+    """gamma is fitted for CPUs and for GPUs of every class together (too few GPU series per class)."""
+    return "cpu" if device_class == "cpu" else "gpu"
+
+
+def series_shape(s: DepthSeries) -> ModelShape:
+    return shape_from_kv(s.file_bytes, s.n_params, s.n_layer, s.n_head, s.n_head_kv, s.key_length, s.value_length,
+                         source=s.shape_source)
+
+
+def decode_ratios(s: DepthSeries, gamma: float, tau: float) -> list[tuple[DepthPoint, float, float]]:
+    """(point, measured, projected) decode(depth) / decode(shallowest) of each deeper point. The
+    shallowest point fixes the machine's bandwidth (BW = B_eff(c0) / (1/decode0 - tau)), so the ratio
+    tests the depth term alone: projected = decode_from_rate(B_eff(c), BW, tau) / decode0."""
+    pts = [p for p in s.points if p.decode_tps]
+    if len(pts) < 2:
+        return []
+    shape, p0 = series_shape(s), pts[0]
+    bw = stream_rate(p0.decode_tps, shape.token_bytes(p0.decode_context, "f16", gamma), tau)  # type: ignore[arg-type]
+    if bw is None:
+        return []
+    return [(p, p.decode_tps / p0.decode_tps,  # type: ignore[operator]
+             decode_from_rate(shape.token_bytes(p.decode_context, "f16", gamma), bw, tau) / p0.decode_tps)
+            for p in pts[1:]]
+
+
+def prefill_ratios(s: DepthSeries) -> list[tuple[DepthPoint, float, float]]:
+    """(point, measured, projected) prefill(depth) / prefill(shallowest): F(p, D0) / F(p, D) with
+    F(p, D) = 2 N + 4 L d (D + p/2), the FLOPs the model's prefill rate divides (model.project_prefill)."""
+    pts = [p for p in s.points if p.prefill_tps]
+    shape = series_shape(s)
+    if len(pts) < 2 or not shape.n_params:
+        return []
+    p0 = pts[0]
+    f0 = shape.prefill_flops_per_token(p0.prompt_tokens or 512, p0.depth) or 0.0
+    return [(p, p.prefill_tps / p0.prefill_tps,  # type: ignore[operator]
+             f0 / (shape.prefill_flops_per_token(p.prompt_tokens or 512, p.depth) or 1.0)) for p in pts[1:]]
+
+
+def fit_attn_cost(series: list[DepthSeries], tau_of: Callable[[str], float]) -> float | None:
+    """gamma minimizing the sum of |ln(measured / projected)| of decode ratios, each series weighing the
+    same; None without a series to fit on. Series of test-split machines are never read."""
+    usable = [s for s in series if not s.test]
+    if not usable:
+        return None
+
+    def loss(g: float) -> float:
+        total = 0.0
+        for s in usable:
+            r = decode_ratios(s, g, tau_of(s.device_class))
+            total += sum(abs(math.log(m / p)) for _, m, p in r) / max(1, len(r))
+        return total
+
+    return min(GAMMA_GRID, key=loss)
+
+
+def fit_attn_costs(series: list[DepthSeries], tau_of: Callable[[str], float]) -> dict[str, float | None]:
+    """{"cpu": gamma, "gpu": gamma} from the published training series of each group."""
+    return {g: fit_attn_cost([s for s in series if depth_group(s.device_class) == g], tau_of) for g in ("cpu", "gpu")}

@@ -7,7 +7,10 @@ training split of the validation set (fit.py).
 Decode streams the weights (and the KV cache) once per token, plus a fixed cost per token (kernel
 launches and synchronisation on a GPU, thread barriers on a CPU):
 
-    t_token  = B(c) / BW_eff + tau_class                       decode = 1 / t_token
+    t_token  = B_eff(c) / BW_eff + tau_class                   decode = 1 / t_token
+    B_eff(c) = W + (K + gamma_class A) c (shape.py): the weights and the KV cache streamed, and the
+    attention arithmetic over c positions at C_att = BW_eff / gamma (gamma fitted on published depth
+    series, fit.fit_attn_cost; on CPUs attending costs more than reading the cache)
     BW_eff, the bytes per second llama.cpp's decode really streams on the machine, by the best
     evidence there is (each projection names which it used):
       evidence   the machine's own published decode results, any model:
@@ -63,6 +66,7 @@ class ClassParams:
     prefill_eff: dict[str, float] = field(default_factory=dict)   # family -> C_eff / compute figure
     family_ratio: dict[str, float] = field(default_factory=dict)  # family -> prefill rate vs "legacy"
     n: dict[str, int] = field(default_factory=dict)               # entries and machines each came from
+    attn_bytes_per_flop: float = 0.0            # gamma: decode's attention FLOPs at depth, in bytes' time (B/FLOP)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,7 +199,7 @@ def project_decode(shape: ModelShape, context: float, hw: Hardware, params: Clas
     """The raw decode tok/s of ``shape`` at ``context`` positions on ``hw`` (before its band)."""
     if shape.moe:
         return Why("a mixture-of-experts model reads only its routed experts per token; the model has no MoE term")
-    b = shape.decode_bytes(context, kv_type)
+    b = shape.token_bytes(context, kv_type, params.attn_bytes_per_flop)
     basis, how, inputs, bw = None, "", {}, None
     if use_evidence and hw.evidence:
         bw, inputs, why_not = _evidence_rate(hw, params)
@@ -222,6 +226,7 @@ def project_decode(shape: ModelShape, context: float, hw: Hardware, params: Clas
         bw = cap
     value = decode_from_rate(b, bw, params.overhead_s)
     inputs = {**inputs, "bytes_per_token": b, "context": context, "kv_type": kv_type,
+              "attn_bytes_per_flop": params.attn_bytes_per_flop,
               "effective_bandwidth_gbs": bw / GB, "overhead_s": params.overhead_s, "threads": hw.threads}
     return Estimate(value, basis, how, inputs)
 

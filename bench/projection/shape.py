@@ -8,6 +8,10 @@ parameter count only). Pure functions, no I/O.
            K: KV-cache bytes per context position = L x n_kv_heads x (d_k + d_v) x bytes per element
               (2 for an F16 cache, 34/32 for q8_0, 18/32 for q4_0: ggml's block sizes)
     F(c)   FLOPs per token attending to c positions = 2 N + 4 L d c (d = heads x head width)
+    A      attention FLOPs per context position = 4 L d (Q.K and softmax.V: 2 d each per layer)
+    B_eff(c) = W + (K + gamma A) c: decode's bytes with the attention arithmetic at depth counted as the
+           bytes that could stream in its time (gamma = BW_eff / C_att bytes per FLOP, fitted per class on
+           published depth series: fit.fit_attn_cost; 0: the bandwidth-only rule)
     prefill of p tokens after a depth D: each attends to D + p/2 positions on average
 """
 
@@ -62,6 +66,18 @@ class ModelShape:
         kv = (self.kv_bytes_per_position or 0.0) * KV_TYPE_BYTES.get(kv_type, 2.0) / 2.0
         return self.file_bytes + kv * context
 
+    @property
+    def attn_flops_per_position(self) -> float | None:
+        """A = 4 L d: the FLOPs one more context position adds to a decoded token; None if unknown."""
+        if not self.n_layer or not self.attn_width:
+            return None
+        return 4.0 * self.n_layer * self.attn_width
+
+    def token_bytes(self, context: float, kv_type: str = "f16", attn_bytes_per_flop: float = 0.0) -> float:
+        """B_eff(c) = W + K c + gamma A c (A unknown: the bandwidth-only B(c))."""
+        attn = attn_bytes_per_flop * (self.attn_flops_per_position or 0.0)
+        return self.decode_bytes(context, kv_type) + attn * context
+
     def flops_per_token(self, context: float) -> float | None:
         """F(c) = 2 N + 4 L d c; None without a parameter count."""
         if not self.n_params:
@@ -103,6 +119,18 @@ def shape_from_gguf(g: Mapping[str, Any], file_bytes: float, params_b: float | N
                       n_layer=g.get("block_count"), kv_bytes_per_position=kv_bytes_per_position(g),
                       attn_width=heads * width or None, quant=quant or _dominant_type(g),
                       source="GGUF header")
+
+
+def shape_from_kv(file_bytes: float, n_params: float | None, n_layer: int, n_head: int, n_head_kv: int,
+                  key_length: int, value_length: int | None = None, quant: str | None = None,
+                  source: str = "sourced KV shape") -> ModelShape:
+    """A model whose layers, heads and head widths come from a named source (a config.json, a GGUF
+    header): K = L x n_kv_heads x (d_k + d_v) x 2 bytes, d = heads x d_k."""
+    g = {"block_count": n_layer, "head_count": n_head, "head_count_kv": n_head_kv, "key_length": key_length,
+         "value_length": value_length or key_length, "embedding_length": n_head * key_length}
+    return ModelShape(file_bytes=float(file_bytes), n_params=n_params, n_layer=n_layer,
+                      kv_bytes_per_position=kv_bytes_per_position(g), attn_width=n_head * key_length, quant=quant,
+                      source=source)
 
 
 def shape_from_entry(size_bytes: float, params: float | None, quant: str, moe: bool) -> ModelShape:

@@ -5,6 +5,7 @@ was not fitted on.
     python -m bench.hardware.validate --entries          # and every entry's projection and error
     python -m bench.hardware.validate --write-params     # refit on the training split: validation/model_params.json
     python -m bench.hardware.validate --markdown PAGE    # also write the report as a Markdown page
+    python -m bench.hardware.validate --depth-markdown PAGE  # the depth section with every point
 
 Training split: every machine not in validation/test_split.txt. The class parameters are fitted on it,
 and each training machine is scored with parameters fitted without it (leave one machine out); the
@@ -17,6 +18,13 @@ whole training split. Two ways of projecting each entry are scored:
     formula only     the machine's figures alone: what a machine nobody measured gets
 
 Baseline, on the same entries: decode = 0.6 x the datasheet peak bandwidth / the file's bytes.
+
+Depth: each depth series (one model on one machine at several prefilled depths: the published ones whose
+model's KV shape is sourced in depth_shapes.csv, and the suite's own sweep in depth_suite.csv) is scored
+as ratios to its shallowest point, decode(D) / decode(D0) and prefill(D) / prefill(D0), which cancel the
+machine's unknown efficiency and test the depth term alone: against "depth ignored" (ratio 1), the
+bandwidth-only rule (gamma 0), and the model with gamma fitted in sample (all published series of the
+group) and out of sample (the series' machine left out; the suite's sweep is never fitted).
 Files (folder: --data, $BENCH_VALIDATION, ./validation or the repo's): measurements.csv,
 machines.yaml, test_split.txt, imported/*.jsonl, model_params.json. Bad input: one line, exit 2.
 """
@@ -29,21 +37,33 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.projection.evidence import DEVICE_CLASSES, EvidenceSet, load_evidence
+from bench.projection.evidence import (
+    DEVICE_CLASSES,
+    DepthSeries,
+    EvidenceSet,
+    load_evidence,
+    published_depth_series,
+    suite_depth_series,
+)
 from bench.projection.fit import (
     MIN_BAND_ENTRIES,
     MIN_BAND_MACHINES,
     Scored,
     band_for,
     bands_from,
+    decode_ratios,
+    depth_group,
+    fit_attn_cost,
+    fit_attn_costs,
     fit_params,
     hardware_of,
     leave_one_machine_out,
+    prefill_ratios,
     score_all,
 )
 from bench.projection.model import GB, ClassParams, Estimate
@@ -119,6 +139,74 @@ def baseline(scored: list[Scored]) -> tuple[Stat, Stat]:
             [s for s, _ in pairs])  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class DepthRow:
+    """One deeper point of a depth series: its measured ratio to the shallowest point and each rule's."""
+
+    series: DepthSeries
+    metric: str                 # decode or prefill
+    depth: int
+    measured: float
+    bandwidth_only: float | None  # decode: gamma 0; prefill: None (the FLOP term is the model)
+    model_in: float             # gamma fitted on every published series of the group
+    model_out: float            # gamma fitted without the series' machine (the suite's: never fitted)
+    gamma_out: float
+
+
+@dataclass
+class DepthValidation:
+    rows: list[DepthRow]
+    gammas: dict[str, float | None]       # fitted in sample, per group
+    left_out: list[str]
+    series: list[DepthSeries]
+    applied: dict[str, float]             # what the model uses: gamma where it beat bandwidth-only out of sample
+
+
+def _applied(rows: list[DepthRow], gammas: dict[str, float | None]) -> dict[str, float]:
+    """A group's gamma enters the model only if, on its published series with the series' machine left
+    out of the fit, it beats the bandwidth-only rule (median |err| of the decode ratio); else 0."""
+    out = {}
+    for group, g in gammas.items():
+        rs = [r for r in rows if r.metric == "decode" and r.series.origin == "published"
+              and depth_group(r.series.device_class) == group and r.bandwidth_only is not None]
+        if not g or not rs:
+            out[group] = 0.0
+            continue
+        model = statistics.median(_ratio_err(r.measured, r.model_out) for r in rs)
+        base = statistics.median(_ratio_err(r.measured, r.bandwidth_only) for r in rs)  # type: ignore[arg-type]
+        out[group] = g if model < base else 0.0
+    return out
+
+
+def depth_validation(ev: EvidenceSet, params: dict[str, ClassParams]) -> DepthValidation:
+    """Every depth series scored as ratios (see the module's docstring)."""
+    folder = ev.folder or Path(".")
+    published, left_out = published_depth_series(ev, folder)
+    suite = suite_depth_series(folder)
+
+    def tau_of(cls: str) -> float:
+        return params[cls].overhead_s if cls in params else 0.0
+
+    gammas = fit_attn_costs(published, tau_of)
+    rows: list[DepthRow] = []
+    for s in published + suite:
+        group = depth_group(s.device_class)
+        g_in = gammas[group] or 0.0
+        if s.origin == "published":
+            others = [t for t in published if depth_group(t.device_class) == group and t.machine != s.machine]
+            g_out = fit_attn_cost(others, tau_of) or 0.0
+        else:
+            g_out = g_in
+        tau = tau_of(s.device_class)
+        bw = {p.depth: r for p, _, r in decode_ratios(s, 0.0, tau)}
+        fin = {p.depth: r for p, _, r in decode_ratios(s, g_in, tau)}
+        for p, measured, r_out in decode_ratios(s, g_out, tau):
+            rows.append(DepthRow(s, "decode", p.depth, measured, bw[p.depth], fin[p.depth], r_out, g_out))
+        for p, measured, r in prefill_ratios(s):
+            rows.append(DepthRow(s, "prefill", p.depth, measured, None, r, r, g_out))
+    return DepthValidation(rows, gammas, left_out, published + suite, _applied(rows, gammas))
+
+
 @dataclass
 class Validation:
     ev: EvidenceSet
@@ -126,6 +214,7 @@ class Validation:
     bands: dict[str, dict[str, Any]]
     train: list[Scored]
     test: list[Scored]
+    depth: DepthValidation | None = None
 
 
 def run(ev: EvidenceSet) -> Validation:
@@ -134,7 +223,12 @@ def run(ev: EvidenceSet) -> Validation:
     train = leave_one_machine_out(train_ev)
     bands = bands_from([s for s in train])
     test = score_all(ev.test(), ev, params) if ev.test_machines else []
-    return Validation(ev, params, bands, train, test)
+    depth = depth_validation(ev, params)
+    # gamma enters every class's parameters (its group's in-sample value, where it beat bandwidth-only out of
+    # sample); depth-0 entries of published
+    # files have no attention shape, so their projections above do not change with it
+    params = {cls: replace(p, attn_bytes_per_flop=depth.applied[depth_group(cls)]) for cls, p in params.items()}
+    return Validation(ev, params, bands, train, test, depth)
 
 
 def _pick(scored: list[Scored], metric: str, mode: str) -> list[Scored]:
@@ -215,12 +309,61 @@ def report(v: Validation, entries: bool = False) -> list[str]:
                               and (s.mode == "formula" or basis == "evidence")]
                     if picked:
                         lines.append(stat(picked, v.bands).line(f"    {cls}/{basis}"))
+    if v.depth is not None:
+        lines += ["", *depth_lines(v.depth, entries)]
     if v.test:
         lines += ["", *_goal_lines(v)]
     lines += ["", f"Bands need {MIN_BAND_ENTRIES} entries on {MIN_BAND_MACHINES} machines of a class and basis; "
                   "fewer: the basis's band pooled over all classes, named in the projection."]
     if entries:
         lines += ["", *entry_table(v)]
+    return lines
+
+
+def _ratio_err(measured: float, projected: float) -> float:
+    return abs(projected / measured - 1.0) * 100.0
+
+
+def _med(xs: list[float]) -> str:
+    return f"{statistics.median(xs):5.1f}%" if xs else "    -"
+
+
+def depth_lines(d: DepthValidation, entries: bool = False) -> list[str]:
+    """The depth section: median |err| of the ratio to the shallowest point per class, origin and rule."""
+    g = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} - (no series)" for k, v in d.gammas.items())
+    lines = ["Depth: ratio to the series' shallowest point, error = |projected ratio / measured ratio - 1|; "
+             "the ratio cancels the machine's efficiency and tests the depth term alone",
+             f"  gamma (attention FLOPs at depth, in bytes of streaming time; in sample, every published series): {g}",
+             "  the model uses: " + ", ".join(f"{k} {v:.3g}" + ("" if v else " (bandwidth only: gamma did not beat it "
+                                                                       "out of sample)") for k, v in d.applied.items()),
+             f"  {'metric':8} {'class':13} {'series from':34} {'points':>6} {'depth ignored':>13} "
+             f"{'bandwidth only':>14} {'model in':>9} {'model out':>9}"]
+    keys = sorted({(r.metric, r.series.device_class, r.series.origin.split(" (")[0]) for r in d.rows})
+    for metric, cls, origin in keys:
+        rs = [r for r in d.rows if (r.metric, r.series.device_class, r.series.origin.split(" (")[0])
+              == (metric, cls, origin)]
+        src = "published (others' machines fit)" if origin == "published" else "the suite's sweep (never fitted)"
+        bw = [_ratio_err(r.measured, r.bandwidth_only) for r in rs if r.bandwidth_only is not None]
+        ignored = _med([_ratio_err(r.measured, 1.0) for r in rs])
+        lines.append(f"  {metric:8} {cls:13} {src:34} {len(rs):>6} {ignored:>13} "
+                     f"{_med(bw):>14} {_med([_ratio_err(r.measured, r.model_in) for r in rs]):>9} "
+                     f"{_med([_ratio_err(r.measured, r.model_out) for r in rs]):>9}")
+    lines.append("  (prefill: the model's FLOP term F = 2N + 4 L d (D + p/2), nothing fitted: in = out; "
+                 "decode, model out: gamma fitted without the series' machine)")
+    lines.append("  Series scored (shape source):")
+    for s in d.series:
+        test = ", TEST split" if s.test else ""
+        lines.append(f"    {s.id[:70]} [{s.device_class}, {s.engine}{test}]: L={s.n_layer} heads={s.n_head} "
+                     f"kv_heads={s.n_head_kv} d={s.key_length} ({s.shape_source[:90]})")
+    if d.left_out:
+        lines.append("  Series left out:")
+        lines += [f"    {why[:150]}" for why in d.left_out]
+    if entries:
+        lines.append(f"  {'series':60} {'metric':7} {'depth':>6} {'measured':>8} {'bw only':>8} {'in':>7} {'out':>7}")
+        for r in d.rows:
+            bw = f"{r.bandwidth_only:8.3f}" if r.bandwidth_only is not None else "       -"
+            lines.append(f"  {r.series.id[:60]:60} {r.metric:7} {r.depth:>6} {r.measured:8.3f} {bw} "
+                         f"{r.model_in:7.3f} {r.model_out:7.3f}")
     return lines
 
 
@@ -244,7 +387,10 @@ def params_json(v: Validation) -> dict[str, Any]:
     return {"made": dt.date.today().isoformat(), "command": "python -m bench.hardware.validate --write-params",
             "meaning": "per-class parameters of bench/projection/model.py fitted on the training split (every machine "
                        "not in test_split.txt); bands: 10th/50th/90th percentiles of ln(measured / projected) of "
-                       "leave-one-machine-out projections of the training split, per metric, class and basis",
+                       "leave-one-machine-out projections of the training split, per metric, class and basis; "
+                       "attn_bytes_per_flop (gamma): decode's attention FLOPs per context position costed in bytes of "
+                       "streaming time, fitted on published depth series (depth_shapes.csv) and used where it beat "
+                       "the bandwidth-only rule with the series' machine left out, else 0",
             "training_machines": sorted({e.machine for e in v.ev.train().entries}),
             "classes": {cls: p.to_dict() for cls, p in v.params.items()}, "bands": v.bands}
 
@@ -258,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-params", action="store_true", help=f"rewrite {PARAMS_FILE} from the training split")
     ap.add_argument("--markdown", metavar="PAGE",
                     help="also write the report to PAGE (a dated page in docs/measurements)")
+    ap.add_argument("--depth-markdown", metavar="PAGE",
+                    help="also write the depth section, with every point, to PAGE (a dated page in docs/measurements)")
     args = ap.parse_args(argv)
     try:
         folder = find_data_path("validation", args.data, "BENCH_VALIDATION")
@@ -274,6 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         page.write_text(f"# Performance model validation ({dt.date.today().isoformat()})\n\n"
                         f"Written by `python -m bench.hardware.validate --markdown {args.markdown}`.\n\n```\n"
                         + "\n".join(lines) + "\n```\n")
+    if args.depth_markdown and v.depth is not None:
+        page = Path(args.depth_markdown)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(f"# Performance model at depth: validation ({dt.date.today().isoformat()})\n\n"
+                        f"Written by `python -m bench.hardware.validate --depth-markdown {args.depth_markdown}`; "
+                        "what each column means: docs/performance-model.md (Depth). Every figure below is a "
+                        "ratio to the series' shallowest point; projected ratios are PROJECTIONS, the measured "
+                        "ones are as published (validation/measurements.csv) or as measured by the suite "
+                        "(validation/depth_suite.csv).\n\n```\n" + "\n".join(depth_lines(v.depth, True)) + "\n```\n")
     if args.write_params:
         (folder / PARAMS_FILE).write_text(json.dumps(params_json(v), indent=1) + "\n")
         print(f"\nparameters and bands written to {folder / PARAMS_FILE}")
