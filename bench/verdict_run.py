@@ -61,14 +61,38 @@ def tiers_to_measure(claims: Claims, profiles_dir: Path, host: Any) -> tuple[lis
     return run, skip
 
 
-def verdict_requests(claims: Claims, models: list[str], tiers: list[str]) -> list[RunRequest]:
-    """The cells the claims need: speed on every tier; quality and the task once, on `auto`."""
+def model_task(spec: dict[str, Any], model: Model | None) -> TaskSpec | None:
+    """The task a model is judged on. ``name: auto``: the catalog's task for the model (where it is
+    used: a code model on HumanEval), at the shots of the score its developer published on it (so
+    the verdict's comparison with that score differs in harness only); None without one."""
+    if spec.get("name") != "auto":
+        return TaskSpec(**spec)
+    if model is None or model.task is None:
+        return None
+    published = next((s for s in model.published_scores if s.task == model.task), None)
+    shots = spec.get("shots", published.shots if published else None)
+    return TaskSpec(**{**spec, "name": model.task, "shots": shots})
+
+
+def verdict_requests(claims: Claims, models: list[str], tiers: list[str],
+                     catalog: Catalog | None = None) -> list[RunRequest]:
+    """The cells the claims need: speed on every tier; quality and the task once, on `auto` (each
+    model its own task where the claims say ``task: {name: auto}``)."""
     m = claims.measure
-    base: dict[str, Any] = {"models": models, "prompt_tokens": [m.prompt_tokens], "gen_tokens": [m.gen_tokens],
+    base: dict[str, Any] = {"prompt_tokens": [m.prompt_tokens], "gen_tokens": [m.gen_tokens],
                             "repetitions": m.repetitions}
-    reqs = [RunRequest(**base, profiles=["auto"],
-                       quality=QualitySpec(**m.quality) if m.quality is not None else None,
-                       task=TaskSpec(**m.task) if m.task is not None else None)]
+    quality = QualitySpec(**m.quality) if m.quality is not None else None
+    reqs = []
+    by_task: dict[str, list[str]] = {}  # the task's settings -> the models judged on it
+    for model in models:
+        mid = model.partition(":")[0]
+        found = next((x for x in catalog.models if x.id == mid), None) if catalog is not None else None
+        task = model_task(m.task, found) if m.task is not None else None
+        by_task.setdefault(task.model_dump_json() if task else "", []).append(model)
+    for key, group in by_task.items():
+        reqs.append(RunRequest(**base, models=group, profiles=["auto"], quality=quality,
+                               task=TaskSpec.model_validate_json(key) if key else None))
+    base["models"] = models
     if tiers:
         reqs.append(RunRequest(**base, profiles=tiers))
     n = claims.criteria.context_tokens_min
@@ -90,7 +114,7 @@ def plan_verdict(claims: Claims, catalog_path: Path, profiles_dir: Path, models:
     tiers, skipped = tiers_to_measure(claims, profiles_dir, host)
     store = ModelStore()
     cells: list[CellPlan] = []
-    for req in verdict_requests(claims, models, tiers):
+    for req in verdict_requests(claims, models, tiers, catalog):
         cells += build_plans(req, store, host, catalog_path, profiles_dir)
     profiles = load_profiles(profiles_dir)
     expected = {}

@@ -75,7 +75,9 @@ class Measure(StrictModel):
     gen_tokens: int = Field(default=64, gt=1)
     repetitions: int = Field(default=3, ge=3)
     quality: dict[str, Any] | None = None  # bench run --quality settings: {corpus, n_ctx, chunks, reference}
-    task: dict[str, Any] | None = None  # bench run --task settings: {name, limit, shots, max_new_tokens, n_ctx}
+    # bench run --task settings: {name, limit, shots, max_new_tokens, n_ctx}; name ``auto``: each model's own
+    # task from the catalog (bench.verdict_run.model_task)
+    task: dict[str, Any] | None = None
 
 
 class Claims(StrictModel):

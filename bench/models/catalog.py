@@ -151,6 +151,8 @@ class Model(StrictModel):
     ``original`` is the variant that is the developer's original release: the weights at the
     precision the developer trained or published them in. Quality retained is judged against it
     only (``bench verdict``); a file derived from a quantized one is never an original.
+    ``task`` is the task that judges the model where it is used (a code model: humaneval), the one
+    ``bench verdict --run`` measures when the claims' ``measure.task.name`` is ``auto``.
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -166,6 +168,7 @@ class Model(StrictModel):
     gated: bool = False
     default_variant: str | None = None
     original: str | None = None  # the developer's original release (a variant id); see above
+    task: str | None = None  # the task file that judges the model where it is used; see above
     variants: list[Variant] = Field(min_length=1)
     published_scores: list[PublishedScore] = Field(default_factory=list)
 
