@@ -67,3 +67,16 @@ def test_readme_is_a_front_door() -> None:
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; reference material belongs in docs/"
     for step in ("setup", "run", "test"):  # .ci/run runs these blocks
         assert f"<!-- ci:{step} -->" in lines
+
+
+def test_the_readme_shows_the_newest_verdict_as_the_command_wrote_it() -> None:
+    """README's verdict block is the answer paragraph of the newest verdict page, copied by
+    benchmarks/readme_verdict.py (never edited by hand)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_verdict", ROOT / "benchmarks" / "readme_verdict.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert mod.block(mod.newest_page()) in text, "run: python benchmarks/readme_verdict.py"
