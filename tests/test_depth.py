@@ -254,3 +254,20 @@ def test_the_context_criterion_fails_where_the_prediction_says_it_cannot_fit(tmp
     cells = _verdict_cells(tmp_path, out, _claims(tmp_path, "  context_tokens_min: 8000\n"))
     assert cells["context"].startswith("FAIL") and f"largest context predicted to fit {fit} tokens" in cells["context"]
     assert cells["fits"].startswith("pass")  # the workload itself fits; 8000 tokens of context would not
+
+
+def test_predict_names_the_largest_context_that_fits_each_tier(tmp_path, embedded_model):
+    """bench predict: the longest context predicted to fit is the fit prediction's own answer, below
+    the model's trained context on a tier too small for it, and the trained context on a big one."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for pid, gb in (("small-300m", 0.29), ("big-8g", 8)):
+        (profiles / f"{pid}.yaml").write_text(
+            f"schema_version: 1\nid: {pid}\nname: test tier\ndevice: cpu\n"
+            f"capacity: {{threads: 2, ram_gb: {gb}, reserve_ram_gb: 0}}\n")
+    proc = run_bench("--profiles-dir", str(profiles), "predict", "smollm2-135m", "-p", "small-300m", "-p", "big-8g",
+                     "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = {t["tier"]: t["fit"]["largest_context"] for t in json.loads(proc.stdout)["tiers"]}
+    trained = 8192  # SmolLM2-135M's context_length (models.yaml, its GGUF header)
+    assert 0 < got["small-300m"] < trained and got["big-8g"] == trained

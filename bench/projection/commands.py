@@ -65,6 +65,7 @@ def predict_rows(shape: Any, g: dict[str, Any], profiles: list[Any], prompt: int
         GiB,
         fit_verdict,
         gpu_layers_for_budget,
+        largest_context_that_fits,
         predict_memory,
         ram_budget_bytes,
         usd_per_million_tokens,
@@ -89,6 +90,8 @@ def predict_rows(shape: Any, g: dict[str, Any], profiles: list[Any], prompt: int
             no_fit, why = fit_verdict(mem, budget)
             fit = {"fits": not no_fit and mem.total_bytes <= budget, "memory": "RAM", "budget_gib": budget / GiB,
                    "predicted_gib": mem.total_bytes / GiB, "why": why}
+        # the longest conversation that still fits: the cache full to N tokens (f16 cache; a PREDICTION)
+        fit["largest_context"] = largest_context_that_fits(g, int(shape.file_bytes), budget, prompt)
         tp = pm.project(shape, Workload(prompt, gen, depth), profile)
         hourly = profile.price.hourly_usd() if profile.price else None
         d = tp.decode_tps
@@ -136,8 +139,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_OK
     t = Table(title=f"{label}: predicted on each tier (PROJECTION, not a measurement; p={args.prompt_tokens} "
                     f"n={args.gen_tokens}{f' depth={args.depth}' if args.depth else ''})")
-    for col in ("tier", "fits", "decode tok/s (interval)", f"TTFT s at p={args.prompt_tokens}", "$ / 1M output tok",
-                "basis"):
+    for col in ("tier", "fits", "max context", "decode tok/s (interval)", f"TTFT s at p={args.prompt_tokens}",
+                "$ / 1M output tok", "basis"):
         t.add_column(col, overflow="fold")
     for r in rows:
         f, p = r["fit"], r["projection"]
@@ -145,12 +148,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 + (f", {f['gpu_layers']} layers" if "gpu_layers" in f else ""))
         usd = r["cost"].get("usd_per_1m_output_tokens")
         why = p["unmeasured"].get("decode_tps")
-        t.add_row(r["tier"], fits, _cell(p["decode_tps"], ".1f") if p["decode_tps"] else f"- ({why})",
+        top = f["largest_context"] >= (g.get("context_length") or 1 << 30)
+        max_ctx = f"{f['largest_context']:,}" + (" (the model's own limit)" if top else "")
+        t.add_row(r["tier"], fits, max_ctx, _cell(p["decode_tps"], ".1f") if p["decode_tps"] else f"- ({why})",
                   _cell(p["ttft_s"], ".2f") if p["ttft_s"] else f"- ({p['unmeasured'].get('ttft_s')})",
                   f"${usd:.3g}" if usd is not None else f"- ({r['cost'].get('why')})", p["basis"])
     console().print(t)
     console(stderr=True).print("Intervals: where 80% of real machines fell when the model had not seen them "
-                               "(docs/performance-model.md).")
+                               "(docs/performance-model.md). Max context: the largest KV cache (f16) predicted to "
+                               "fit the tier's memory, in tokens (docs/long-context.md).")
     return EXIT_OK
 
 
