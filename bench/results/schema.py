@@ -24,7 +24,7 @@ from bench.results.sections import (
     Task,
     Tier,
 )
-from bench.results.versions import RESULT_SCHEMA_VERSION, current_form
+from bench.results.versions import RESULT_SCHEMA_VERSION, reader
 
 Status = Literal["ok", "failed", "oom", "timeout", "does_not_fit"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "oom", "timeout", "does_not_fit")
@@ -161,7 +161,7 @@ class Row:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Row:
-        d = current_form(d)
+        to_current = reader(d.get("schema_version"))
         if d.get("status") not in STATUSES:
             raise BenchError(f"unknown result status {d.get('status')!r}")
         known = {f.name for f in fields(cls)}
@@ -169,4 +169,4 @@ class Row:
         kwargs["config"] = CellConfig(**d["config"])
         for name, section in SECTIONS.items():
             kwargs[name] = section.from_dict(d.get(name))
-        return cls(**kwargs)
+        return to_current(cls(**kwargs))

@@ -20,44 +20,39 @@ reader of the version before it here (reading it into the new form), never a bra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.results.schema import Row
 
 RESULT_SCHEMA_VERSION = 2
 
 
-def _from_v1(d: dict[str, Any]) -> dict[str, Any]:
+def _from_v1(row: Row) -> Row:
     """A version-1 row in version 2's form: ``tier.basis`` from its profile where it has none (a
     row from before the field: ``measured`` for the host as it is, else ``emulated on HOST``), and a
     bare-number projection (the withdrawn bandwidth-ratio rule, never read since) dropped."""
-    d = dict(d)
-    tier = dict(d.get("tier") or {})
-    if not tier.get("basis"):
-        host = ((d.get("environment") or {}).get("host") or {}).get("hostname")
-        profile_id = (d.get("config") or {}).get("profile_id")
-        tier["basis"] = "measured" if profile_id == "auto" else f"emulated on {host}"
-    d["tier"] = tier
-    efficiency = d.get("efficiency")
-    if isinstance(efficiency, dict) and isinstance(efficiency.get("projection"), dict):
-        projection = {k: v for k, v in efficiency["projection"].items() if not isinstance(v, int | float)}
-        d["efficiency"] = {**efficiency, "projection": projection or None}
-    d["schema_version"] = 2
-    return d
+    if not row.tier.basis:
+        row.tier = row.tier.replace(basis="measured" if row.config.profile_id == "auto" else f"emulated on {row.host}")
+    projection = row.efficiency.projection
+    if projection:
+        kept = {metric: p for metric, p in projection.items() if isinstance(p, dict)}
+        row.efficiency = row.efficiency.replace(projection=kept or None)
+    row.schema_version = RESULT_SCHEMA_VERSION
+    return row
 
 
-READERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
+READERS: dict[int, Callable[[Row], Row]] = {1: _from_v1}
 
 
-def current_form(d: dict[str, Any]) -> dict[str, Any]:
-    """A row as stored, of any version this suite reads, in the current version's form; a version
-    it does not know is refused with a message naming it."""
-    version = d.get("schema_version")
-    while version != RESULT_SCHEMA_VERSION:
-        reader = READERS.get(version) if isinstance(version, int) else None
-        if reader is None:
-            raise BenchError(f"result schema version {version!r} is not supported (this is version "
-                             f"{RESULT_SCHEMA_VERSION}; it reads {', '.join(map(str, sorted(READERS)))} too)")
-        d = reader(d)
-        version = d["schema_version"]
-    return d
+def reader(version: Any) -> Callable[[Row], Row]:
+    """What turns a row parsed from ``version`` into the current version's form (nothing for the
+    current one); a version this suite does not read is refused with a message naming it."""
+    if version == RESULT_SCHEMA_VERSION:
+        return lambda row: row
+    if isinstance(version, int) and version in READERS:
+        return READERS[version]
+    raise BenchError(f"result schema version {version!r} is not supported (this is version "
+                     f"{RESULT_SCHEMA_VERSION}; it also reads {', '.join(map(str, sorted(READERS)))})")
