@@ -58,165 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="model catalog (default: ./models.yaml, $BENCH_CATALOG, or the repo's)")
     p.add_argument("--profiles-dir", help="hardware profiles folder (default: ./hardware_profiles or the repo's)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    r = sub.add_parser("run", help="benchmark models (default: the embedded model on this host)",
-                       description="Each flag has a matrix-file key of the same name (see bench/request.py).")
-    r.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]|PATH.gguf",
-                   help="catalog model (optionally with a variant) or a GGUF file; repeatable")
-    r.add_argument("--variant", "-v", action="append", default=None, help="variant id for catalog models; repeatable")
-    r.add_argument("--backend", "-b", type=_str_list, action="extend", metavar="NAME[,NAME...]",
-                   help="inference backend(s) (default: llama.cpp)")
-    r.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
-                   help="hardware profile(s): a tier to emulate, or auto = this host as it is (default)")
-    r.add_argument("--matrix", help="YAML file with the same keys as these flags (a run request); re-running it "
-                   "skips cells already ok in the results file")
-    r.add_argument("--force", action="store_true", help="with --matrix: run cells even if already ok")
-    r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]",
-                   help="prompt length(s) in tokens (default 128)")
-    r.add_argument("--gen-tokens", type=_int_list, metavar="N[,N...]", help="generated tokens (default 64)")
-    r.add_argument("--depth", type=_int_list, metavar="N[,N...]",
-                   help="tokens already in the KV cache before the timed prompt, filled once per cell and never "
-                        "timed, as llama-bench -d (default 0)")
-    r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]",
-                   help="thread count(s) (default: the profile's)")
-    r.add_argument("--repetitions", "-r", type=int, help="counted repetitions, at least 3 (default 3)")
-    r.add_argument("--warmup", type=int, help="uncounted warm-up requests (default 1)")
-    r.add_argument("--ctx", type=int, help="context size (default: depth + prompt + generated tokens)")
-    r.add_argument("--n-gpu-layers", type=int,
-                   help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
-    r.add_argument("--backend-opt", action="append", default=None, metavar="KEY=VALUE",
-                   help="backend setting, e.g. dtype=bf16 or compile=true for transformers; repeatable")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--stop-at-eos", action="store_true", default=None,
-                   help="stop a request at end-of-sequence (default: always generate N tokens)")
-    r.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 1800)")
-    r.add_argument("--quality", action="store_true",
-                   help="also measure perplexity and divergence from the reference variant (docs/METRICS.md)")
-    r.add_argument("--corpus", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
-    r.add_argument("--quality-ctx", type=int, help="quality window in tokens (default 512)")
-    r.add_argument("--quality-chunks", type=int, help="quality windows scored (default 8)")
-    r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
-    r.add_argument("--task", help="also measure a task: gsm8k, humaneval, a task file (.yaml, docs/quality.md) or a "
-                                  "JSON-lines file of {question, answer}")
-    r.add_argument("--task-limit", type=int, help="task items scored (default: the task file's: gsm8k 50, "
-                                                   "humaneval 164)")
-    r.add_argument("--task-shots", type=int, help="few-shot examples, never scored (default: the task file's)")
-    r.add_argument("--task-max-tokens", type=int, help="answer length limit in tokens, reasoning included (default: "
-                                                       "the task file's; give a reasoning model room to finish)")
-    r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default: the task file's)")
-    r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--fleet", metavar="HEAD:PORT|auto",
-                   help="run each cell on a node of a Ray cluster that offers its tier (extra `fleet`; `bench fleet "
-                        "--help`); auto: the cluster running on this machine")
-    r.add_argument("--fleet-missing", choices=("skip", "emulate"), default=None,
-                   help="with --fleet: cells of a tier no node offers are skipped (default) or emulated here")
-
-    _serve_parser(sub)
-
-    m = sub.add_parser("models", help="list or fetch catalog models")
-    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
-    msub.add_parser("list", help="the catalog, with what is already cached")
-    f = msub.add_parser("fetch", help="download and verify a model variant into the cache")
-    f.add_argument("ids", nargs="+", metavar="ID[:VARIANT]")
-    f.add_argument("--all-variants", action="store_true", help="every variant of each model")
-    f.add_argument("--force", action="store_true", help="download again even if cached (checked as the first time)")
-    au = msub.add_parser("audit", help="what pins each catalog variant's bytes (commit, sha256), what the lock file "
-                         "recorded at first fetch, and why a source is not pinned")
-    au.add_argument("--json", action="store_true", help="as JSON")
-
-    d = msub.add_parser("derive", help="make the quantization ladder of a GGUF offline (F16 reference, then "
-                        "Q8_0 ... Q2_K with llama.cpp's quantizer)")
-    d.add_argument("spec", metavar="ID[:VARIANT]|PATH.gguf")
-    d.add_argument("--recipes", type=_str_list, default=None, metavar="R[,R...]",
-                   help="recipes to apply to the F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K)")
-
-    rep = sub.add_parser("report", help="Markdown, HTML (with plots), CSV and SQLite from results files; "
-                         "files from several machines merge into one report")
-    rep.add_argument("results", nargs="+", metavar="RESULTS", help="results files (JSON lines) or folders of them")
-    rep.add_argument("--output-dir", "-o", default="report", help="folder to write into (default ./report)")
-    rep.add_argument("--format", "-f", type=_str_list, default=None, metavar="F[,F...]",
-                     help="md, html, csv, sqlite, jsonl (merged rows) (default: md,html,csv,sqlite)")
-    rep.add_argument("--name", default="report", help="file name stem (default: report)")
-
-    cmpp = sub.add_parser("compare", help="compare a new run with a baseline: ratios with confidence intervals, "
-                          "a significance test per cell, non-zero exit on a regression")
-    cmpp.add_argument("baseline", help="baseline results file or folder")
-    cmpp.add_argument("new", help="new results file or folder")
-    cmpp.add_argument("--alpha", type=float, default=0.05, help="significance level of the U test (default 0.05)")
-    cmpp.add_argument("--min-effect", type=float, default=0.10,
-                      help="smallest relative speed change that counts, besides significance (default 0.10)")
-    cmpp.add_argument("--gate", type=_str_list, default=None, metavar="M[,M...]",
-                      help="speed metrics that decide faster/slower "
-                           "(default decode_tps,prefill_tps; also ttft_s, tpot_s)")
-    cmpp.add_argument("--max-memory-increase", type=float, default=0.10,
-                      help="relative peak RSS/VRAM growth allowed (default 0.10)")
-    cmpp.add_argument("--max-kld-increase", type=float, default=0.01, help="KLD growth allowed, nats (default 0.01)")
-    cmpp.add_argument("--max-ppl-increase", type=float, default=0.02,
-                      help="relative perplexity growth allowed (default 0.02)")
-    cmpp.add_argument("--max-accuracy-drop", type=float, default=0.02, help="task accuracy drop allowed (default 0.02)")
-    cmpp.add_argument("--normalize", action="store_true",
-                      help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
-    cmpp.add_argument("--allow-inconclusive", action="store_true",
-                      help="pass cells whose samples are too few to test, or whose machine was disturbed "
-                           "(default: they fail the gate)")
-    cmpp.add_argument("--strict-env", action="store_true",
-                      help="refuse (exit 2) when hardware or library versions differ, instead of warning")
-    cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-
-    ver = sub.add_parser("verdict", help="does each model run well on inexpensive hardware? "
-                         "results against a claims file")
-    ver.add_argument("results", nargs="*", metavar="RESULTS",
-                     help="results files or folders (several machines merge); with --run, added to its rows")
-    ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
-    ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
-    ver.add_argument("--html", metavar="FILE", help="also write the verdict as an HTML page (the report's style)")
-    ver.add_argument("--json", action="store_true",
-                     help="print the verdict as JSON instead of tables: every value and every reason in full")
-    ver.add_argument("--run", action="store_true",
-                     help="measure first: every cell the claims need for the models, on the inexpensive tiers this "
-                          "host can emulate (resumable), then judge")
-    ver.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]",
-                     help="with --run: models to measure (default: every catalog model available offline)")
-    ver.add_argument("--output", "-o", help="with --run: results file (default results/verdict_HOST.jsonl)")
-    ver.add_argument("--no-progress", action="store_true", help="with --run: no progress bar")
-
-    doc = sub.add_parser("doctor", help="can the suite measure on this machine? the CPU, the llama.cpp build and "
-                         "its smoke test, the backends, and the command that fixes each problem")
-    doc.add_argument("--json", action="store_true", help="the diagnosis as JSON")
-    doc.add_argument("--no-smoke", action="store_true", help="skip the smoke test (load, prefill, decode in a child)")
-
-    fl = sub.add_parser("fleet", help="several machines as one fleet on Ray: start a head, join nodes that offer "
-                        "their real tier, list them (extra `fleet`)")
-    flsub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
-    fh = flsub.add_parser("head", help="start this machine's Ray head (ray start --head), optionally offering tiers")
-    fh.add_argument("--port", type=int, default=6379, help="the head's port (default 6379; 0: a free one)")
-    fh.add_argument("--new-token", action="store_true",
-                    help="make a new fleet token (printed once) instead of reusing this machine's; every node must "
-                         "then join again with it")
-    fj = flsub.add_parser("join", help="join this machine to a fleet as a node offering the tier(s) it really is")
-    fj.add_argument("--address", required=True, metavar="HEAD:PORT", help="the head's address")
-    for sp, ip_help in ((fh, "the address other machines reach this one at (default 127.0.0.2: this machine only)"),
-                        (fj, "this node's address (default: the one that routes to the head)")):
-        sp.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
-                        help="the hardware profile(s) this machine is; none: it runs no cells")
-        sp.add_argument("--node-ip-address", help=ip_help)
-        sp.add_argument("--node-ports", type=int, metavar="FIRST",
-                        help="the node's six ports start here (default 6380; 0: random ports)")
-        sp.add_argument("--worker-ports", metavar="LOW-HIGH",
-                        help="Ray workers' ports (default 10002-10101; 0: random)")
-        sp.add_argument("--temp-dir", help="Ray's folder for this node (default /tmp/ray)")
-    fs = flsub.add_parser("status", help="the nodes, their detected hardware and the tiers they offer; a node whose "
-                          "hardware contradicts a tier it offers is flagged")
-    fs.add_argument("--address", default="auto", metavar="HEAD:PORT|auto",
-                    help="the fleet (default auto: this machine's)")
-    fs.add_argument("--json", action="store_true", help="as JSON")
-    fst = flsub.add_parser("stop", help="ray stop: end every Ray process on this machine")
-    fst.add_argument("--force", action="store_true", help="SIGKILL instead of SIGTERM")
-
-    pr = sub.add_parser("profiles", help="hardware profiles")
-    psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
-    psub.add_parser("list", help="the profiles, and what `auto` detects here")
+    for add in (_run_parser, _serve_parser, _models_parser, _report_parser, _compare_parser, _verdict_parser,
+                _doctor_parser, _fleet_parser, _profiles_parser):
+        add(sub)
     from bench.projection import commands as projection_commands
 
     projection_commands.add_predict(sub)
@@ -342,6 +186,62 @@ class _TermAsInterrupt:
             signal.signal(sig, old)
 
 
+def _run_parser(sub: Any) -> None:
+    """``bench run``: each flag has a matrix-file key of the same name."""
+    r = sub.add_parser("run", help="benchmark models (default: the embedded model on this host)",
+                       description="Each flag has a matrix-file key of the same name (see bench/request.py).")
+    r.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]|PATH.gguf",
+                   help="catalog model (optionally with a variant) or a GGUF file; repeatable")
+    r.add_argument("--variant", "-v", action="append", default=None, help="variant id for catalog models; repeatable")
+    r.add_argument("--backend", "-b", type=_str_list, action="extend", metavar="NAME[,NAME...]",
+                   help="inference backend(s) (default: llama.cpp)")
+    r.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
+                   help="hardware profile(s): a tier to emulate, or auto = this host as it is (default)")
+    r.add_argument("--matrix", help="YAML file with the same keys as these flags (a run request); re-running it "
+                   "skips cells already ok in the results file")
+    r.add_argument("--force", action="store_true", help="with --matrix: run cells even if already ok")
+    r.add_argument("--prompt-tokens", type=_int_list, metavar="N[,N...]",
+                   help="prompt length(s) in tokens (default 128)")
+    r.add_argument("--gen-tokens", type=_int_list, metavar="N[,N...]", help="generated tokens (default 64)")
+    r.add_argument("--depth", type=_int_list, metavar="N[,N...]",
+                   help="tokens already in the KV cache before the timed prompt, filled once per cell and never "
+                        "timed, as llama-bench -d (default 0)")
+    r.add_argument("--threads", "-t", type=_int_list, metavar="N[,N...]",
+                   help="thread count(s) (default: the profile's)")
+    r.add_argument("--repetitions", "-r", type=int, help="counted repetitions, at least 3 (default 3)")
+    r.add_argument("--warmup", type=int, help="uncounted warm-up requests (default 1)")
+    r.add_argument("--ctx", type=int, help="context size (default: depth + prompt + generated tokens)")
+    r.add_argument("--n-gpu-layers", type=int,
+                   help="llama.cpp layers to offload on cuda profiles (default: all that fit the tier's VRAM; -1: all)")
+    r.add_argument("--backend-opt", action="append", default=None, metavar="KEY=VALUE",
+                   help="backend setting, e.g. dtype=bf16 or compile=true for transformers; repeatable")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--stop-at-eos", action="store_true", default=None,
+                   help="stop a request at end-of-sequence (default: always generate N tokens)")
+    r.add_argument("--timeout", type=float, help="seconds per cell before it is killed (default 1800)")
+    r.add_argument("--quality", action="store_true",
+                   help="also measure perplexity and divergence from the reference variant (docs/METRICS.md)")
+    r.add_argument("--corpus", help="quality corpus: alice29 (default), lcet10, or a UTF-8 file")
+    r.add_argument("--quality-ctx", type=int, help="quality window in tokens (default 512)")
+    r.add_argument("--quality-chunks", type=int, help="quality windows scored (default 8)")
+    r.add_argument("--reference", help="variant id to compare against (default: the catalog's reference)")
+    r.add_argument("--task", help="also measure a task: gsm8k, humaneval, a task file (.yaml, docs/quality.md) or a "
+                                  "JSON-lines file of {question, answer}")
+    r.add_argument("--task-limit", type=int, help="task items scored (default: the task file's: gsm8k 50, "
+                                                   "humaneval 164)")
+    r.add_argument("--task-shots", type=int, help="few-shot examples, never scored (default: the task file's)")
+    r.add_argument("--task-max-tokens", type=int, help="answer length limit in tokens, reasoning included (default: "
+                                                       "the task file's; give a reasoning model room to finish)")
+    r.add_argument("--task-ctx", type=int, help="context of the task pass in tokens (default: the task file's)")
+    r.add_argument("--output", "-o", help="results file (JSON lines; default results/DATE_HOST.jsonl)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--fleet", metavar="HEAD:PORT|auto",
+                   help="run each cell on a node of a Ray cluster that offers its tier (extra `fleet`; `bench fleet "
+                        "--help`); auto: the cluster running on this machine")
+    r.add_argument("--fleet-missing", choices=("skip", "emulate"), default=None,
+                   help="with --fleet: cells of a tier no node offers are skipped (default) or emulated here")
+
+
 def _request(args: argparse.Namespace) -> Any:
     """The run request: from the matrix file, or from the flags (both validated the same way)."""
     from bench.request import request_from_cli, request_from_yaml
@@ -423,6 +323,37 @@ def _open_fleet(args: argparse.Namespace, catalog_path: Path, profiles_dir: Path
     return FleetExecutor(args.fleet, catalog_path, profiles_dir)
 
 
+def _fleet_parser(sub: Any) -> None:
+    """``bench fleet head|join|status|stop``."""
+    fl = sub.add_parser("fleet", help="several machines as one fleet on Ray: start a head, join nodes that offer "
+                        "their real tier, list them (extra `fleet`)")
+    flsub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
+    fh = flsub.add_parser("head", help="start this machine's Ray head (ray start --head), optionally offering tiers")
+    fh.add_argument("--port", type=int, default=6379, help="the head's port (default 6379; 0: a free one)")
+    fh.add_argument("--new-token", action="store_true",
+                    help="make a new fleet token (printed once) instead of reusing this machine's; every node must "
+                         "then join again with it")
+    fj = flsub.add_parser("join", help="join this machine to a fleet as a node offering the tier(s) it really is")
+    fj.add_argument("--address", required=True, metavar="HEAD:PORT", help="the head's address")
+    for sp, ip_help in ((fh, "the address other machines reach this one at (default 127.0.0.2: this machine only)"),
+                        (fj, "this node's address (default: the one that routes to the head)")):
+        sp.add_argument("--profile", "-p", type=_str_list, action="extend", metavar="ID[,ID...]",
+                        help="the hardware profile(s) this machine is; none: it runs no cells")
+        sp.add_argument("--node-ip-address", help=ip_help)
+        sp.add_argument("--node-ports", type=int, metavar="FIRST",
+                        help="the node's six ports start here (default 6380; 0: random ports)")
+        sp.add_argument("--worker-ports", metavar="LOW-HIGH",
+                        help="Ray workers' ports (default 10002-10101; 0: random)")
+        sp.add_argument("--temp-dir", help="Ray's folder for this node (default /tmp/ray)")
+    fs = flsub.add_parser("status", help="the nodes, their detected hardware and the tiers they offer; a node whose "
+                          "hardware contradicts a tier it offers is flagged")
+    fs.add_argument("--address", default="auto", metavar="HEAD:PORT|auto",
+                    help="the fleet (default auto: this machine's)")
+    fs.add_argument("--json", action="store_true", help="as JSON")
+    fst = flsub.add_parser("stop", help="ray stop: end every Ray process on this machine")
+    fst.add_argument("--force", action="store_true", help="SIGKILL instead of SIGTERM")
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from bench.datafiles import find_data_path
     from bench.display import console
@@ -452,19 +383,38 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _models_parser(sub: Any) -> None:
+    """``bench models list|fetch|audit|derive``."""
+    m = sub.add_parser("models", help="list or fetch catalog models")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    msub.add_parser("list", help="the catalog, with what is already cached")
+    f = msub.add_parser("fetch", help="download and verify a model variant into the cache")
+    f.add_argument("ids", nargs="+", metavar="ID[:VARIANT]")
+    f.add_argument("--all-variants", action="store_true", help="every variant of each model")
+    f.add_argument("--force", action="store_true", help="download again even if cached (checked as the first time)")
+    au = msub.add_parser("audit", help="what pins each catalog variant's bytes (commit, sha256), what the lock file "
+                         "recorded at first fetch, and why a source is not pinned")
+    au.add_argument("--json", action="store_true", help="as JSON")
+
+    d = msub.add_parser("derive", help="make the quantization ladder of a GGUF offline (F16 reference, then "
+                        "Q8_0 ... Q2_K with llama.cpp's quantizer)")
+    d.add_argument("spec", metavar="ID[:VARIANT]|PATH.gguf")
+    d.add_argument("--recipes", type=_str_list, default=None, metavar="R[,R...]",
+                   help="recipes to apply to the F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K)")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from bench.datafiles import find_data_path
     from bench.display import console
     from bench.fmt import fmt
-    from bench.models.catalog import load_catalog
+    from bench.models.resolve import lookup, open_catalog
     from bench.models.store import ModelStore
 
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
-    catalog = load_catalog(catalog_path)
     store = ModelStore()
-    store.base_dir = catalog_path.parent.resolve()
+    catalog = open_catalog(catalog_path, store)
     if args.models_command == "list":
         t = Table(title=f"Models in {catalog_path}")
         for col in ("id", "developer", "country", "params (B)", "license", "context", "variants"):
@@ -479,13 +429,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         return EXIT_OK
     err = console(stderr=True)
     if args.models_command == "derive":
-        return _derive_ladder(args, catalog, store)
+        return _derive_ladder(args, catalog_path, store)
     if args.models_command == "audit":
         return _audit(args, catalog, store, catalog_path)
     for item in args.ids:
-        model_id, _, variant_id = item.partition(":")
-        model = catalog.model(model_id)
-        variants = model.variants if args.all_variants else [model.variant(variant_id or None)]
+        model, variant = lookup(catalog, item)
+        variants = model.variants if args.all_variants else [variant]
         for v in variants:
             before = len(store.fetched)
             with _fetch_progress(store, err):
@@ -524,6 +473,13 @@ def _audit(args: argparse.Namespace, catalog: Any, store: Any, catalog_path: Pat
     return EXIT_OK
 
 
+def _profiles_parser(sub: Any) -> None:
+    """``bench profiles list``."""
+    pr = sub.add_parser("profiles", help="hardware profiles")
+    psub = pr.add_subparsers(dest="profiles_command", required=True, parser_class=_Parser)
+    psub.add_parser("list", help="the profiles, and what `auto` detects here")
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -538,26 +494,20 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     for col in ("id", "name", "device", "threads", "RAM GB", "VRAM GB", "$ / hour", "basis"):
         t.add_column(col, overflow="fold")
     for p in profiles.values():
-        hourly = p.price.hourly_usd() if p.price else None
         t.add_row(p.id, p.name, p.device, str(p.capacity.threads), fmt(p.capacity.ram_gb),
-                  fmt(p.capacity.vram_gb), fmt(hourly, ".3f"), p.price.basis if p.price else "-")
+                  fmt(p.capacity.vram_gb), fmt(p.hourly_usd(), ".3f"), p.price.basis if p.price else "-")
     console().print(t)
     return EXIT_OK
 
 
-def _derive_ladder(args: argparse.Namespace, catalog: Any, store: Any) -> int:
+def _derive_ladder(args: argparse.Namespace, catalog_path: Path, store: Any) -> int:
     from rich.table import Table
 
     from bench.display import console
-    from bench.measuring.plan import is_path
     from bench.models.derive import LADDER
+    from bench.models.resolve import resolve_spec
 
-    if is_path(args.spec):
-        parent = store.resolve_path(Path(args.spec))
-    else:
-        model_id, _, variant_id = args.spec.partition(":")
-        model = catalog.model(model_id)
-        parent = store.resolve(model, model.variant(variant_id or None))
+    parent, _ = resolve_spec(args.spec, catalog_path, store)
     err = console(stderr=True)
     err.print(f"deriving from {parent.path} ({parent.quantization})")
     reference = parent if parent.quantization == "F16" else store.derive_from(parent, "F16")
@@ -694,6 +644,17 @@ def _load(paths: list[str], err: Any) -> tuple[list[Any], list[Any], list[str]]:
     return rows, serving, warnings
 
 
+def _report_parser(sub: Any) -> None:
+    """``bench report``."""
+    rep = sub.add_parser("report", help="Markdown, HTML (with plots), CSV and SQLite from results files; "
+                         "files from several machines merge into one report")
+    rep.add_argument("results", nargs="+", metavar="RESULTS", help="results files (JSON lines) or folders of them")
+    rep.add_argument("--output-dir", "-o", default="report", help="folder to write into (default ./report)")
+    rep.add_argument("--format", "-f", type=_str_list, default=None, metavar="F[,F...]",
+                     help="md, html, csv, sqlite, jsonl (merged rows) (default: md,html,csv,sqlite)")
+    rep.add_argument("--name", default="report", help="file name stem (default: report)")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import DEFAULT_FORMATS, Report, write_report
     from bench.datafiles import find_data_path
@@ -708,6 +669,34 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(path)
     err.print(report.provenance())
     return EXIT_OK
+
+
+def _compare_parser(sub: Any) -> None:
+    """``bench compare``."""
+    cmpp = sub.add_parser("compare", help="compare a new run with a baseline: ratios with confidence intervals, "
+                          "a significance test per cell, non-zero exit on a regression")
+    cmpp.add_argument("baseline", help="baseline results file or folder")
+    cmpp.add_argument("new", help="new results file or folder")
+    cmpp.add_argument("--alpha", type=float, default=0.05, help="significance level of the U test (default 0.05)")
+    cmpp.add_argument("--min-effect", type=float, default=0.10,
+                      help="smallest relative speed change that counts, besides significance (default 0.10)")
+    cmpp.add_argument("--gate", type=_str_list, default=None, metavar="M[,M...]",
+                      help="speed metrics that decide faster/slower "
+                           "(default decode_tps,prefill_tps; also ttft_s, tpot_s)")
+    cmpp.add_argument("--max-memory-increase", type=float, default=0.10,
+                      help="relative peak RSS/VRAM growth allowed (default 0.10)")
+    cmpp.add_argument("--max-kld-increase", type=float, default=0.01, help="KLD growth allowed, nats (default 0.01)")
+    cmpp.add_argument("--max-ppl-increase", type=float, default=0.02,
+                      help="relative perplexity growth allowed (default 0.02)")
+    cmpp.add_argument("--max-accuracy-drop", type=float, default=0.02, help="task accuracy drop allowed (default 0.02)")
+    cmpp.add_argument("--normalize", action="store_true",
+                      help="scale speed by each row's calibration (memory bandwidth for decode, matmul for prefill)")
+    cmpp.add_argument("--allow-inconclusive", action="store_true",
+                      help="pass cells whose samples are too few to test, or whose machine was disturbed "
+                           "(default: they fail the gate)")
+    cmpp.add_argument("--strict-env", action="store_true",
+                      help="refuse (exit 2) when hardware or library versions differ, instead of warning")
+    cmpp.add_argument("--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -745,45 +734,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_CELL_FAILED if n else EXIT_OK
 
 
-def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err: Any) -> tuple[Path, dict]:
-    """Measure what the claims need (``bench verdict --run``); return the results file and the
-    tiers the verdict must cover."""
-    import time
+def _verdict_parser(sub: Any) -> None:
+    """``bench verdict``."""
+    ver = sub.add_parser("verdict", help="does each model run well on inexpensive hardware? "
+                         "results against a claims file")
+    ver.add_argument("results", nargs="*", metavar="RESULTS",
+                     help="results files or folders (several machines merge); with --run, added to its rows")
+    ver.add_argument("--claims", help="claims file (default: ./claims.yaml or the repo's)")
+    ver.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown")
+    ver.add_argument("--html", metavar="FILE", help="also write the verdict as an HTML page (the report's style)")
+    ver.add_argument("--json", action="store_true",
+                     help="print the verdict as JSON instead of tables: every value and every reason in full")
+    ver.add_argument("--run", action="store_true",
+                     help="measure first: every cell the claims need for the models, on the inexpensive tiers this "
+                          "host can emulate (resumable), then judge")
+    ver.add_argument("--model", "-m", action="append", default=None, metavar="ID[:VARIANT]",
+                     help="with --run: models to measure (default: every catalog model available offline)")
+    ver.add_argument("--output", "-o", help="with --run: results file (default results/verdict_HOST.jsonl)")
+    ver.add_argument("--no-progress", action="store_true", help="with --run: no progress bar")
 
+
+def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err: Any) -> tuple[Path, dict]:
+    """``bench verdict --run``: print the plan, run it (bench.verdict_run), print what ran; return the
+    results file and the tiers the verdict must cover."""
     from bench.datafiles import find_data_path
-    from bench.hardware.calibration import calibrate
-    from bench.orchestrate import done_cells, run_plans
-    from bench.results.files import default_results_path
-    from bench.verdict_run import estimate_seconds, plan_verdict
+    from bench.verdict_run import prepare_verdict_run, run_verdict
 
     profiles_dir = find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES")
-    out_path = Path(args.output) if args.output else default_results_path(Path("results"), stem="verdict")
-    plan = plan_verdict(claims, catalog_path, profiles_dir, args.model)
-    done = done_cells(out_path)
-    todo = [p for p in plan.cells if p.config.key() not in done]
-    cal = {t: calibrate(t) for t in sorted({p.config.threads for p in todo})}
-    total = sum(estimate_seconds(p, cal[p.config.threads]) for p in todo)
-    err.print(f"verdict plan: {len(plan.cells)} cell(s), {len(plan.cells) - len(todo)} already in {out_path}; "
-              f"{len(todo)} to run, rough estimate {total / 60:.0f} min on this host")
-    for p in todo:
-        c = p.config
-        passes = " + quality" * bool(c.quality) + (f" + {c.task['name']}" if c.task else "")
-        err.print(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
-                  f"n={c.gen_tokens}{passes}): ~{estimate_seconds(p, cal[c.threads]):.0f} s")
-    for line in plan.skipped_tiers:
-        err.print(f"  not measured here: {line}")
-    started = time.monotonic()
+    vr = prepare_verdict_run(claims, catalog_path, profiles_dir, args.model,
+                             Path(args.output) if args.output else None)
+    for line in vr.plan_lines():
+        err.print(line)
     stop = _GracefulStop(err)
     with stop, _progress(err, disabled=args.no_progress) as progress:
-        outcome = run_plans(plan.cells, out_path, skip_done=True, events=_ProgressEvents(progress, err),
-                            should_stop=lambda: stop.requested)
-    peaks = ", ".join(f"{r.config.model_id}:{r.config.variant_id}@{r.config.profile_id} "
-                      f"{(r.memory.peak_rss_bytes or 0) / 2**20:.0f} MiB" for r in outcome.rows)
-    err.print(f"ran {len(outcome.rows)} cell(s) in {(time.monotonic() - started) / 60:.1f} min"
-              + (f"; peak RSS {peaks}" if peaks else ""))
+        outcome, ran = run_verdict(vr, _ProgressEvents(progress, err), should_stop=lambda: stop.requested)
+    err.print(ran)
     if outcome.interrupted:
         raise KeyboardInterrupt
-    return out_path, plan.expected
+    return vr.output, vr.plan.expected
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
@@ -834,6 +822,14 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     if args.html:
         atomic_write_text(Path(args.html), view.html_page(verdict, where))
     return EXIT_OK
+
+
+def _doctor_parser(sub: Any) -> None:
+    """``bench doctor``."""
+    doc = sub.add_parser("doctor", help="can the suite measure on this machine? the CPU, the llama.cpp build and "
+                         "its smoke test, the backends, and the command that fixes each problem")
+    doc.add_argument("--json", action="store_true", help="the diagnosis as JSON")
+    doc.add_argument("--no-smoke", action="store_true", help="skip the smoke test (load, prefill, decode in a child)")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -63,9 +63,17 @@ class LocalExecutor:
                 self.gpu_calibration = {"gpu_calibration_error": str(exc)}
         return self.gpu_calibration
 
+    def calibration(self, threads: int) -> dict[str, Any]:
+        """This host's calibration at ``threads`` threads, measured on first use (and cached per day
+        by ``calibrate``): what a run and a plan's time estimate both read."""
+        if threads not in self.calibrations:
+            from bench.hardware.calibration import calibrate
+
+            self.calibrations[threads] = calibrate(threads)
+        return self.calibrations[threads]
+
     def run(self, plans: list[CellPlan], ctx: RunContext, events: RunEvents,
             should_stop: Callable[[], bool]) -> Iterator[Row]:
-        from bench.hardware.calibration import calibrate
         from bench.measuring.runner import run_cell
 
         for i, plan in enumerate(plans, 1):
@@ -73,9 +81,7 @@ class LocalExecutor:
                 return
             events.cell_started(i, len(plans), plan)
             threads = plan.config.threads
-            if threads not in self.calibrations and not plan.precheck:
-                self.calibrations[threads] = calibrate(threads)
-            calibration = self.calibrations.get(threads)
+            calibration = self.calibration(threads) if not plan.precheck else self.calibrations.get(threads)
             if calibration is not None and plan.config.device == "cuda":
                 calibration = {**calibration, **self._gpu()}
             row = run_cell(plan, ctx, calibration, on_progress=events.cell_progress)
@@ -110,6 +116,12 @@ def done_cells(output: Path) -> set[str]:
     return {r.cell_key for r in read_rows(output)[0] if r.status == "ok"}
 
 
+def pending(plans: list[CellPlan], output: Path) -> list[CellPlan]:
+    """The cells of ``plans`` not already ``ok`` in ``output`` (what a resumed run still runs)."""
+    done = done_cells(output)
+    return [p for p in plans if p.config.key() not in done]
+
+
 def plan_request(req: RunRequest, catalog_path: Path, profiles_dir: Path, store: Any = None,
                  on_tier: Collection[str] = ()) -> list[CellPlan]:
     """Every cell of the request (models fetched and verified, fit predicted), nothing run yet.
@@ -136,8 +148,7 @@ def run_plans(plans: list[CellPlan], output: Path, *, skip_done: bool = False, e
     from bench.results.files import append_row
 
     events = events or RunEvents()
-    done = done_cells(output) if skip_done else set()
-    todo = [p for p in plans if p.config.key() not in done]
+    todo = pending(plans, output) if skip_done else list(plans)
     outcome = RunOutcome(output=output, planned=todo, skipped=len(plans) - len(todo))
     events.planned(todo, outcome.skipped, output)
     ctx = RunContext(run_id=uuid.uuid4().hex[:12], environment=capture_environment(detect_host()))

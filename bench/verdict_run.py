@@ -11,14 +11,19 @@ prints the plan with a rough time estimate, runs only the cells not already in t
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.analysis.verdict import Claims
 from bench.measuring.plan import CellPlan
 from bench.models.catalog import Catalog, Model, Variant
 from bench.request import QualitySpec, RunRequest, TaskSpec
+
+if TYPE_CHECKING:
+    from bench.orchestrate import LocalExecutor, RunEvents, RunOutcome
 
 OFFLINE_KINDS = ("pypi", "pypi_parts", "path")
 
@@ -51,8 +56,7 @@ def tiers_to_measure(claims: Claims, profiles_dir: Path, host: Any) -> tuple[lis
     profiles = load_profiles(profiles_dir)
     run, skip = [], []
     for pid, p in profiles.items():
-        usd = p.price.hourly_usd() if p.price else None
-        if not is_inexpensive(pid, pid, usd, claims.inexpensive):
+        if not is_inexpensive(pid, pid, p.hourly_usd(), claims.inexpensive):
             continue
         if p.device == "cuda" and not host.gpus:
             skip.append((pid, "a CUDA tier and this host has no GPU"))
@@ -120,7 +124,7 @@ def plan_verdict(claims: Claims, catalog_path: Path, profiles_dir: Path, models:
     expected = {}
     for mid in models:
         model_id = mid.partition(":")[0]
-        expected[model_id] = [(t, profiles[t].price.hourly_usd() if profiles[t].price else None, why)
+        expected[model_id] = [(t, profiles[t].hourly_usd(), why)
                               for t, why in skipped]
     return VerdictPlan(cells=cells, expected=expected, skipped_tiers=[f"{t}: {why}" for t, why in skipped])
 
@@ -145,3 +149,58 @@ def estimate_seconds(plan: CellPlan, calibration: dict[str, Any] | None) -> floa
     if c.task:
         seconds += c.task["limit"] * (600 / prefill_tps + c.task["max_new_tokens"] / 2 * decode_s)
     return seconds
+
+
+@dataclass
+class VerdictRun:
+    """What ``bench verdict --run`` will do: the plan, the cells of it not yet ok in ``output``, and
+    each one's rough time on this host (from the executor's calibration, which the run then reuses)."""
+
+    plan: VerdictPlan
+    output: Path
+    todo: list[CellPlan]
+    seconds: list[float]
+    executor: LocalExecutor
+
+    def plan_lines(self) -> list[str]:
+        """The plan as the CLI prints it before running."""
+        n, todo = len(self.plan.cells), len(self.todo)
+        lines = [f"verdict plan: {n} cell(s), {n - todo} already in {self.output}; {todo} to run, rough estimate "
+                 f"{sum(self.seconds) / 60:.0f} min on this host"]
+        for p, seconds in zip(self.todo, self.seconds, strict=True):
+            c = p.config
+            passes = " + quality" * bool(c.quality) + (f" + {c.task['name']}" if c.task else "")
+            lines.append(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
+                         f"n={c.gen_tokens}{passes}): ~{seconds:.0f} s")
+        return lines + [f"  not measured here: {line}" for line in self.plan.skipped_tiers]
+
+
+def prepare_verdict_run(claims: Claims, catalog_path: Path, profiles_dir: Path, models: list[str] | None,
+                        output: Path | None) -> VerdictRun:
+    """Plan the cells the claims need and estimate those not yet ok in ``output`` (default
+    results/verdict_HOST.jsonl); nothing is run."""
+    from bench.orchestrate import LocalExecutor, pending
+    from bench.results.files import default_results_path
+
+    output = output or default_results_path(Path("results"), stem="verdict")
+    plan = plan_verdict(claims, catalog_path, profiles_dir, models)
+    todo = pending(plan.cells, output)
+    executor = LocalExecutor()
+    seconds = [estimate_seconds(p, executor.calibration(p.config.threads)) for p in todo]
+    return VerdictRun(plan=plan, output=output, todo=todo, seconds=seconds, executor=executor)
+
+
+def run_verdict(vr: VerdictRun, events: RunEvents | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> tuple[RunOutcome, str]:
+    """Run the cells not yet ok (through the one orchestration path, resumable); the outcome and a
+    line saying what ran, how long it took and each cell's peak RSS."""
+    from bench.orchestrate import run_plans
+
+    started = time.monotonic()
+    outcome = run_plans(vr.plan.cells, vr.output, skip_done=True, events=events, should_stop=should_stop,
+                        executor=vr.executor)
+    peaks = ", ".join(f"{r.config.model_id}:{r.config.variant_id}@{r.config.profile_id} "
+                      f"{(r.memory.peak_rss_bytes or 0) / 2**20:.0f} MiB" for r in outcome.rows)
+    line = (f"ran {len(outcome.rows)} cell(s) in {(time.monotonic() - started) / 60:.1f} min"
+            + (f"; peak RSS {peaks}" if peaks else ""))
+    return outcome, line

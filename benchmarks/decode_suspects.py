@@ -56,8 +56,8 @@ def measure(path: str, p: int, n: int, threads: int, rounds: int) -> tuple[list[
     import numpy as np
     from llama_cpp import Llama
 
-    from bench.measuring.prompts import build_prompt
     from bench.measuring.trackers import MemoryTracker
+    from bench.prompts import build_prompt
 
     llm = Llama(model_path=path, n_ctx=p + n, n_threads=threads, n_threads_batch=threads, verbose=False)
     ctx, vocab = llm.ctx, lc.llama_model_get_vocab(llm.model)

@@ -36,7 +36,7 @@ def direct_child(model: str, p: int, n: int, threads: int, reps: int) -> dict:
     """The few lines a user would write: Llama(...), then Llama.generate, timed per token."""
     from llama_cpp import Llama
 
-    from bench.measuring.prompts import build_prompt
+    from bench.prompts import build_prompt
 
     llm = Llama(model_path=model, n_ctx=p + n, n_threads=threads, n_threads_batch=threads, verbose=False)
     prompt = build_prompt(p, lambda s: llm.tokenize(s.encode(), add_bos=False), [llm.token_bos()])

@@ -11,13 +11,13 @@ from bench.measuring.metrics import (
     decode_tps,
     e2e,
     itl,
-    percentile,
     prefill_tps,
     stats,
     summarize,
     tpot,
     ttft,
 )
+from bench.stats import percentile
 
 
 def test_formulas_on_a_known_timeline():

@@ -67,3 +67,22 @@ def test_depth_zero_keeps_the_cell_key_rows_had_before_depth_existed():
     old = json.loads(_row().to_json())
     del old["config"]["depth"]
     assert Row.from_dict(old).config.depth == 0
+
+
+def test_a_version_1_row_is_read_by_its_reader_into_the_current_form():
+    from bench.analysis.flat import basis, projected
+
+    v1 = json.loads(_row().to_json())
+    v1["schema_version"] = 1
+    v1["config"]["profile_id"] = "rpi5-8g"
+    v1["environment"]["host"] = {"hostname": "box"}
+    v1.pop("tier", None)  # written before tier.basis existed
+    v1["efficiency"] = {"projection": {"decode_tps": 12.5}}  # the withdrawn bandwidth-ratio projection
+    row = Row.from_dict(v1)
+    assert row.schema_version == RESULT_SCHEMA_VERSION == 2
+    assert row.tier.basis == "emulated on box" and basis(row) == "emulated on box"
+    assert row.efficiency.projection is None and projected(row, "decode_tps") is None
+    v1["config"]["profile_id"], v1["tier"] = "auto", {"basis": "not measured on fleet node n"}
+    assert Row.from_dict(v1).tier.basis == "not measured on fleet node n"  # a recorded basis is kept
+    v1["tier"] = {}
+    assert Row.from_dict(v1).tier.basis == "measured"

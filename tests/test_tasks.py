@@ -8,7 +8,8 @@ import math
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
-from bench.projection.tier import task_seconds, usd_per_correct
+from bench.hardware.tiers import usd_per_correct
+from bench.projection.tier import task_seconds
 from bench.quality.runner import summarize_task
 from bench.quality.scorers import extract_answer, is_correct
 from bench.quality.tasks import load_items, task_file

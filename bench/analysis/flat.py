@@ -44,8 +44,9 @@ def where_label(r: Row) -> str:
 def basis(r: Row) -> str:
     """Where a row's numbers come from: ``measured`` on the tier itself (a fleet node that is the
     tier, or the host as it is), ``emulated on HOST`` (the tier's caps on another machine), or
-    ``not measured`` (a fleet node lost, a file it could not get). Rows from before the field: by
-    their profile."""
+    ``not measured`` (a fleet node lost, a file it could not get). Every stored row has one (rows
+    from before the field are given theirs by the version-1 reader, bench/results/versions.py); a
+    row built in code without one reads by its profile."""
     if r.tier.basis:
         return r.tier.basis
     return "measured" if r.config.profile_id == "auto" else f"emulated on {r.host}"
@@ -72,7 +73,7 @@ def projected(r: Row, metric: str, end: str = "value") -> float | None:
     tpot_s) of an emulated row; None where there is none. A PROJECTION, never a measurement. An
     interval with no validation band is unbounded: its ends are unknown (None), never 0 or infinity."""
     p = (r.efficiency.projection or {}).get(metric)
-    v = p.get(end) if isinstance(p, dict) else None  # the bandwidth-ratio projection before it: a bare number
+    v = p.get(end) if p else None
     if end != "value" and interval_missing(r, metric):
         return None
     return v if v is None or v != float("inf") else None
@@ -81,7 +82,7 @@ def projected(r: Row, metric: str, end: str = "value") -> float | None:
 def interval_missing(r: Row, metric: str) -> str | None:
     """Why a projected metric has no interval (no validation band for the tier's device class), or None."""
     p = (r.efficiency.projection or {}).get(metric)
-    why = str(((p.get("inputs") or {}) if isinstance(p, dict) else {}).get("interval") or "")
+    why = str(((p.get("inputs") or {}) if p else {}).get("interval") or "")
     return f"its interval is unknown ({why})" if why.startswith("none") else None
 
 
@@ -122,10 +123,6 @@ def reference_of(r: Row, references: set[tuple[str, str]]) -> str | None:
     if r.quality.reference is not None and r.quality.reference.variant_id:
         return r.quality.reference.variant_id
     return r.config.variant_id if (r.config.model_id, r.config.variant_id) in references else None
-
-
-def hourly_usd(r: Row) -> float | None:
-    return r.profile.hourly_usd()
 
 
 def _mean(r: Row, metric: str) -> float | None:
@@ -210,7 +207,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("task", "text", lambda r: r.task.name),
     Column("task_accuracy", "real", lambda r: r.task.accuracy if r.task.ok else None),
     Column("task_accuracy_se", "real", lambda r: r.task.accuracy_se if r.task.ok else None),
-    Column("usd_per_hour", "real", hourly_usd),
+    Column("usd_per_hour", "real", lambda r: r.profile.hourly_usd()),
     Column("usd_per_1m_output_tokens", "real", _cost,
            "$ at the tier's price per 1M output tokens at the tier's speed: measured on it, or PROJECTED "
            "(speed_basis); none where the tier's speed is not known"),

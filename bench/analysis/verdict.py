@@ -26,7 +26,6 @@ from bench.analysis.flat import (
     basis,
     basis_kind,
     flatten,
-    hourly_usd,
     interval_missing,
     latest_per_cell,
     projected,
@@ -680,7 +679,7 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
                                    at_depth.get((key, tier), ())) for r in rs), key=rank)
                     for key, rs in configs.items()]  # each configuration's worst workload decides it
         best = min(deciding, key=rank)
-        usd = hourly_usd(best.row)
+        usd = best.row.profile.hourly_usd()
         tiers.append(TierVerdict(model, _country(best.row, countries), tier, usd,
                                  is_inexpensive(tier, best.row.config.profile_id, usd, claims.inexpensive), best,
                                  len(configs)))

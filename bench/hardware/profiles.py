@@ -160,6 +160,10 @@ class Profile(StrictModel):
                              f"{compute.threads}: a CPU tier is emulated with the threads llama.cpp would use there")
         return self
 
+    def hourly_usd(self) -> float | None:
+        """The tier's $/hour (``Price.hourly_usd``), None when it has no usable price."""
+        return self.price.hourly_usd() if self.price else None
+
 
 @dataclass
 class HostInfo:

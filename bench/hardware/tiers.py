@@ -265,5 +265,11 @@ def roofline_share(decode_tps: float, bandwidth_bytes_per_s: float, bytes_per_to
 
 
 def usd_per_million_tokens(usd_per_hour: float, tokens_per_s: float) -> float:
-    """price_per_hour / (tok/s x 3600) x 1e6."""
+    """$ per 1M tokens = price per hour / (tok/s x 3600) x 1e6 (the one place this is written;
+    the price per hour is ``Price.hourly_usd``)."""
     return usd_per_hour / (tokens_per_s * 3600) * 1e6
+
+
+def usd_per_correct(usd_per_hour: float, seconds: float, correct: int) -> float | None:
+    """$ per correct answer = $/hour x seconds / 3600 / correct answers (None with none correct)."""
+    return usd_per_hour * seconds / 3600 / correct if correct else None

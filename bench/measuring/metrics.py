@@ -28,6 +28,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from bench.stats import percentile
+
 DEFINITIONS = (
     "docs/METRICS.md: TTFT=t1-t0; prefill tok/s=p/(prefill pass); decode tok/s=(n-1)/(tn-t1); "
     "TPOT=(tn-t1)/(n-1); ITL=t(i+1)-t(i) pooled, linear-interpolated percentiles; e2e=tn-t0; "
@@ -101,16 +103,6 @@ def counter_rates(counters: dict[str, float] | None) -> dict[str, float | None]:
 
     return {"backend_prefill_tps": rate("prefill_compute_tokens", "prefill_compute_s"),
             "backend_decode_tps": rate("decode_compute_tokens", "decode_compute_s")}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default 'linear' method)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True)

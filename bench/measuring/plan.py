@@ -35,7 +35,8 @@ from bench.hardware.tiers import (
     ram_budget_bytes,
 )
 from bench.measuring.job import Job, LoadConfig, PreparePass, ScorePass, SpeedPass, TaskPass
-from bench.models.catalog import Catalog, load_catalog
+from bench.models.catalog import Catalog
+from bench.models.resolve import check_format, is_path, open_catalog, split_spec
 from bench.models.store import ModelStore, ResolvedModel
 from bench.request import RunRequest
 from bench.results.schema import CellConfig
@@ -133,10 +134,6 @@ def check_resources(req: RunRequest) -> None:
     kv_settings(req.backend_options)  # a bad KV cache type says so now
 
 
-def is_path(spec: str) -> bool:
-    return spec.endswith(".gguf") or "/" in spec or Path(spec).is_file()
-
-
 Resolved = tuple[ResolvedModel, ResolvedModel | None, str | None]
 
 
@@ -152,15 +149,12 @@ def resolve_models(req: RunRequest, backend: str, store: ModelStore, catalog_pat
             out.append((store.resolve_path(Path(item)), None, "a file given by path has no catalog reference"))
             continue
         if catalog is None:
-            catalog = load_catalog(catalog_path)
-            store.base_dir = catalog_path.parent.resolve()
-        model_id, _, variant_id = item.partition(":")
+            catalog = open_catalog(catalog_path, store)
+        model_id, variant_id = split_spec(item)
         model = catalog.model(model_id)
         for vid in [variant_id] if variant_id else (req.variants or [None]):
             variant = model.variant(vid)
-            if variant.format not in spec.formats:
-                raise BenchError(f"{model.id}:{variant.id} is {variant.format}; backend {spec.name} loads "
-                                 f"{', '.join(spec.formats)}")
+            check_format(model, variant, spec.formats, f"backend {spec.name}")
             resolved = dataclasses.replace(store.resolve(model, variant), facts={
                 "developer": model.developer, "country": model.country, "params_b": model.params_b,
                 "license": model.license, "family": model.family, "note": model.note,

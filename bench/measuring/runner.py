@@ -217,7 +217,7 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     # $ per correct answer at the tier's price only from the tier's own time: an emulated tier's time
     # here is this host's (its cost on the tier is projected by bench.projection.tier.task_cost_on_tier)
     on_tier = plan.tier.get("basis") == "measured"
-    price = plan.profile.price.hourly_usd() if plan.profile.price and on_tier else None
+    price = plan.profile.hourly_usd() if on_tier else None
     if res and res.get("partial"):  # killed or crashed: the items it finished are kept
         asked = next((r["_meta"] for r in res["partial"] if "_meta" in r), {})
         done = [r for r in res["partial"] if "_meta" not in r]

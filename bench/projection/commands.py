@@ -34,25 +34,13 @@ def add_predict(sub: Any) -> None:
 
 def _resolve_shape(spec: str, catalog_path: Path) -> tuple[Any, str]:
     """(ModelShape and GGUF summary, a label) of a catalog variant or a GGUF path."""
-    from bench.models.catalog import load_catalog
+    from bench.models.resolve import resolve_spec
     from bench.models.store import ModelStore
     from bench.projection.shape import shape_from_gguf
 
-    store = ModelStore()
-    if spec.endswith(".gguf") or Path(spec).is_file():
-        r = store.resolve_path(Path(spec))
-        params_b = None
-    else:
-        catalog = load_catalog(catalog_path)
-        store.base_dir = catalog_path.parent.resolve()
-        model_id, _, variant_id = spec.partition(":")
-        model = catalog.model(model_id)
-        variant = model.variant(variant_id or None)
-        if variant.format != "gguf":
-            raise BenchError(f"{spec}: bench predict reads a GGUF header; {model.id}:{variant.id} is a "
-                             f"{variant.format} folder")
-        r = store.resolve(model, variant)
-        params_b = model.params_b
+    r, model = resolve_spec(spec, catalog_path, ModelStore(), formats=("gguf",),
+                            loader="bench predict (it reads a GGUF header)")
+    params_b = model.params_b if model is not None else None
     if not r.gguf:
         raise BenchError(f"{spec}: no GGUF header to predict from")
     return (shape_from_gguf(r.gguf, r.size_bytes, params_b, r.quantization), r.gguf), f"{r.model_id}:{r.variant_id}"
@@ -93,7 +81,7 @@ def predict_rows(shape: Any, g: dict[str, Any], profiles: list[Any], prompt: int
         # the longest conversation that still fits: the cache full to N tokens (f16 cache; a PREDICTION)
         fit["largest_context"] = largest_context_that_fits(g, int(shape.file_bytes), budget, prompt)
         tp = pm.project(shape, Workload(prompt, gen, depth), profile)
-        hourly = profile.price.hourly_usd() if profile.price else None
+        hourly = profile.hourly_usd()
         d = tp.decode_tps
         cost = ({"usd_per_1m_output_tokens": usd_per_million_tokens(hourly, d.value),
                  "interval": [usd_per_million_tokens(hourly, d.high), usd_per_million_tokens(hourly, d.low)]}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.results.versions import RESULT_SCHEMA_VERSION
 
 _SIZE = re.compile(r"^\s*([\d.]+)\s*(GiB|MiB|GB|MB|KiB)\s*$")
 _PARAMS = re.compile(r"^\s*([\d.]+)\s*([BMK])\s*$")
@@ -231,7 +232,8 @@ def rows_from_records(records: list[BenchRecord], src: ImportSource, profile: An
         summary = {"prefill_tps": _stats(pp), "decode_tps": _stats(tg)}
         summary = {k: v for k, v in summary.items() if v is not None}
         rows.append({
-            "schema_version": 1, "run_id": uuid.uuid4().hex[:12], "created_at": now, "status": "ok",
+            "schema_version": RESULT_SCHEMA_VERSION, "run_id": uuid.uuid4().hex[:12], "created_at": now,
+            "status": "ok",
             "reason": None, "config": config,
             "model": {"model_id": model_id, "variant_id": variant, "format": "gguf", "quantization": quant,
                       "path": first.model_filename or first.model_type, "sha256": None,

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from bench.errors import BenchError
 from bench.hardware.profiles import Profile
-from bench.hardware.tiers import usd_per_million_tokens
+from bench.hardware.tiers import usd_per_correct, usd_per_million_tokens
 from bench.projection.evidence import Entry, EvidenceSet, device_class, load_evidence
 from bench.projection.fit import band_for
 from bench.projection.model import (
@@ -217,7 +217,7 @@ def tier_speed(row: Any, profile: Profile, measured_on_tier: bool) -> dict[str, 
     """{speed_basis, projection, cost} for the tier ``row`` speaks for; ``measured_on_tier``: it ran on the
     tier itself. A missing figure is None with the reason, never 0."""
     price = profile.price
-    hourly = price.hourly_usd() if price else None
+    hourly = profile.hourly_usd()
     priced = {"usd_per_hour": hourly, "basis": price.basis, "price_source": price.source} if price and hourly else None
     if measured_on_tier:
         decode = _get(row, "summary", "decode_tps", "mean")
@@ -253,11 +253,6 @@ def task_seconds(records: list[Mapping[str, Any]], prefill_tps: float, decode_tp
                + r["generated_tokens"] / decode_tps for r in records)
 
 
-def usd_per_correct(usd_per_hour: float, seconds: float, correct: int) -> float | None:
-    """$ per correct answer = $/hour x seconds / 3600 / correct answers (None with none correct)."""
-    return usd_per_hour * seconds / 3600 / correct if correct else None
-
-
 def task_cost_on_tier(row: Any, profile: Profile) -> dict[str, Any]:
     """A task pass measured on this host carried onto ``profile``: its time and $ per correct answer
     there, a PROJECTION with its interval. The tier's time is task_seconds at the tier's projected
@@ -284,7 +279,7 @@ def task_cost_on_tier(row: Any, profile: Profile) -> dict[str, Any]:
     fast = scale * task_seconds(records, p.high, d.high)
     out: dict[str, Any] = {"tier": profile.id, "basis": f"{projection.basis} (PROJECTION, not a measurement)",
                            "items": len(records), "seconds": seconds, "seconds_interval": [fast, slow]}
-    hourly = profile.price.hourly_usd() if profile.price else None
+    hourly = profile.hourly_usd()
     if hourly:
         out["usd_per_hour"] = hourly
         out["usd_per_correct"] = usd_per_correct(hourly, seconds, correct)

@@ -178,5 +178,7 @@ def summarize_task(records: list[dict[str, Any]], usd_per_hour: float | None) ->
     if all(e is not None for e in energy):
         out["energy_j_per_correct"] = sum(energy) / correct if correct else None  # type: ignore[arg-type]
     if usd_per_hour:
-        out["usd_per_correct"] = usd_per_hour * seconds / 3600 / correct if correct else None
+        from bench.hardware.tiers import usd_per_correct
+
+        out["usd_per_correct"] = usd_per_correct(usd_per_hour, seconds, correct)
     return out

@@ -97,7 +97,7 @@ def score_block(logits: Any, targets: Any, logp: Any | None, ref_entropy_term: A
 
 
 def summarize_quality(s: PositionStats) -> dict[str, Any]:
-    from bench.measuring.metrics import percentile
+    from bench.stats import percentile
 
     n = len(s.nll)
     mean_nll = sum(s.nll) / n

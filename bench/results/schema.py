@@ -1,7 +1,8 @@
 """The result schema, defined once: one ``Row`` per benchmark cell, serialized as one JSON line.
 
-Bump RESULT_SCHEMA_VERSION when a field changes meaning or is removed; readers refuse versions
-they do not know with a message naming the version.
+Bump RESULT_SCHEMA_VERSION when a field is added, changes meaning or is removed, and add the reader
+of the version before it in ``bench/results/versions.py`` (one reader per version, no branches on a
+row's age elsewhere); readers refuse versions they do not know with a message naming the version.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from bench.results.sections import (
     Task,
     Tier,
 )
+from bench.results.versions import RESULT_SCHEMA_VERSION, reader
 
-RESULT_SCHEMA_VERSION = 1
 Status = Literal["ok", "failed", "oom", "timeout", "does_not_fit"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "oom", "timeout", "does_not_fit")
 # Options the planner derives from the host (a tier's VRAM as a fraction of this GPU's): they differ
@@ -160,10 +161,7 @@ class Row:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Row:
-        version = d.get("schema_version")
-        if version != RESULT_SCHEMA_VERSION:
-            raise BenchError(f"result schema version {version!r} is not supported (this is version "
-                             f"{RESULT_SCHEMA_VERSION})")
+        to_current = reader(d.get("schema_version"))
         if d.get("status") not in STATUSES:
             raise BenchError(f"unknown result status {d.get('status')!r}")
         known = {f.name for f in fields(cls)}
@@ -171,4 +169,4 @@ class Row:
         kwargs["config"] = CellConfig(**d["config"])
         for name, section in SECTIONS.items():
             kwargs[name] = section.from_dict(d.get(name))
-        return cls(**kwargs)
+        return to_current(cls(**kwargs))

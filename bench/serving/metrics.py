@@ -299,6 +299,8 @@ def max_sustainable(points: Sequence[tuple[float, bool]]) -> float | None:
 
 def usd_per_million_output(usd_per_hour: float | None, output_tps: float | None) -> float | None:
     """$ per 1M output tokens = price per hour / (output tok/s x 3600) x 1e6."""
+    from bench.hardware.tiers import usd_per_million_tokens
+
     if not usd_per_hour or not output_tps or output_tps <= 0 or math.isnan(output_tps):
         return None
-    return usd_per_hour / (output_tps * 3600) * 1e6
+    return usd_per_million_tokens(usd_per_hour, output_tps)

@@ -21,7 +21,7 @@ from typing import Any
 from bench.backends.base import Backend, GenerationTrace, LoadSettings, stop_reached
 from bench.backends.llamacpp.options import kv_settings
 from bench.errors import BenchError
-from bench.measuring.prompts import build_prompt
+from bench.prompts import build_prompt
 
 
 class LlamaCppBackend(Backend):

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.backends.base import Backend, GenerationTrace, LoadSettings, stop_reached
 from bench.errors import BenchError
-from bench.measuring.prompts import build_prompt
+from bench.prompts import build_prompt
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # transformers' cache classes by the name generate() knows them (GenerationConfig.cache_implementation)
