@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wrong.append(f"{item.nodeid}: no cost mark (add pytest.mark.fast, .model or .slow)")
         elif "fast" in marks and len(marks) > 1:
             wrong.append(f"{item.nodeid}: fast together with {sorted(marks - {'fast'})}")
-        elif "fast" in marks and (used := [f for f in MODEL_FIXTURES if f in item.fixturenames]):
+        elif "fast" in marks and (used := [f for f in item.fixturenames if f in MODEL_FIXTURES]):
             wrong.append(f"{item.nodeid}: marked fast but uses the model fixture {used[0]}")
     if wrong:
         raise pytest.UsageError("tests with a wrong cost mark:\n  " + "\n  ".join(wrong))

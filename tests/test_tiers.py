@@ -86,13 +86,14 @@ def test_a_tier_larger_than_the_host_says_what_it_could_not_emulate(tmp_path, ti
 @pytest.mark.model
 @pytest.mark.parametrize("variant,ctx,prompt", [("q4_1", 64, 16), ("q4_1", 4096, 64), ("q4_1", 2048, 512),
                                                ("q4_0-derived", 256, 64), ("q8_0-derived", 256, 64)])
-def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, embedded_model, variant, ctx, prompt):
+def test_predicted_memory_is_within_7_percent_of_the_measured_peak(tmp_path, embedded_model, variant, ctx, prompt):
+    """docs/tiers.md: the fit prediction is within 7% of the measured peak on the embedded model."""
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "--model", f"smollm2-135m:{variant}", "--prompt-tokens", str(prompt),
                      "--gen-tokens", "8", "--ctx", str(ctx), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     (row,) = read_jsonl(out)
-    assert abs(row["tier"]["prediction_error"]) < 0.15, row["tier"]
+    assert abs(row["tier"]["prediction_error"]) < 0.07, row["tier"]
     assert row["tier"]["fits"] is True
 
 
