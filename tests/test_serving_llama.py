@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, run_bench
 
 from bench.serving.rows import read_serving_rows
+from bench.serving.server import scrape_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -127,11 +128,18 @@ def test_ctrl_c_keeps_the_point_measured_so_far_and_stops_the_server(tmp_path, l
                                  "--warmup", "0", "--duration", "600", *SMALL], cwd=REPO, stderr=err,
                                 stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while "[1/1]" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        # Ctrl-C once the server has finished two requests (its own counter, not a fixed sleep: on a loaded
+        # host 3 s was a guess): at concurrency 1 the second was sent only when the first had come back, so
+        # at least one request is complete on the client's side too. 120 s only bounds a broken run.
+        deadline, predicted, server = time.monotonic() + 120, 0.0, []
+        while predicted < 2 * 8 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        time.sleep(3)  # a few requests complete
-        server = [p for p in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in p.name()]
+            server = [p for p in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in p.name()]
+            if server:
+                cmd = server[0].cmdline()
+                counters = scrape_metrics(f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}") or {}
+                predicted = sum(v for k, v in counters.items() if k.split("{")[0] == "llamacpp:tokens_predicted_total")
+        assert predicted >= 2 * 8, f"the server finished no two requests within 120 s: {log.read_text()[-2000:]}"
         proc.send_signal(signal.SIGINT)
         # quiet, it exits within seconds; once, on a host loaded by two other test runs, not within 60 s
         assert proc.wait(120) == 130, log.read_text()
