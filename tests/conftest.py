@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -11,6 +12,55 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Every test says what it costs (pyproject.toml registers the marks; docs/testing.md says how to choose):
+# fast (under a second, no model, no server), model (loads the real model or runs real subprocesses
+# for seconds), slow (fleet, servers, quality ladders, whole matrices: a minute or more).
+COST_MARKS = ("fast", "model", "slow")
+# A fixture that loads or fetches the real model: a test that uses one is never fast.
+MODEL_FIXTURES = ("llama_cpp_runs", "embedded_model", "embedded_gguf", "measured_results", "gpu_gguf", "gpu_hf_model")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse the whole run when a test carries no cost mark, or a fast one also says model/slow or uses a
+    model fixture. Failing (rather than defaulting to `model`) makes the author choose when the test is
+    written: a default would silently keep a cheap test out of `pytest -m fast`, or a slow one in it.
+    Marks add up over levels (as pytest's ``-m`` sees them), so a module's ``pytestmark`` is for a
+    module of one kind only: a fast test in a module marked model is refused here."""
+    wrong = []
+    for item in items:
+        marks = {m.name for m in item.iter_markers() if m.name in COST_MARKS}
+        if not marks:
+            wrong.append(f"{item.nodeid}: no cost mark (add pytest.mark.fast, .model or .slow)")
+        elif "fast" in marks and len(marks) > 1:
+            wrong.append(f"{item.nodeid}: fast together with {sorted(marks - {'fast'})}")
+        elif "fast" in marks and (used := [f for f in item.fixturenames if f in MODEL_FIXTURES]):
+            wrong.append(f"{item.nodeid}: marked fast but uses the model fixture {used[0]}")
+    if wrong:
+        raise pytest.UsageError("tests with a wrong cost mark:\n  " + "\n  ".join(wrong))
+
+
+def extras_required() -> bool:
+    """CI (.ci/run) sets BENCH_REQUIRE_EXTRAS=1: there a missing optional extra fails the test instead of
+    skipping it, so a broken extra cannot pass CI as a row of skips."""
+    return os.environ.get("BENCH_REQUIRE_EXTRAS") == "1"
+
+
+def require_or_skip(module: str, why: str):
+    """``import module``; where it is missing, skip with ``why`` — or fail when BENCH_REQUIRE_EXTRAS=1."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if extras_required():
+            pytest.fail(f"BENCH_REQUIRE_EXTRAS=1 but {module} cannot be imported ({exc}): {why}", pytrace=False)
+        pytest.skip(f"{why} ({module}: {exc})", allow_module_level=True)
+
+
+def skip_unless_required(why: str) -> None:
+    """Skip with ``why`` — or fail when BENCH_REQUIRE_EXTRAS=1 (CI), where the skip would hide a broken extra."""
+    if extras_required():
+        pytest.fail(f"BENCH_REQUIRE_EXTRAS=1: {why}", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
 
 
 def run_bench(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,

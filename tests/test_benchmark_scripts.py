@@ -93,6 +93,8 @@ def test_hf_fidelity_in_one_process_prints_its_row(embedded_model):
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[5] == "cannot tell (too few rounds: 1)"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_depth_sweep_pairs_the_suite_with_llama_bench_and_writes_its_page(tmp_path, llama_bench, embedded_gguf):
     out, page = tmp_path / "depth.json", tmp_path / "page.md"
     proc = subprocess.run([sys.executable, "benchmarks/depth_sweep.py", str(embedded_gguf), "--depth", "0,256",
@@ -114,6 +116,8 @@ def test_depth_sweep_pairs_the_suite_with_llama_bench_and_writes_its_page(tmp_pa
     assert len(rows) == 2 and "benchmarks/depth_sweep.py" in page.read_text()
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_humaneval_log_writes_its_page(tmp_path, embedded_model):
     page, out = tmp_path / "page.md", tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "benchmarks/humaneval_log.py", "--model", "smollm2-135m", "--limit", "2",

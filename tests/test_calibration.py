@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+pytestmark = pytest.mark.model
+
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to compare 1 and 2 threads")
 def test_matmul_rate_follows_the_thread_count(tmp_path, monkeypatch):

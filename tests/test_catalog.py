@@ -7,6 +7,8 @@ import pytest
 from bench.errors import BenchError
 from bench.models.catalog import Catalog, load_catalog
 
+pytestmark = pytest.mark.fast
+
 REQUIRED = [
     "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "qwen2.5-7b-instruct", "qwen3-0.6b", "qwen3-1.7b",
     "qwen3-4b", "qwen3-8b", "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b",

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
 import yaml
 from conftest import REPO
+
+pytestmark = pytest.mark.fast
 
 WORKFLOW = REPO / ".github" / "workflows" / "bench.yml"
 BENCH, PYTEST = ".venv/bin/bench", ".venv/bin/python -m pytest"

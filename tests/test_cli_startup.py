@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, run_bench
 
 HEAVY = ("pydantic", "yaml", "rich", "llama_cpp", "numpy", "psutil", "huggingface_hub", "torch", "gguf")
 
 
+@pytest.mark.fast
 def test_cli_module_imports_nothing_heavy():
     code = ("import sys, bench.cli; bench.cli.build_parser(); "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
@@ -16,6 +18,7 @@ def test_cli_module_imports_nothing_heavy():
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.fast
 def test_help_lists_commands():
     proc = run_bench("--help")
     assert proc.returncode == 0
@@ -23,12 +26,14 @@ def test_help_lists_commands():
         assert cmd in proc.stdout
 
 
+@pytest.mark.fast
 def test_unknown_option_is_one_line_exit_2():
     proc = run_bench("run", "--no-such-option")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.model
 def test_an_internal_error_has_its_own_exit_status():
     """A bug (any exception that is not bad input) exits 3, not 1 (a cell that did not succeed): one
     line on stderr, the traceback with BENCH_DEBUG=1. A command that divides by zero stands in for the bug,

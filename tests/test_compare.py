@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
+pytestmark = pytest.mark.model
+
 LENGTHS = ("--prompt-tokens", "96", "--gen-tokens", "24", "-r", "5", "--no-progress")
 # This shared VM drifts between back-to-back runs of identical code: five runs measured 137.5 to
 # 156.9 decode tok/s (14%), each internally consistent. The gate's minimum effect must exceed the
@@ -95,7 +97,11 @@ def test_a_changed_setting_is_named(runs, tmp_path):
     """Two threads against one, measured in one invocation: compare names the setting that changed."""
     md = tmp_path / "summary.md"
     proc = run_bench("compare", str(runs / "base.jsonl"), str(runs / "throttled.jsonl"), *GATE, "--markdown", str(md))
-    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
+    # whether 1 thread is measurably slower than 2 depends on this VM's moment (see the slower test's
+    # docstring); compare's exit status must say what its count says: 1 with a regression, else 0
+    regressions = int(proc.stderr.rsplit(" regression(s)", 1)[0].rsplit(" ", 1)[1])
+    assert proc.returncode == (1 if regressions else 0), proc.stderr
+    assert "Traceback" not in proc.stderr
     assert "threads: 2 -> 1" in md.read_text()
 
 

@@ -25,6 +25,7 @@ P, N, DEPTH = 64, 24, 2048
 
 
 # -- arithmetic on the embedded model's real GGUF header (no model run) ------------------------
+@pytest.mark.model
 def test_kv_bytes_per_token_by_cache_type(embedded_model):
     g = embedded_model.gguf  # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims
     assert kv_bytes_per_token(g) == 30 * 3 * (64 + 64) * 2
@@ -34,6 +35,7 @@ def test_kv_bytes_per_token_by_cache_type(embedded_model):
     assert kv_cache_bytes(g, 1000, type_k="q8_0", type_v="q8_0") == 1024 * kv_bytes_per_token(g, "q8_0", "q8_0")
 
 
+@pytest.mark.model
 def test_kv_bytes_read_per_token_grows_linearly_with_depth(embedded_model):
     g = embedded_model.gguf
     assert kv_bytes_read_per_token(g, 0) == 0
@@ -41,6 +43,7 @@ def test_kv_bytes_read_per_token_grows_linearly_with_depth(embedded_model):
     assert kv_bytes_read_per_token(g, 4096, "q8_0", "q8_0") < kv_bytes_read_per_token(g, 4096)
 
 
+@pytest.mark.model
 def test_predicted_memory_grows_with_depth_and_shrinks_with_a_quantized_cache(embedded_model):
     g, size = embedded_model.gguf, embedded_model.size_bytes
     at = {d: predict_memory(g, size, d + P + N, P, depth=d) for d in (0, 2048, 8000)}
@@ -53,6 +56,7 @@ def test_predicted_memory_grows_with_depth_and_shrinks_with_a_quantized_cache(em
     assert predict_memory(g, size, 4096, 64).total_bytes == predict_memory(g, size, 4096, 64, depth=0).total_bytes
 
 
+@pytest.mark.model
 def test_largest_context_that_fits_a_budget(embedded_model):
     g, size = embedded_model.gguf, embedded_model.size_bytes
     small, large = 260 * MiB, 400 * MiB
@@ -69,6 +73,7 @@ def test_largest_context_that_fits_a_budget(embedded_model):
     assert largest_context_that_fits(g, size, 64 * 2**30) == g["context_length"]  # capped by the model
 
 
+@pytest.mark.model
 def test_a_separate_token_embd_is_never_counted_as_repacked(embedded_model):
     """llama.cpp repacks Q4_0/Q4_K weights for the CPU, never token_embd (get_rows reads it); a tied
     output head is a duplicate loaded as the output layer, and that copy is repacked."""
@@ -81,6 +86,7 @@ def test_a_separate_token_embd_is_never_counted_as_repacked(embedded_model):
     assert untied.repack_bytes == 4000 and tied.repack_bytes == 5000
 
 
+@pytest.mark.fast
 def test_kv_options_are_checked_before_anything_loads():
     assert kv_settings({}).describe() == {"type_k": "f16", "type_v": "f16", "flash_attn": False}
     assert kv_settings({"type_k": "q8_0", "type_v": "q8_0", "flash_attn": "on"}).type_v == "q8_0"
@@ -93,6 +99,7 @@ def test_kv_options_are_checked_before_anything_loads():
         kv_settings({"flash_attn": "maybe"})
 
 
+@pytest.mark.model
 def test_bad_depth_requests_are_one_line_errors(embedded_model):
     assert_clean_error(run_bench("run", "--depth", "-5"), "--depth", "0 or more")
     # SmolLM2 was trained on 8192 tokens: a depth that leaves no room for the request is refused
@@ -117,6 +124,7 @@ def depth_rows(tmp_path_factory, embedded_model):
     return out, rows
 
 
+@pytest.mark.model
 def test_decode_at_depth_is_slower_and_the_fill_is_never_timed(depth_rows):
     _, (shallow, deep) = depth_rows
     assert deep["config"]["n_ctx"] == DEPTH + P + N and shallow["config"]["n_ctx"] == P + N
@@ -133,6 +141,7 @@ def test_decode_at_depth_is_slower_and_the_fill_is_never_timed(depth_rows):
     assert len({tuple(s["token_ids"]) for s in deep["samples"] + deep["warmup_samples"]}) == 1
 
 
+@pytest.mark.model
 def test_memory_prediction_at_depth_is_within_10_percent(depth_rows):
     _, rows = depth_rows
     for r in rows:
@@ -142,6 +151,7 @@ def test_memory_prediction_at_depth_is_within_10_percent(depth_rows):
     assert rows[1]["tier"]["predicted_memory"]["kv_cache_bytes"] > rows[0]["tier"]["predicted_memory"]["kv_cache_bytes"]
 
 
+@pytest.mark.model
 def test_a_q8_0_kv_cache_uses_less_memory_than_f16_at_the_same_depth(tmp_path, embedded_model):
     """Both with flash attention (a quantized V cache needs it), so only the cache type differs."""
     peaks, predicted = {}, {}
@@ -160,6 +170,7 @@ def test_a_q8_0_kv_cache_uses_less_memory_than_f16_at_the_same_depth(tmp_path, e
     assert peaks["f16"] - peaks["q8_0"] > saved / 2  # the measured saving is the cache's, not noise
 
 
+@pytest.mark.model
 def test_a_quantized_kv_cache_costs_quality_in_the_quality_pass(tmp_path, embedded_model):
     """The quality pass loads the cell's KV settings; the reference keeps an f16 cache: a q4_0 cache's
     cost shows as a larger KLD than the same variant's with an f16 cache, in the same run."""
@@ -181,6 +192,7 @@ def test_a_quantized_kv_cache_costs_quality_in_the_quality_pass(tmp_path, embedd
 
 
 # -- transformers at depth -----------------------------------------------------------------------
+@pytest.mark.model
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_transformers_fills_to_a_depth_and_prefills_only_the_prompt(tmp_path, embedded_model, cache):
     out = tmp_path / "hf.jsonl"
@@ -218,6 +230,7 @@ def _verdict_cells(tmp_path, results, claims) -> dict[str, str]:
     return {**cells, "verdict": f"**{mark[tier['outcome']]}**"}
 
 
+@pytest.mark.model
 def test_the_verdict_judges_a_context_criterion_from_the_rows_at_depth(tmp_path, depth_rows):
     out, (shallow, deep) = depth_rows
     low, high = deep["summary"]["decode_tps"]["mean"], shallow["summary"]["decode_tps"]["mean"]
@@ -237,6 +250,7 @@ def test_the_verdict_judges_a_context_criterion_from_the_rows_at_depth(tmp_path,
     assert cells["verdict"] == "**unmeasured**"
 
 
+@pytest.mark.model
 def test_the_context_criterion_fails_where_the_prediction_says_it_cannot_fit(tmp_path, embedded_model):
     profiles = tmp_path / "profiles"
     profiles.mkdir()

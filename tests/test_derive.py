@@ -22,6 +22,7 @@ def ladder(catalog, embedded_model):
     return out, again, len(store.fetched) - before
 
 
+@pytest.mark.model
 def test_f16_reference_is_the_q4_1_weights_dequantized(ladder, embedded_model):
     import gguf
 
@@ -36,6 +37,7 @@ def test_f16_reference_is_the_q4_1_weights_dequantized(ladder, embedded_model):
     assert np.array_equal(np.asarray(dst[name].data).reshape(expected.shape), expected)
 
 
+@pytest.mark.model
 def test_ladder_records_the_types_it_really_got(ladder):
     (out, _, _) = ladder
     assert set(out["q8_0-derived"].gguf["tensor_types"]) == {"Q8_0", "F32"}
@@ -47,12 +49,14 @@ def test_ladder_records_the_types_it_really_got(ladder):
     assert sizes == sorted(sizes, reverse=True)
 
 
+@pytest.mark.model
 def test_derived_files_are_made_once(ladder):
     (out, again, made_by_second_resolve) = ladder
     assert again.path == out["q8_0-derived"].path
     assert made_by_second_resolve == 0
 
 
+@pytest.mark.model
 def test_a_derived_variant_runs(tmp_path, ladder):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--model", "smollm2-135m:q4_0-derived", "--prompt-tokens", "8", "--gen-tokens", "4",
@@ -62,6 +66,7 @@ def test_a_derived_variant_runs(tmp_path, ladder):
     assert row["config"]["variant_id"] == "q4_0-derived" and row["status"] == "ok"
 
 
+@pytest.mark.fast
 def test_derive_chains_must_end_in_a_real_source():
     base = {"id": "m", "name": "M", "family": "f", "developer": "d"}
     loop = [{"id": "a", "kind": "quantized", "format": "gguf", "quantization": "Q8_0",
@@ -72,6 +77,7 @@ def test_derive_chains_must_end_in_a_real_source():
         Catalog.model_validate({"schema_version": 1, "default_model": "m", "models": [{**base, "variants": loop}]})
 
 
+@pytest.mark.fast
 def test_unknown_recipe_is_refused():
     from bench.models.derive import recipe
 

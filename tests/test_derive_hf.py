@@ -4,13 +4,14 @@ whose greedy output agrees with llama.cpp on the same weights and tokens."""
 from __future__ import annotations
 
 import pytest
+from conftest import child_json, require_or_skip
 
-torch = pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
-transformers = pytest.importorskip("transformers")
-
-from conftest import child_json  # noqa: E402
+torch = require_or_skip("torch", "the hf extra is not installed")  # CI installs it (README setup) and requires it
+transformers = require_or_skip("transformers", "the hf extra is not installed")
 
 from bench.models.store import ModelStore  # noqa: E402
+
+pytestmark = pytest.mark.model
 
 LLAMA_GREEDY = r"""
 import json, sys

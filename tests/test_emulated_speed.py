@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, read_jsonl, run_bench
 
+pytestmark = pytest.mark.slow
+
 TIER = "laptop-4c-8g"
 TASK = [{"question": "What is 2 plus 3?", "answer": "2 + 3 = 5\n#### 5"},
         {"question": "What is 10 minus 4?", "answer": "10 - 4 = 6\n#### 6"}]

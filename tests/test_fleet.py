@@ -29,6 +29,8 @@ if os.environ.get("BENCH_REQUIRE_FLEET") != "1":  # .ci/run sets it: there a mis
 
 from fleet_cluster import LocalFleet  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 TIER = """\
 schema_version: 1
 id: {id}

@@ -53,6 +53,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> Non
 
 
 # -- arguments --------------------------------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize("args,needles", [
     (["run"], ["--out"]),
     (["run", "--out", "o", "--cc", "9"], ["--cc", "MAJOR.MINOR"]),
@@ -71,6 +72,7 @@ def test_bad_input_is_one_line_and_exit_2(args, needles):
     one_line_error(run_script(*args), *needles)
 
 
+@pytest.mark.fast
 def test_nothing_prepared_is_refused_before_anything_runs(tmp_path):
     out = tmp_path / "out"
     one_line_error(run_script("run", "--out", str(out), "--carry", str(tmp_path / "empty")),
@@ -78,6 +80,7 @@ def test_nothing_prepared_is_refused_before_anything_runs(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.fast
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has nvidia-smi")
 def test_no_gpu_is_refused_in_one_line(tmp_path):
     carry = tmp_path / "carry"
@@ -90,17 +93,20 @@ def test_no_gpu_is_refused_in_one_line(tmp_path):
 
 
 # -- the build command line -------------------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize("cc,arch", [("9.0", "90"), ("8.6", "86"), ("12.0", "120"), ("10.0", "100"), (" 7.5 ", "75")])
 def test_compute_capability_as_cmake_wants_it(cc, arch):
     assert gc.cuda_arch(cc) == arch
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("cc", ["9", "90", "sm_90", "9.0a", "", "9.10"])
 def test_compute_capability_refused(cc):
     with pytest.raises(ValueError, match="MAJOR.MINOR"):
         gc.cuda_arch(cc)
 
 
+@pytest.mark.fast
 def test_the_build_command_for_an_h200():
     env, argv = gc.build_command("/w/venv/bin/python", Path("/w/src/llama_cpp_python-0.3.36"), Path("/w/build"),
                                  Path("/w/wheel"), "9.0", 16, "/usr/local/cuda/bin/nvcc")
@@ -114,12 +120,14 @@ def test_the_build_command_for_an_h200():
                     "/w/src/llama_cpp_python-0.3.36"]
 
 
+@pytest.mark.fast
 def test_a_cpu_rehearsal_builds_without_cuda():
     env, argv = gc.build_command("py", Path("s"), Path("b"), Path("w"), None, 2, "/usr/local/cuda/bin/nvcc")
     assert env["CMAKE_ARGS"].startswith("-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF")
     assert "CUDA" not in env["CMAKE_ARGS"] and "CUDACXX" not in env
 
 
+@pytest.mark.fast
 def test_plan_prints_the_exact_build_line():
     proc = run_script("plan", "--cc", "9.0", "--work", "/w", "--jobs", "16")
     assert proc.returncode == 0, proc.stderr
@@ -131,6 +139,7 @@ def test_plan_prints_the_exact_build_line():
                           "/w/src/llama_cpp_python-0.3.36")
 
 
+@pytest.mark.fast
 def test_the_pinned_version_is_the_suites():
     from bench.native.llama_build import pinned_version
 
@@ -138,6 +147,7 @@ def test_the_pinned_version_is_the_suites():
 
 
 # -- the plan and its budgets -----------------------------------------------------------------------
+@pytest.mark.fast
 def test_default_plan_order_and_budgets():
     plan = gc.plan_steps()
     assert [s.name for s in plan] == ["environment", "install", "models", "calibration", "build", "pytest",
@@ -153,6 +163,7 @@ def test_default_plan_order_and_budgets():
     assert first + build.budget_s + gc.REPORT_RESERVE_S < gc.DEFAULT_BUDGET_S
 
 
+@pytest.mark.fast
 def test_only_brings_in_what_its_steps_need_and_skip_drops():
     assert [s.name for s in gc.plan_steps(only=["fidelity"])] == ["environment", "install", "models", "build",
                                                                   "fidelity"]
@@ -162,6 +173,7 @@ def test_only_brings_in_what_its_steps_need_and_skip_drops():
     assert build.budget_s == 100
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("budget,now,deadline,expected", [
     (300, 0, 480, 300),      # plenty of time: the whole budget
     (300, 200, 480, 270),    # cut to the deadline less the report's 10 s
@@ -183,6 +195,7 @@ def _run(tmp_path, deadline_in: float, **args):
     return gc.Run(ns, tmp_path / "out", tmp_path / "work", tmp_path, time.monotonic() + deadline_in, results)
 
 
+@pytest.mark.fast
 def test_a_step_whose_needs_failed_is_skipped_with_why(tmp_path):
     run = _run(tmp_path, 400)
     run.results["steps"]["build"] = {"status": "timeout"}
@@ -193,6 +206,7 @@ def test_a_step_whose_needs_failed_is_skipped_with_why(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["steps"]["fidelity"]["status"] == "skipped"
 
 
+@pytest.mark.fast
 def test_a_step_with_no_time_left_is_skipped(tmp_path):
     run = _run(tmp_path, 12)
     run.results["steps"]["environment"] = {"status": "ok"}
@@ -201,6 +215,7 @@ def test_a_step_with_no_time_left_is_skipped(tmp_path):
     assert rec["status"] == "skipped" and rec["reason"].startswith("no time left (12 s before the deadline")
 
 
+@pytest.mark.fast
 def test_a_gpu_step_in_a_cpu_rehearsal_is_skipped(tmp_path):
     run = _run(tmp_path, 400, cpu_rehearsal=True)
     run.results["steps"].update(environment={"status": "ok"}, install={"status": "ok"})
@@ -208,6 +223,7 @@ def test_a_gpu_step_in_a_cpu_rehearsal_is_skipped(tmp_path):
     assert run.results["steps"]["calibration"]["reason"] == "CPU rehearsal: this step needs a GPU"
 
 
+@pytest.mark.model
 def test_a_command_past_its_time_is_killed_with_its_children(tmp_path):
     log, pid_file = tmp_path / "x.log", tmp_path / "child.pid"
     script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
@@ -242,6 +258,7 @@ def _tar(path: Path, members: dict[str, bytes], link: str | None = None) -> None
             tar.addfile(info)
 
 
+@pytest.mark.fast
 def test_trim_sdist_keeps_what_the_build_reads(tmp_path):
     top = "llama_cpp_python-0.3.36"
     v = f"{top}/vendor/llama.cpp"
@@ -263,6 +280,7 @@ def test_trim_sdist_keeps_what_the_build_reads(tmp_path):
     assert info["from_sha256"] == hashlib.sha256(sdist.read_bytes()).hexdigest()
 
 
+@pytest.mark.fast
 def test_trim_wheel_rewrites_its_record(tmp_path):
     import base64
 
@@ -289,6 +307,7 @@ def test_trim_wheel_rewrites_its_record(tmp_path):
         assert len(record) == 5
 
 
+@pytest.mark.fast
 def test_every_datasheet_figure_names_its_source_and_date():
     for figures in gc.DATASHEETS.values():
         for value, source in figures.values():
@@ -301,6 +320,7 @@ def recorded() -> dict:
     return json.loads((DATA / "cpu_rehearsal_results.json").read_text())
 
 
+@pytest.mark.fast
 def test_the_recording_is_labelled_a_cpu_rehearsal(recorded):
     assert recorded["cpu_rehearsal"] is True
     assert recorded["data"]["environment"]["gpu"] is None
@@ -308,6 +328,7 @@ def test_the_recording_is_labelled_a_cpu_rehearsal(recorded):
     assert report.startswith("# GPU check (CPU REHEARSAL: no GPU; not a GPU result)")
 
 
+@pytest.mark.fast
 def test_steps_table_from_the_recording(recorded):
     lines = gc.table_steps(recorded)
     assert lines[:2] == ["| step | status | seconds | budget s | note |", "|---|---|---|---|---|"]
@@ -318,6 +339,7 @@ def test_steps_table_from_the_recording(recorded):
     assert "CPU rehearsal: this step needs a GPU" in rows["calibration"]
 
 
+@pytest.mark.fast
 def test_fidelity_table_from_the_recording(recorded):
     data = recorded["data"]["fidelity"]
     lines = gc.table_fidelity(data, {"smollm2"})
@@ -331,6 +353,7 @@ def test_fidelity_table_from_the_recording(recorded):
     assert cells[2].startswith(f"{gc._median(suite):.0f} / ")
 
 
+@pytest.mark.fast
 def test_serve_table_from_the_recording(recorded):
     data = recorded["data"]["serve"]
     lines = gc.table_serve(data)
@@ -341,6 +364,7 @@ def test_serve_table_from_the_recording(recorded):
         assert f"| {p['summary']['ok']}/{p['summary']['requests']} | {p['summary']['output_tps']:.1f} |" in ln
 
 
+@pytest.mark.fast
 def test_backends_table_from_the_recording(recorded):
     data = recorded["data"]["backends"]
     lines = gc.table_backends(data)
@@ -354,6 +378,7 @@ def test_backends_table_from_the_recording(recorded):
             assert case.get("skipped", "") in ln
 
 
+@pytest.mark.fast
 def test_pytest_table_from_a_recorded_junit_file(recorded):
     tests = gc.parse_junit(DATA / "cpu_pytest_gpu.xml")
     assert tests and all(t["outcome"] == "skipped" and "no CUDA GPU" in t["message"] for t in tests)
@@ -361,6 +386,7 @@ def test_pytest_table_from_a_recorded_junit_file(recorded):
     assert len([ln for ln in lines if "| skipped |" in ln]) == len(tests)
 
 
+@pytest.mark.fast
 def test_offload_table_from_a_cpu_row_has_no_vram_to_compare(recorded):
     """No partial offload runs on a CPU; the table's arithmetic on a real CPU row: the prediction is
     there, the measurement is not, and no error is computed from nothing."""
@@ -377,6 +403,7 @@ def test_offload_table_from_a_cpu_row_has_no_vram_to_compare(recorded):
     assert any(ln.startswith("| all | - | no time left") for ln in lines)
 
 
+@pytest.mark.fast
 def test_calibration_table_names_the_datasheet_and_leaves_unmeasured_empty():
     lines = gc.table_calibration({"measured": {"gpu_name": "NVIDIA H200"}, "datasheet": gc.DATASHEETS["NVIDIA H200"]})
     bw = next(ln for ln in lines if ln.startswith("| copy bandwidth"))
@@ -385,6 +412,7 @@ def test_calibration_table_names_the_datasheet_and_leaves_unmeasured_empty():
     assert all("no datasheet figure on file" in ln for ln in other if ln.startswith("| fp16"))
 
 
+@pytest.mark.fast
 def test_report_and_results_rewritten_from_a_folder(recorded, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(recorded))
     proc = run_script("report", "--from", str(tmp_path))
@@ -397,6 +425,7 @@ def test_report_and_results_rewritten_from_a_folder(recorded, tmp_path):
 
 
 # -- CUDA paths fixed by reading -------------------------------------------------------------------
+@pytest.mark.fast
 def test_nvml_fields_never_report_an_unseen_process_as_zero():
     from bench.measuring.trackers import nvml_vram_fields
 
@@ -410,6 +439,7 @@ def test_nvml_fields_never_report_an_unseen_process_as_zero():
     assert broken == {"vram_nvml_unavailable": "NVMLError_LibraryNotFound: NVML Shared Library Not Found"}
 
 
+@pytest.mark.fast
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU driver")
 def test_vram_tracker_without_a_driver_says_why_and_reports_no_number():
     from bench.measuring.trackers import VramTracker
@@ -421,6 +451,7 @@ def test_vram_tracker_without_a_driver_says_why_and_reports_no_number():
     assert report["vram_nvml_unavailable"]
 
 
+@pytest.mark.fast
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU driver")
 def test_serving_gpu_memory_without_a_driver_says_why():
     from bench.serving.server import gpu_memory
@@ -434,6 +465,7 @@ def _recorded_cpu_row(recorded) -> dict:
     return json.loads((DATA / "cpu_llamacpp_row.json").read_text())
 
 
+@pytest.mark.fast
 def test_roofline_of_a_gpu_cell_uses_the_gpus_bandwidth_or_says_why(recorded):
     """efficiency() on a real CPU row's header and summary: a cell with every layer on the GPU is
     bounded by the GPU's bandwidth (never the host's), a partial offload by neither."""
@@ -455,6 +487,7 @@ def test_roofline_of_a_gpu_cell_uses_the_gpus_bandwidth_or_says_why(recorded):
     assert full["roofline"]["share"] == pytest.approx(cpu["roofline"]["share"] / 100)
 
 
+@pytest.mark.fast
 def test_normalize_between_gpu_cells_uses_the_gpus_figures(recorded):
     from bench.analysis.compare import SPEED_METRICS, _scale
     from bench.results.schema import Row
@@ -481,6 +514,7 @@ def test_normalize_between_gpu_cells_uses_the_gpus_figures(recorded):
     assert cpu_factor == 1.0  # CPU cells keep the host's calibration
 
 
+@pytest.mark.fast
 def test_a_llama_cpp_cell_under_a_vram_cap_is_not_said_to_be_capped_by_torch(recorded):
     from bench.hardware.profiles import HostInfo, Profile
     from bench.measuring.plan import _gpu_settings
@@ -499,6 +533,7 @@ def test_a_llama_cpp_cell_under_a_vram_cap_is_not_said_to_be_capped_by_torch(rec
 
 
 # -- the run's small helpers ----------------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize("name,py311,py312", [
     ("pydantic_core-2.50.5-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl", False, True),
     ("tokenizers-0.22.2-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True, True),
@@ -509,6 +544,7 @@ def test_which_carried_wheels_this_python_installs(name, py311, py312):
     assert gc.wheel_fits(name, (3, 11)) is py311 and gc.wheel_fits(name, (3, 12)) is py312
 
 
+@pytest.mark.fast
 def test_the_carried_corpus_is_checked_before_it_enters_the_cache(tmp_path):
     carry, cache = tmp_path / "carry", tmp_path / "cache"
     (carry / "corpora").mkdir(parents=True)
@@ -524,6 +560,7 @@ def test_the_carried_corpus_is_checked_before_it_enters_the_cache(tmp_path):
     assert not (tmp_path / "cache2" / "corpora" / "alice29.txt").exists()
 
 
+@pytest.mark.fast
 def test_the_checks_catalog_is_valid_and_names_synthetic_files(tmp_path):
     from bench.models.catalog import load_catalog
 

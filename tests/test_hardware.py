@@ -6,6 +6,8 @@ from conftest import REPO
 from bench.errors import BenchError
 from bench.hardware.profiles import HOURS_PER_YEAR, Price, auto_profile, detect_host, get_profile, load_profiles
 
+pytestmark = pytest.mark.fast
+
 
 def test_every_shipped_profile_validates_and_spans_the_tiers():
     profiles = load_profiles(REPO / "hardware_profiles")

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import REPO, read_jsonl, run_bench
+
+pytestmark = pytest.mark.model
 
 
 def _start(*args: str) -> subprocess.Popen[str]:

@@ -43,6 +43,7 @@ def facts(embedded_gguf):
     return child_json(CHILD, str(embedded_gguf))
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 300])
 def test_prompt_has_exactly_n_tokens(facts, n):
     tokens = facts["prompts"][str(n)]
@@ -50,6 +51,7 @@ def test_prompt_has_exactly_n_tokens(facts, n):
     assert tokens[0] == facts["bos"]
 
 
+@pytest.mark.model
 def test_generation_is_greedy_and_timestamped(facts):
     a = facts["a"]
     assert a["ids"] == facts["b_ids"]  # the KV cache is cleared between requests: same result
@@ -58,15 +60,18 @@ def test_generation_is_greedy_and_timestamped(facts):
     assert a["text"]  # detokenized as the caller would receive it
 
 
+@pytest.mark.fast
 def test_registry_resolves_lazily():
     assert "llama.cpp" in BACKENDS
     assert BACKENDS["llama.cpp"].target.endswith(":LlamaCppBackend")
 
 
+@pytest.mark.model
 def test_backend_class_is_the_registered_one(facts):
     assert facts["name"] == "llama.cpp"
 
 
+@pytest.mark.model
 @pytest.mark.gpu
 @pytest.mark.skipif(not detect_gpus(), reason="no CUDA GPU on this host")
 def test_gpu_offload_runs_on_cuda(tmp_path, gpu_gguf):
@@ -92,6 +97,7 @@ def test_gpu_offload_runs_on_cuda(tmp_path, gpu_gguf):
         assert row["summary"]["energy_j_per_token"]["mean"] > 0
 
 
+@pytest.mark.model
 def test_stop_at_eos_reports_the_count_it_got(facts):
     stopped, full = facts["stopped"], facts["full_ids"]
     assert stopped["eos"] and 1 <= len(stopped["ids"]) < 200

@@ -13,6 +13,7 @@ import pytest
 from bench.measuring.machine_state import StateWatch, cpu_times, summarize_state
 
 
+@pytest.mark.fast
 def test_others_share_steal_and_clock_drop_from_readings():
     before = {0: (100.0, 50.0, 1.0), 1: (200.0, 60.0, 2.0)}
     after = {0: (109.0, 51.0, 1.0), 1: (203.0, 67.0, 2.5)}  # 12 s busy on the 2 pinned cores in 10 s
@@ -27,6 +28,7 @@ def test_others_share_steal_and_clock_drop_from_readings():
     assert quiet["clock_khz"].startswith("unavailable")
 
 
+@pytest.mark.model
 @pytest.mark.skipif(not cpu_times() or not hasattr(os, "sched_setaffinity"), reason="needs /proc/stat and affinity")
 def test_a_busy_neighbour_on_the_pinned_core_is_counted_as_others():
     """A child pinned to one core while another process spins on the same core: the watch must
@@ -63,6 +65,7 @@ price: {{basis: on_demand, usd_per_hour: 0.5, source: "test fixture"}}
 """
 
 
+@pytest.mark.model
 @pytest.mark.skipif(not cpu_times() or not hasattr(os, "sched_setaffinity"), reason="needs /proc/stat and affinity")
 def test_a_cell_on_the_tiers_own_machine_is_watched_on_every_core(tmp_path, embedded_model):
     """A cell planned for a machine that is its tier (what a fleet node runs) pins nothing; the

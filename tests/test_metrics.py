@@ -19,6 +19,8 @@ from bench.measuring.metrics import (
 )
 from bench.stats import percentile
 
+pytestmark = pytest.mark.fast
+
 
 def test_formulas_on_a_known_timeline():
     # p = 10, prefill pass ends at 0.5 s, tokens at 0.6, 0.8, 1.0, 1.4 s

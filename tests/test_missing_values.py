@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import read_jsonl, run_bench
 
 
+@pytest.mark.fast
 def test_vram_of_a_process_nvml_does_not_list_is_unknown_not_zero():
     from bench.measuring.trackers import nvml_peak_report
     from bench.serving.server import server_vram
@@ -28,6 +30,7 @@ def test_vram_of_a_process_nvml_does_not_list_is_unknown_not_zero():
         assert got["vram_bytes"] is None and why in got["unavailable"]
 
 
+@pytest.mark.model
 def test_an_interval_without_a_band_is_unavailable_not_zero(measured_results, tmp_path):
     """A real emulated row whose projection came without a validation band, as the performance
     model before bench.projection stored it (low 0, high infinity, i.e. null in JSON; rows written

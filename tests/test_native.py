@@ -39,6 +39,7 @@ def _probes(cpu: CpuInfo, faulty=()) -> list[ProbeResult]:
     return [ProbeResult(e, e not in faulty, "killed by SIGILL" if e in faulty else "ok") for e in cpu.advertised()]
 
 
+@pytest.mark.fast
 def test_native_first_when_every_probe_runs_and_amx_is_not_advertised():
     cpu = _cpu(EPYC_FLAGS)
     ladder = lb.build_ladder(cpu, _probes(cpu))
@@ -47,6 +48,7 @@ def test_native_first_when_every_probe_runs_and_amx_is_not_advertised():
     assert lb.build_ladder(cpu, _probes(cpu), try_native=True) == ladder
 
 
+@pytest.mark.fast
 def test_amx_advertised_builds_the_safe_rung_first_and_native_only_when_asked_or_proven():
     cpu = _cpu()
     probes = _probes(cpu)  # every probe ran, AMX's included: still no proof (docs/install.md)
@@ -67,6 +69,7 @@ def test_amx_advertised_builds_the_safe_rung_first_and_native_only_when_asked_or
     assert lb.build_ladder(cpu, unprobed)[0].name == "no-amx"
 
 
+@pytest.mark.fast
 def test_a_faulting_probe_skips_the_native_build_and_says_why():
     cpu = _cpu()
     ladder = lb.build_ladder(cpu, _probes(cpu, faulty=("amx",)))
@@ -78,6 +81,7 @@ def test_a_faulting_probe_skips_the_native_build_and_says_why():
     assert {"-DGGML_AVX512=OFF", "-DGGML_AVX512_VNNI=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AVX2=ON"} <= first
 
 
+@pytest.mark.fast
 def test_a_crash_moves_to_the_next_rung_and_identical_rungs_collapse():
     cpu = _cpu()
     ladder = lb.build_ladder(cpu, _probes(cpu), try_native=True)
@@ -89,11 +93,13 @@ def test_a_crash_moves_to_the_next_rung_and_identical_rungs_collapse():
     assert names == ["native", "no-amx", "avx", "generic"]  # "avx2" would repeat "no-amx": dropped
 
 
+@pytest.mark.fast
 def test_cpu_key_changes_with_any_flag():
     assert _cpu().key != _cpu(SPR_FLAGS[:-1]).key
     assert _cpu().key == _cpu(tuple(reversed(SPR_FLAGS))).key
 
 
+@pytest.mark.model
 def test_probes_run_here_for_every_advertised_extension(tmp_path):
     cpu = read_cpu()
     results = probe_extensions(cpu, cache=tmp_path / "probes.json")
@@ -104,6 +110,7 @@ def test_probes_run_here_for_every_advertised_extension(tmp_path):
     assert [(r.extension, r.usable) for r in again] == [(r.extension, r.usable) for r in results]
 
 
+@pytest.mark.model
 def test_the_amx_probe_program_compiles_and_says_what_this_cpu_does():
     """The real program, compiled with -mamx-tile -mamx-int8 and run in a child: it reads CPUID and
     XCR0 itself. Forced past its own check on a CPU without AMX, it faults for real: the kernel
@@ -129,17 +136,20 @@ def test_the_amx_probe_program_compiles_and_says_what_this_cpu_does():
         assert results["amx"].usable == (found.outcome == AMX_RUNS)
 
 
+@pytest.mark.fast
 def test_try_native_needs_the_smoke_test():
     proc = subprocess.run([sys.executable, "-m", "bench.install", "--try-native", "--no-smoke"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "cannot skip it" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.fast
 def test_compiled_features_parse_llama_system_info():
     info = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 0 | LLAMAFILE = 1 | REPACK = 1 |"
     assert compiled_features(info) == ["SSE3", "SSSE3", "AVX", "AVX2", "AVX512", "LLAMAFILE", "REPACK"]
 
 
+@pytest.mark.fast
 def test_a_crash_while_loading_names_the_build_and_the_fix():
     # a real child killed by a real SIGILL gives the exit status the runner classifies
     rc = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"]).returncode
@@ -155,6 +165,7 @@ def test_a_crash_while_loading_names_the_build_and_the_fix():
     assert "instruction" in explain_crash("SIGILL", "first tokens", "transformers", None)
 
 
+@pytest.mark.fast
 def test_install_record_goes_stale_when_the_libraries_change(tmp_path):
     lb.write_json(lb.record_path(str(tmp_path)), {"build": {"name": "native"}, "lib_hashes": {"x.so": "abc"}})
     record = lb.read_record(str(tmp_path))
@@ -162,6 +173,7 @@ def test_install_record_goes_stale_when_the_libraries_change(tmp_path):
     assert lb.read_record(str(tmp_path / "none")) is None
 
 
+@pytest.mark.model
 def test_doctor_shows_the_build_its_flags_and_a_passing_smoke_test(embedded_model):
     proc = run_bench("doctor", "--json")
     d = json.loads(proc.stdout)
@@ -179,6 +191,7 @@ def test_doctor_shows_the_build_its_flags_and_a_passing_smoke_test(embedded_mode
     assert "llama.cpp    llama-cpp-python" in text.stdout and " ".join(ll["cmake_args"]) in text.stdout
 
 
+@pytest.mark.model
 def test_the_llama_cpp_source_is_fetched_with_its_pinned_hash_and_checked_on_every_use(tmp_path, monkeypatch):
     """pip downloads the sdist with --require-hashes (here from a local folder standing in for PyPI);
     a cached copy that changed is refused before anything builds it, and so is a download whose bytes

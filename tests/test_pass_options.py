@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import read_jsonl, require_or_skip, run_bench, skip_unless_required
 
-pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
-
-from conftest import read_jsonl, run_bench  # noqa: E402
+require_or_skip("torch", "the hf extra is not installed")  # CI installs it (README setup) and requires it
 
 from bench.backends import BACKENDS, check_available  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 QUALITY = ["--quality", "--quality-ctx", "64", "--quality-chunks", "2", "--reference", "hf-f32"]
 CELL = ["run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "-m", "smollm2-135m:hf-f32"]
@@ -51,7 +52,7 @@ CASES = [  # backend, the option that changes the numbers, and what the cell use
 @pytest.mark.parametrize("backend,option,baseline", CASES, ids=[c[0] for c in CASES])
 def test_an_option_that_changes_the_numbers_changes_the_quality(tmp_path, embedded_model, backend, option, baseline):
     if not _available(backend):
-        pytest.skip(f"backend {backend} is not installed here")
+        skip_unless_required(f"backend {backend} is not installed here")
     with_opt = _row(tmp_path, backend, option)
     without = _row(tmp_path, backend, *baseline)
     key, value = option.split("=")

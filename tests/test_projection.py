@@ -236,6 +236,7 @@ def test_the_pi5_projection_of_the_qwen_coder_file(profiles):
 
 # ---- the frozen test split --------------------------------------------------------------------------
 
+@pytest.mark.model
 def test_fitting_never_reads_the_test_split():
     ev = load_evidence(REPO / "validation")
     assert len(ev.test_machines) >= len(ev.machines) / 4
@@ -248,6 +249,7 @@ def test_fitting_never_reads_the_test_split():
     assert fit_params(doctored.train()) == fit_params(train)
 
 
+@pytest.mark.fast
 def test_committed_parameters_are_those_of_the_training_split():
     data = json.loads((REPO / "validation" / "model_params.json").read_text())
     ev = load_evidence(REPO / "validation")
@@ -343,6 +345,7 @@ def _bench(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
                           input=stdin, timeout=120)
 
 
+@pytest.mark.model
 def test_validate_prints_both_splits_and_the_baseline():
     proc = subprocess.run([sys.executable, "-m", "bench.hardware.validate"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
@@ -355,6 +358,7 @@ def test_validate_prints_both_splits_and_the_baseline():
         assert text in proc.stdout
 
 
+@pytest.mark.model
 def test_validate_refuses_an_entry_without_a_source(tmp_path):
     import shutil
 
@@ -379,6 +383,7 @@ def test_predict_answers_per_tier_without_running_anything():
     assert pi["cost"]["usd_per_1m_output_tokens"] > 0
 
 
+@pytest.mark.model
 def test_predict_refuses_an_unknown_tier():
     assert_clean_error(_bench("predict", "smollm2-135m", "-p", "no-such-tier"), "unknown hardware profile")
 
@@ -450,6 +455,7 @@ def test_imported_rows_become_the_tiers_evidence(llama_bench_outputs, tmp_path):
     assert tp.decode_tps.basis == "evidence"  # the imported run, ahead of the tier's datasheet peak
 
 
+@pytest.mark.fast
 def test_import_refuses_what_is_not_llama_bench(tmp_path):
     bad = tmp_path / "x.txt"
     bad.write_text("hello\n")

@@ -21,6 +21,7 @@ def _measured(correct: int, n: int, shots: int = 0) -> dict:
             "shots": shots, "metric": "pass@1"}
 
 
+@pytest.mark.fast
 def test_wilson_upper_bound_on_known_values():
     # p = 0.5, n = 100, z = 1.96: (0.5 + 0.019208 + 1.96 sqrt(0.0025 + 0.00009604)) / 1.038416
     #   = (0.5 + 0.019208 + 0.099865) / 1.038416 = 0.59617
@@ -28,6 +29,7 @@ def test_wilson_upper_bound_on_known_values():
     assert 0 < wilson_upper(0.0, 40) < 0.1 and wilson_upper(1.0, 40) == 1.0  # no zero-width interval at the ends
 
 
+@pytest.mark.fast
 def test_a_measurement_consistent_with_the_published_score_passes():
     check = compare_with_published(_measured(27, 40), PUBLISHED, 0.99)  # 67.5% of 70.7%: within sampling error
     assert check.outcome == "pass"
@@ -35,6 +37,7 @@ def test_a_measurement_consistent_with_the_published_score_passes():
     assert "vs published: different harness (EvalPlus (Qwen's evaluation code))" in check.value
 
 
+@pytest.mark.fast
 def test_a_measurement_far_below_it_fails_and_inform_only_never_passes():
     low = compare_with_published(_measured(12, 40), PUBLISHED, 0.99)  # 30%: even its upper bound < 70%
     assert low.outcome == "fail" and "< 99%" in low.value
@@ -42,12 +45,14 @@ def test_a_measurement_far_below_it_fails_and_inform_only_never_passes():
     assert inform.outcome == "unmeasured" and inform.value.startswith("informs only")
 
 
+@pytest.mark.fast
 def test_differences_are_named():
     check = compare_with_published(_measured(2, 50, shots=4), {**PUBLISHED, "task": "gsm8k", "value": 0.014,
                                                                 "shots": 5, "metric": "accuracy"}, 0.99)
     assert "5-shot there, 4-shot here" in check.value and "metric accuracy there, pass@1 here" in check.value
 
 
+@pytest.mark.fast
 def test_the_catalog_carries_sourced_published_scores():
     catalog = yaml.safe_load((REPO / "models.yaml").read_text())
     models = {m["id"]: m for m in catalog["models"]}
@@ -88,6 +93,7 @@ criteria:
 """
 
 
+@pytest.mark.model
 def test_the_verdict_compares_with_the_published_score(tmp_path, embedded_model):
     """Real rows of a task the embedded model's catalog entry has a published score for: the
     quality criterion reads `accuracy retained vs published`, with the same outcome as the pure
@@ -119,6 +125,7 @@ def test_the_verdict_compares_with_the_published_score(tmp_path, embedded_model)
         assert "of 50.0% published" in line and "vs published: different harness (a test's own)" in line
 
 
+@pytest.mark.model
 def test_a_measured_kld_wins_over_the_published_score(tmp_path, embedded_model):
     """Where the variant was measured against its reference itself (here the F16 made from it), the
     verdict judges that, and the published score is not used."""

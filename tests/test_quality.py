@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, read_jsonl, run_bench
+from conftest import assert_clean_error, read_jsonl, require_or_skip, run_bench
 
 from bench.quality.scoring import PositionStats, log_softmax, score_block, summarize_quality
 
@@ -28,6 +28,7 @@ def ladder_rows(tmp_path_factory, embedded_model):
     return {v: rows[v]["quality"] for v in LADDER}
 
 
+@pytest.mark.slow
 def test_reference_against_itself_is_zero_within_storage_error(ladder_rows):
     q = ladder_rows["f16"]
     assert q["kld"]["mean"] < 1e-4  # the reference's log-probs are stored as float16
@@ -36,6 +37,7 @@ def test_reference_against_itself_is_zero_within_storage_error(ladder_rows):
     assert q["perplexity"] == pytest.approx(q["reference_perplexity"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_ladder_order(ladder_rows):
     kld = {v: ladder_rows[v]["kld"]["mean"] for v in LADDER}
     same = {v: ladder_rows[v]["same_top_token"] for v in LADDER}
@@ -48,6 +50,7 @@ def test_ladder_order(ladder_rows):
         assert q["positions"] == 4 * (256 - 128 - 1)  # llama-perplexity's windows: second half scored
 
 
+@pytest.mark.slow
 def test_quality_row_names_its_corpus_and_reference(ladder_rows):
     q = ladder_rows["q8_0-derived"]
     assert q["corpus"]["name"] == "alice29"
@@ -56,6 +59,7 @@ def test_quality_row_names_its_corpus_and_reference(ladder_rows):
     assert q["memory"]["peak_rss_bytes"] > 0 and q["tokens_evaluated_per_s"] > 0
 
 
+@pytest.mark.model
 def test_quality_memory_is_one_window_not_the_corpus(tmp_path, embedded_model):
     """Six times the corpus, same peak RSS: the reference pass writes its log-probabilities and a
     variant's pass reads them one block at a time with plain file I/O (a memory map would keep
@@ -93,6 +97,7 @@ def test_quality_memory_is_one_window_not_the_corpus(tmp_path, embedded_model):
     assert variant_growth < grown / 4, (variant_growth, grown)
 
 
+@pytest.mark.fast
 def test_formulas_on_known_distributions():
     # two positions, vocabulary of 3
     ref_logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]], dtype=np.float32)
@@ -112,6 +117,7 @@ def test_formulas_on_known_distributions():
     assert s["same_top_token"] == 0.5
 
 
+@pytest.mark.model
 def test_too_short_corpus_is_refused(tmp_path, embedded_model):
     short = tmp_path / "short.txt"
     short.write_text("Only a few words here.")
@@ -124,6 +130,7 @@ def test_too_short_corpus_is_refused(tmp_path, embedded_model):
     assert "fewer than one window" in row["quality"]["reason"]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("args,needle", [
     (["--corpus", "no-such-corpus"], "not a known corpus"),
     (["--quality-ctx", "4"], "--quality-ctx must be at least 8"),
@@ -133,12 +140,14 @@ def test_bad_quality_input(tmp_path, embedded_model, args, needle):
     assert_clean_error(proc, needle)
 
 
+@pytest.mark.model
 def test_empty_corpus_is_refused(tmp_path, embedded_model):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     assert_clean_error(run_bench("run", "--quality", "--corpus", str(empty), "-o", str(tmp_path / "r.jsonl")), "empty")
 
 
+@pytest.mark.fast
 def test_different_vocabulary_is_refused(tmp_path):
     from bench.errors import BenchError
     from bench.quality.scoring import ReferenceCache, run_scoring
@@ -155,6 +164,7 @@ def test_different_vocabulary_is_refused(tmp_path):
         run_scoring(Backend(), list(range(64)), 16, 2, cache, None)
 
 
+@pytest.mark.fast
 def test_a_reference_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path):
     """Checked up front: written through a memory map, a full disk would have killed the pass with SIGBUS."""
     import shutil
@@ -169,19 +179,21 @@ def test_a_reference_cache_larger_than_the_free_disk_is_refused_before_writing(t
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.model
 def test_hub_corpus_unreachable_is_a_clean_error(tmp_path, embedded_model):
     proc = run_bench("run", "--quality", "--corpus", "hf:someone/texts/test.txt", "-o", str(tmp_path / "r.jsonl"),
                      env={"HF_ENDPOINT": "http://127.0.0.1:9", "BENCH_CACHE": str(tmp_path / "c")})
     assert_clean_error(proc, "hub is unreachable")
 
 
+@pytest.mark.slow
 def test_a_gguf_variant_is_compared_with_a_hugging_face_reference(tmp_path, embedded_model):
     """A GGUF variant whose reference is a Hugging Face folder (as a shipped Q4_K_M's reference is
     its developer's BF16 release): the reference is scored by transformers, the variant by
     llama.cpp, both on the reference's token ids. The embedded model's F16 GGUF and its F32 folder
     hold the same weights at two precisions, so their divergence is near zero; a 4-bit requantized
     GGUF diverges far more from the same reference, measured in the same run."""
-    pytest.importorskip("torch", reason="the hf extra is not installed")
+    require_or_skip("torch", "the hf extra is not installed")
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "-m", "smollm2-135m:f16", "-m", "smollm2-135m:q4_0-derived",
                      "--prompt-tokens", "8", "--gen-tokens", "4", "--quality", "--quality-ctx", "128",

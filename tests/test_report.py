@@ -13,6 +13,8 @@ import sqlite3
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, measured_results):

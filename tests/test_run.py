@@ -19,6 +19,7 @@ def run_row(tmp_path_factory, embedded_model):
     return rows[0], proc
 
 
+@pytest.mark.model
 def test_row_is_complete_and_ok(run_row, embedded_model):
     row, proc = run_row
     # ok, with no reason unless the machine watch flagged the host (steal on a shared VM): a
@@ -34,6 +35,7 @@ def test_row_is_complete_and_ok(run_row, embedded_model):
     assert "smollm2-135m" in proc.stdout  # the summary table
 
 
+@pytest.mark.model
 def test_raw_samples_are_kept_and_consistent(run_row):
     row, _ = run_row
     assert len(row["samples"]) == R and len(row["warmup_samples"]) == 1
@@ -52,12 +54,14 @@ def test_raw_samples_are_kept_and_consistent(run_row):
         assert s["decode_text_bps"] == pytest.approx(s["decode_tps"] * s["text_bytes"] / N)
 
 
+@pytest.mark.model
 def test_greedy_decoding_is_deterministic_across_repetitions(run_row):
     row, _ = run_row
     outputs = {tuple(s["token_ids"]) for s in row["samples"] + row["warmup_samples"]}
     assert len(outputs) == 1
 
 
+@pytest.mark.model
 def test_summary_matches_samples(run_row):
     row, _ = run_row
     s = row["summary"]
@@ -69,6 +73,7 @@ def test_summary_matches_samples(run_row):
     assert s["ttft_s"]["mean"] < s["e2e_s"]["mean"]
 
 
+@pytest.mark.model
 def test_memory_is_measured_in_the_child(run_row, embedded_model):
     row, _ = run_row
     m = row["memory"]
@@ -82,6 +87,7 @@ def test_memory_is_measured_in_the_child(run_row, embedded_model):
     assert row["load_time_s"] > 0
 
 
+@pytest.mark.model
 def test_environment_is_recorded(run_row):
     row, _ = run_row
     env = row["environment"]
@@ -91,6 +97,7 @@ def test_environment_is_recorded(run_row):
     assert env["python"] and env["bench_version"]
 
 
+@pytest.mark.model
 def test_thread_setting_reaches_the_backend(tmp_path, embedded_model):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "-t", "1", "--prompt-tokens", "8", "--gen-tokens", "4", "--no-progress", "-o", str(out))
@@ -98,6 +105,7 @@ def test_thread_setting_reaches_the_backend(tmp_path, embedded_model):
     assert read_jsonl(out)[0]["config"]["threads"] == 1
 
 
+@pytest.mark.model
 def test_a_gguf_path_runs_directly(tmp_path, embedded_gguf):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--model", str(embedded_gguf), "--prompt-tokens", "8", "--gen-tokens", "4",
@@ -108,6 +116,7 @@ def test_a_gguf_path_runs_directly(tmp_path, embedded_gguf):
     assert row["model"]["check"] == "none: a file given by path, not a catalog source"
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("args,needle", [
     (["--prompt-tokens", "0"], "--prompt-tokens must be positive"),
     (["--gen-tokens", "-3"], "--gen-tokens must be positive"),
@@ -129,6 +138,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, embedded_model, args
     assert not out.exists()
 
 
+@pytest.mark.model
 def test_gpu_profile_without_gpu_is_refused(tmp_path, embedded_model):
     from bench.hardware.profiles import detect_gpus
 
@@ -138,6 +148,7 @@ def test_gpu_profile_without_gpu_is_refused(tmp_path, embedded_model):
     assert_clean_error(proc, "needs a CUDA GPU")
 
 
+@pytest.mark.model
 def test_malformed_catalog_and_profile_via_cli(tmp_path):
     bad = tmp_path / "models.yaml"
     bad.write_text("schema_version: 1\nmodels:\n  - id: x\n   name: broken\n")
@@ -148,6 +159,7 @@ def test_malformed_catalog_and_profile_via_cli(tmp_path):
     assert_clean_error(run_bench("--profiles-dir", str(profiles), "run", "--profile", "t"), "t.yaml:3: device")
 
 
+@pytest.mark.model
 def test_backend_counters_bound_the_caller_side_rates(run_row):
     """llama.cpp's own timers count only its forward calls, so they can only be faster than what
     the caller sees (which adds sampling, detokenizing and Python), and they count every token."""
@@ -160,6 +172,7 @@ def test_backend_counters_bound_the_caller_side_rates(run_row):
     assert row["summary"]["backend_decode_tps"]["n"] == R
 
 
+@pytest.mark.model
 def test_peak_rss_is_not_inherited_from_a_big_parent():
     """Linux carries a process's RSS high-water mark across execve: a worker started by a parent
     that once held 400 MiB starts with ru_maxrss >= 400 MiB. The tracker must not report that."""

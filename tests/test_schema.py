@@ -9,6 +9,8 @@ from bench.results.files import append_row, read_rows
 from bench.results.schema import RESULT_SCHEMA_VERSION, CellConfig, ProfileInfo, Row
 from bench.results.sections import Environment, ModelInfo, Summary
 
+pytestmark = pytest.mark.fast
+
 
 def _row(status="ok") -> Row:
     cfg = CellConfig(model_id="m", variant_id="v", backend="llama.cpp", profile_id="auto", device="cpu",

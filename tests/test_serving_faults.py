@@ -12,6 +12,8 @@ from conftest import assert_clean_error, run_bench
 from bench.serving.rows import read_serving_rows
 from bench.serving.stub import StubProcess
 
+pytestmark = pytest.mark.model
+
 FAST = ("--no-ceiling", "--gen-tokens", "6", "--prompt-tokens", "16", "--request-timeout", "10")
 
 
@@ -110,9 +112,9 @@ def test_a_server_that_never_answers_times_out_instead_of_hanging(tmp_path):
 def test_several_tokens_per_chunk_are_counted_or_flagged(tmp_path, stub):
     out = tmp_path / "r.jsonl"
     proc = serve(stub.base_url, out, "--served-model", "counter", "-c", "1", "-n", "2", "--warmup", "0")
-    assert proc.returncode in (0, 1), proc.stderr
     point = read_serving_rows(out)[0][0]
     assert point["status"] == "ok" and point["summary"]["itl_basis"] == "per-token"
+    assert proc.returncode == 0, proc.stderr  # every row ok (bench serve exits 1 only for a row that is not)
     assert point["summary"]["tokens_per_chunk_max"] == 3 and point["summary"]["itl_s"]["n"] == 2 * (6 - 3)
     out2 = tmp_path / "m.jsonl"
     serve(stub.base_url, out2, "--served-model", "merged", "-c", "1", "-n", "2", "--warmup", "0")

@@ -17,6 +17,9 @@ import pytest
 from conftest import REPO, run_bench
 
 from bench.serving.rows import read_serving_rows
+from bench.serving.server import scrape_metrics
+
+pytestmark = pytest.mark.slow
 
 SMALL = ("--no-ceiling", "--prompt-tokens", "32", "--gen-tokens", "8", "--profile", "auto")
 
@@ -81,9 +84,17 @@ def test_a_sweep_of_two_concurrency_levels_on_a_real_llama_server(tmp_path, llam
         assert r["server"]["counters"]["tokens_predicted"] >= 3 * 8
     sweep = rows[-1]
     assert sweep["record"] == "sweep"
-    assert sweep["summary"]["max_sustainable"]["concurrency"]["max_sustainable_load"] in (None, 1, 2)
+    # docs/METRICS.md: the largest load L such that every point at or below L had a goodput share of at least
+    # --goodput-share (0.9) and the client kept up; None when the lightest fails. Which loads hold depends on
+    # this host's speed, so the rule is checked against the points' own figures.
+    share = {r["load"]["value"]: (r["summary"].get("goodput") or {}).get("share") for r in points}
+    holds = {r["load"]["value"]: r["status"] != "failed" and share[r["load"]["value"]] is not None
+             and share[r["load"]["value"]] >= 0.9 and bool(r["client"].get("kept_up")) for r in points}
+    assert [t["holds"] for t in sweep["summary"]["points"]] == [holds[1], holds[2]]
+    expected = None if not holds[1] else (2 if holds[2] else 1)
+    assert sweep["summary"]["max_sustainable"]["concurrency"]["max_sustainable_load"] == expected, holds
     assert not servers_on(port_of(points[0]))  # stopped at the end
-    assert "bench serve on auto@" in proc.stdout and ": one row per load point" in proc.stdout
+    assert "bench serve on auto@" in proc.stdout and "one row per load point" in proc.stdout  # the title names where
 
 
 def test_a_shared_prefix_is_served_from_the_prompt_cache(tmp_path, llama_server_exe):
@@ -117,11 +128,18 @@ def test_ctrl_c_keeps_the_point_measured_so_far_and_stops_the_server(tmp_path, l
                                  "--warmup", "0", "--duration", "600", *SMALL], cwd=REPO, stderr=err,
                                 stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while "[1/1]" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        # Ctrl-C once the server has finished two requests (its own counter, not a fixed sleep: on a loaded
+        # host 3 s was a guess): at concurrency 1 the second was sent only when the first had come back, so
+        # at least one request is complete on the client's side too. 120 s only bounds a broken run.
+        deadline, predicted, server = time.monotonic() + 120, 0.0, []
+        while predicted < 2 * 8 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        time.sleep(3)  # a few requests complete
-        server = [p for p in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in p.name()]
+            server = [p for p in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in p.name()]
+            if server:
+                cmd = server[0].cmdline()
+                counters = scrape_metrics(f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}") or {}
+                predicted = sum(v for k, v in counters.items() if k.split("{")[0] == "llamacpp:tokens_predicted_total")
+        assert predicted >= 2 * 8, f"the server finished no two requests within 120 s: {log.read_text()[-2000:]}"
         proc.send_signal(signal.SIGINT)
         # quiet, it exits within seconds; once, on a host loaded by two other test runs, not within 60 s
         assert proc.wait(120) == 130, log.read_text()
@@ -194,7 +212,12 @@ def test_in_process_side_by_side_and_task_answers_under_load(tmp_path, llama_ser
     rows, _ = read_serving_rows(out)
     task = next(r for r in rows if r["record"] == "task")
     assert set(task["summary"]["at"]) == {"1", "2"} and task["summary"]["items"] == 2
-    assert 0 <= task["summary"]["answers_changed"] <= 2
+    # the answers that changed are counted from the answers recorded at both levels (greedy, so an
+    # answer can change only where the text did: batching may change the floating-point sums)
+    at_1, at_2 = task["summary"]["at"]["1"]["answers"], task["summary"]["at"]["2"]["answers"]
+    changed = sum(a != b for a, b in zip(at_1, at_2, strict=True))
+    assert task["summary"]["answers_changed"] == changed == len(task["summary"]["changed_items"])
+    assert changed <= task["summary"]["texts_changed"] <= 2
     sweep = rows[-1]
     ip = sweep["summary"]["in_process"]
     assert ip["status"] == "ok" and ip["ttft_s"] > 0 and ip["tpot_s"] > 0

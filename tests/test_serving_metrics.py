@@ -27,6 +27,7 @@ def trace(i=0, scheduled=0.0, sent=0.0, times=(), tokens=None, usage=None, statu
                         end=end if end is not None else (times[-1] if times else sent))
 
 
+@pytest.mark.fast
 def test_latency_counts_from_the_scheduled_time_not_the_send():
     # Scheduled at 0 but sent 0.5 s late (the client was busy): TTFT and e2e count the wait.
     t = trace(scheduled=0.0, sent=0.5, times=[1.0, 1.1, 1.2])
@@ -39,6 +40,7 @@ def test_latency_counts_from_the_scheduled_time_not_the_send():
     assert sm.send_lag(t) == pytest.approx(0.1)
 
 
+@pytest.mark.fast
 def test_a_chunk_of_several_tokens_is_spread_over_its_tokens():
     # Chunks at 1.0 (1 token), 1.3 (3 tokens), 1.4 (1 token): 5 tokens.
     t = trace(times=[1.0, 1.3, 1.4], tokens=[1, 3, 1], usage=5)
@@ -48,11 +50,13 @@ def test_a_chunk_of_several_tokens_is_spread_over_its_tokens():
     assert sm.tokens_exact(t)
 
 
+@pytest.mark.fast
 def test_first_chunk_with_several_tokens_divides_by_the_tokens_after_it():
     t = trace(times=[1.0, 1.2, 1.4], tokens=[2, 1, 1], usage=4)
     assert sm.tpot(t) == pytest.approx(0.4 / 2)  # (c_m - c_1) / (n - k_1)
 
 
+@pytest.mark.fast
 def test_chunks_without_token_counts_are_flagged_as_inter_chunk():
     # One token per chunk assumed, but the server's usage says 6 tokens came in 3 chunks.
     t = trace(times=[1.0, 1.3, 1.6], usage=6, source="assumed-1")
@@ -64,6 +68,7 @@ def test_chunks_without_token_counts_are_flagged_as_inter_chunk():
     assert sm.tokens_exact(trace(times=[1.0, 1.3, 1.6], usage=3, source="assumed-1"))
 
 
+@pytest.mark.fast
 def test_point_throughputs_are_over_the_window_from_first_schedule_to_last_end():
     a = trace(0, scheduled=0.0, sent=0.0, times=[0.5, 0.6, 0.7, 0.8], usage=4, prompt=10, end=0.85)
     b = trace(1, scheduled=1.0, sent=1.0, times=[1.5, 1.6, 1.7, 1.8], usage=4, prompt=20, end=2.0)
@@ -76,6 +81,7 @@ def test_point_throughputs_are_over_the_window_from_first_schedule_to_last_end()
     assert s["itl_s"]["n"] == 6 and s["itl_s"]["p50"] == pytest.approx(0.1)
 
 
+@pytest.mark.fast
 def test_total_throughput_is_unknown_not_short_when_a_prompt_was_not_counted():
     """A request whose prompt neither the server's usage nor the client counted makes total tok/s
     unknown, with why; it is never the output tokens plus 0 for that prompt."""
@@ -90,6 +96,7 @@ def test_total_throughput_is_unknown_not_short_when_a_prompt_was_not_counted():
     assert s["total_tps"] == pytest.approx((8 + 30) / 2.0) and "total_tps_unavailable" not in s
 
 
+@pytest.mark.fast
 def test_goodput_counts_requests_meeting_both_slos_and_errors_as_not_good():
     fast = trace(0, times=[0.5, 0.55, 0.6], usage=3)  # TTFT 0.5, TPOT 0.05
     slow_first = trace(1, times=[1.5, 1.55, 1.6], usage=3)  # TTFT 1.5 > 1.0
@@ -104,18 +111,21 @@ def test_goodput_counts_requests_meeting_both_slos_and_errors_as_not_good():
     assert s["ok"] == 3 and s["requests"] == 4
 
 
+@pytest.mark.fast
 def test_largest_sustainable_load_stops_at_the_first_point_that_fails():
     assert sm.max_sustainable([(1, True), (2, True), (4, False), (8, True)]) == 2
     assert sm.max_sustainable([(4, True), (1, True)]) == 4
     assert sm.max_sustainable([(1, False), (2, True)]) is None
 
 
+@pytest.mark.fast
 def test_cost_per_million_output_tokens():
     assert sm.usd_per_million_output(0.36, 100.0) == pytest.approx(0.36 / 360000 * 1e6)
     assert sm.usd_per_million_output(None, 100.0) is None
     assert sm.usd_per_million_output(1.0, 0.0) is None
 
 
+@pytest.mark.fast
 def test_arrivals_are_seeded_poisson_with_the_asked_mean_and_burstiness():
     a, b = arrivals(5000, 10.0, seed=3), arrivals(5000, 10.0, seed=3)
     assert a == b and a[0] == 0.0 and arrivals(50, 10.0, seed=4) != a[:50]
@@ -128,6 +138,7 @@ def test_arrivals_are_seeded_poisson_with_the_asked_mean_and_burstiness():
     assert statistics.pstdev(g2) / statistics.mean(g2) == pytest.approx(2.0, rel=0.12)  # gamma: CV 1/sqrt(shape)
 
 
+@pytest.mark.fast
 def test_sse_parser_handles_split_reads_crlf_comments_and_multiline_data():
     p = SSEParser()
     assert p.feed(b": ping\r\n\r\ndata: {\"a\"") == []
@@ -135,6 +146,7 @@ def test_sse_parser_handles_split_reads_crlf_comments_and_multiline_data():
     assert p.feed(b"data: [DO") == [] and p.leftover() == b"data: [DO"
 
 
+@pytest.mark.fast
 def test_chunk_reader_counts_tokens_from_the_server_counter_or_token_ids():
     t = RequestTrace(index=0, scheduled=0.0)
     r = ChunkReader(t, "completions")
@@ -154,6 +166,7 @@ def test_chunk_reader_counts_tokens_from_the_server_counter_or_token_ids():
     assert chat.tokens_source == "token-ids" and chat.chunk_times == [0.9] and chat.chunk_tokens == [2]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("data,kind", [("{not json", "malformed_sse"), ("[1, 2]", "malformed_sse"),
                                        ('{"error":{"message":"slot died"}}', "stream_error"),
                                        ('{"id": "x"}', "malformed_sse")])
@@ -173,6 +186,7 @@ def _fake_sender(service_s: float):
     return send
 
 
+@pytest.mark.model
 def test_a_client_capped_below_the_asked_rate_says_it_fell_behind():
     jobs = [Job(b"{}", 1, 1)] * 20
     capped = LoadPoint("rate", 200.0, 20, 30.0, max_in_flight=1, seed=1)
@@ -188,6 +202,7 @@ def test_a_client_capped_below_the_asked_rate_says_it_fell_behind():
     assert s_capped["achieved_send_rate_rps"] < s_free["achieved_send_rate_rps"]
 
 
+@pytest.mark.fast
 def test_closed_loop_keeps_the_concurrency_and_schedules_on_completion():
     jobs = [Job(b"{}", 1, 1)] * 9
     res = run_phase(LoadPoint("concurrency", 3, 9, 30.0), jobs, _fake_sender(0.02), grace_s=10)
@@ -197,6 +212,7 @@ def test_closed_loop_keeps_the_concurrency_and_schedules_on_completion():
     assert all(t.scheduled > 0 for t in sorted(res.traces, key=lambda t: t.scheduled)[3:])
 
 
+@pytest.mark.fast
 def test_placement_gives_the_client_its_own_core_and_warns_on_overlap():
     p = plan_placement(2, [0, 1], managed=True)
     assert (p.server_cpus, p.client_cpus, p.overlap, p.warning) == ([0], [1], False, None)
@@ -211,6 +227,7 @@ def test_placement_gives_the_client_its_own_core_and_warns_on_overlap():
     assert url.server_cpus is None and "this machine" in url.warning
 
 
+@pytest.mark.fast
 def test_a_serving_row_is_one_json_line_even_with_a_non_finite_number(tmp_path):
     from bench.serving.rows import ServingRow, append_serving_row, read_serving_rows
 

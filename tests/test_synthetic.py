@@ -13,6 +13,8 @@ from bench.errors import BenchError
 from bench.models.gguf_info import read_gguf_info
 from bench.models.synthetic import F16_FIELDS, make_skeleton, synthesize
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory, embedded_model):

@@ -4,6 +4,7 @@ reasoning spans and statistics on known cases."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from conftest import assert_clean_error, read_jsonl, run_bench
@@ -15,12 +16,14 @@ from bench.quality.scorers import extract_answer, is_correct
 from bench.quality.tasks import load_items, task_file
 
 
+@pytest.mark.fast
 def test_gsm8k_ships_verified_and_parses():
     items = load_items(task_file("gsm8k"))
     assert len(items) == 1319
     assert items[0].gold == "18"  # the first test problem (Janet's ducks)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("text,expected", [
     (" She has 3 + 4 = 7 apples.\n#### 7", "7"),
     (" The total is $1,250.", "$1,250"),
@@ -31,11 +34,13 @@ def test_answer_extraction(text, expected):
     assert extract_answer(text) == expected
 
 
+@pytest.mark.fast
 def test_numbers_compare_by_value():
     assert is_correct("$1,250", "1250") and is_correct("18.0", "18") and is_correct("7.", "7")
     assert not is_correct("17", "18") and not is_correct(None, "18")
 
 
+@pytest.mark.fast
 def test_summary_statistics():
     records = [{"correct": c, "seconds": 2.0, "generated_tokens": 10, "energy_j": None}
                for c in (True, False, True, True)]
@@ -46,6 +51,7 @@ def test_summary_statistics():
     assert "energy_j_per_correct" not in s  # no counter, no number
 
 
+@pytest.mark.fast
 def test_task_time_and_cost_formulas():
     records = [{"prompt_tokens": 600, "prompt_tokens_reused": 500, "generated_tokens": 50},
                {"prompt_tokens": 100, "generated_tokens": 10}]  # a record from before prefix reuse: none reused
@@ -55,6 +61,7 @@ def test_task_time_and_cost_formulas():
     assert usd_per_correct(3.6, 1000.0, 0) is None
 
 
+@pytest.mark.model
 def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
@@ -84,6 +91,7 @@ def test_gsm8k_runs_on_the_embedded_model(tmp_path, embedded_model):
     assert float(per_item["rpi5-8g"]) > float(per_item["cloud-h100"])
 
 
+@pytest.mark.model
 def test_a_kept_prefix_gives_the_answer_a_fresh_cache_gives(tmp_path, embedded_model):
     """The same item twice: the second reuses all its prompt but the last token, and must generate
     exactly what the first did from an empty cache (a stale KV cell past the prefix would not)."""
@@ -101,11 +109,21 @@ def test_a_kept_prefix_gives_the_answer_a_fresh_cache_gives(tmp_path, embedded_m
     assert second["text"] == first["text"] and second["generated_tokens"] == first["generated_tokens"]
 
 
+@pytest.mark.model
 def test_a_task_pass_killed_on_its_timeout_keeps_the_items_it_finished(tmp_path, embedded_model):
+    """The cell's timeout is derived from the same cell with 2 items, timed here first: 3x its whole
+    wall time (bench's start, the load, the timed pass, 2 items) leaves room for more than 2 items on a
+    host as loaded as it was a moment ago, and is far short of 1000 items. (A fixed 60 s failed once on a
+    host with half its cores taken: no item finished.)"""
+    cell = ("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
+            "--task-shots", "1", "--task-max-tokens", "64")
+    start = time.monotonic()
+    proc = run_bench(*cell, "--task-limit", "2", "-o", str(tmp_path / "two.jsonl"))
+    two_items_s = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(tmp_path / "two.jsonl")[0]["task"]["items"] == 2
     out = tmp_path / "r.jsonl"
-    proc = run_bench("run", "--no-progress", "--prompt-tokens", "8", "--gen-tokens", "4", "--task", "gsm8k",
-                     "--task-limit", "1000", "--task-shots", "1", "--task-max-tokens", "64", "--timeout", "60",
-                     "-o", str(out))
+    proc = run_bench(*cell, "--task-limit", "1000", "--timeout", f"{3 * two_items_s:.0f}", "-o", str(out))
     assert proc.returncode == 1, proc.stderr  # a pass that did not complete: exit 1, and its row is written
     t = read_jsonl(out)[0]["task"]
     assert t["status"] == "timeout" and "item(s) finished before it are kept" in t["reason"]
@@ -114,6 +132,7 @@ def test_a_task_pass_killed_on_its_timeout_keeps_the_items_it_finished(tmp_path,
     assert 0 <= t["accuracy"] <= 1
 
 
+@pytest.mark.model
 def test_task_file_that_does_not_parse(tmp_path, embedded_model):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": broken\n')
@@ -121,6 +140,7 @@ def test_task_file_that_does_not_parse(tmp_path, embedded_model):
 
 
 # -- task files ------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_humaneval_ships_verified_and_parses():
     from bench.quality.tasks import load_task
 
@@ -131,6 +151,7 @@ def test_humaneval_ships_verified_and_parses():
     assert task.definition.metric == "pass@1" and task.definition.dataset.license.startswith("MIT")
 
 
+@pytest.mark.fast
 def test_gsm8k_prompts_are_the_ones_before_task_files():
     """The task file must build, byte for byte, the prompt the hard-coded GSM8K task built:
     "Question: q\\nAnswer: a\\n\\n" per shot, then "Question: q\\nAnswer:"."""
@@ -146,6 +167,7 @@ def test_gsm8k_prompts_are_the_ones_before_task_files():
     assert run.style == "completion"
 
 
+@pytest.mark.model
 def test_unknown_task_and_bad_task_file(tmp_path, embedded_model):
     assert_clean_error(run_bench("run", "--task", "nosuchtask", "-o", str(tmp_path / "r.jsonl")),
                        "nosuchtask", "gsm8k, humaneval")
@@ -176,6 +198,7 @@ score:
 """
 
 
+@pytest.mark.model
 def test_a_third_task_is_a_file(tmp_path, embedded_model):
     (tmp_path / "sums.jsonl").write_text("".join(f'{{"a": {a}, "b": {b}, "total": {a + b}}}\n'
                                                  for a, b in ((1, 2), (2, 2), (3, 4), (10, 5))))
@@ -195,6 +218,7 @@ def test_a_third_task_is_a_file(tmp_path, embedded_model):
         assert r["outcome"] in ("correct", "wrong", "truncated")
 
 
+@pytest.mark.model
 def test_humaneval_runs_on_the_embedded_model(tmp_path, embedded_model):
     """The whole path: the model's chat template, greedy generation, each completion executed in the
     sandbox; the row says how it was asked and what isolation the host gave."""
@@ -215,6 +239,7 @@ def test_humaneval_runs_on_the_embedded_model(tmp_path, embedded_model):
         assert r["exec_seconds"] > 0 and r["seconds"] > 0
 
 
+@pytest.mark.model
 def test_the_chat_prompt_is_the_models_own_template(embedded_gguf):
     """SmolLM2's GGUF template, rendered as its developer's tools render it, around the HumanEval
     messages, with the assistant's turn opened by a code fence."""
@@ -233,6 +258,7 @@ def test_the_chat_prompt_is_the_models_own_template(embedded_gguf):
     assert run.prompts()[0].special  # the template's special tokens are tokenized as such
 
 
+@pytest.mark.fast
 def test_qwen_chat_prompt_is_qwens_own_evaluation_prompt():
     """Rendered by Qwen2.5-Coder's own chat template, the HumanEval prompt is byte for byte the one
     Qwen's evaluation code writes out (qwencoder-eval/instruct/eval_plus/model.py, class ChatML)."""
@@ -256,6 +282,7 @@ def test_qwen_chat_prompt_is_qwens_own_evaluation_prompt():
 
 
 # -- reasoning models (synthetic think spans through the pure functions) -----------------------------
+@pytest.mark.fast
 def test_reasoning_is_split_from_the_answer():
     from bench.quality.reasoning import opens_reasoning, reasoning_tokens, split_reasoning
 
@@ -272,6 +299,7 @@ def test_reasoning_is_split_from_the_answer():
     assert reasoning_tokens(["a", "b"], opened=True) == 2 and reasoning_tokens(["#### 7"]) == 0
 
 
+@pytest.mark.fast
 def test_stop_sequences_do_not_cut_the_reasoning():
     from bench.backends.base import stop_reached
 
@@ -291,6 +319,7 @@ def _gsm8k_run(max_new_tokens: int):
     return TaskRun(task, items, shots=1, limit=2, max_new_tokens=max_new_tokens, chat=None)
 
 
+@pytest.mark.fast
 def test_a_reasoning_answer_is_scored_after_its_think_span_and_counted_apart():
     run = _gsm8k_run(max_new_tokens=40)
     prompt = run.prompts()[0]
@@ -308,6 +337,7 @@ def test_a_reasoning_answer_is_scored_after_its_think_span_and_counted_apart():
     assert rec["outcome"] == "wrong" and rec["reasoning_tokens"] is None
 
 
+@pytest.mark.fast
 def test_summary_counts_truncated_and_reasoning_tokens():
     base = {"seconds": 10.0, "energy_j": None}
     records = [{**base, "correct": True, "outcome": "correct", "generated_tokens": 100, "reasoning_tokens": 90},

@@ -48,6 +48,7 @@ def _run(tmp_path: Path, tiers: Path, *args: str) -> tuple[int, list[dict]]:
     return proc.returncode, read_jsonl(out) if out.exists() else []
 
 
+@pytest.mark.model
 def test_too_small_tier_is_does_not_fit_without_loading_and_the_matrix_goes_on(tmp_path, tiers, embedded_model):
     code, rows = _run(tmp_path, tiers, "--profile", "tiny,one-core")
     assert [(r["config"]["profile_id"], r["status"]) for r in rows] == [("tiny", "does_not_fit"), ("one-core", "ok")]
@@ -56,6 +57,7 @@ def test_too_small_tier_is_does_not_fit_without_loading_and_the_matrix_goes_on(t
     assert code == 1
 
 
+@pytest.mark.model
 def test_ram_cap_stops_a_run_that_outgrows_the_tier(tmp_path, tiers, embedded_model):
     # 128 MiB: more than weights + KV cache (so it starts), less than the run really needs
     code, (row,) = _run(tmp_path, tiers, "--profile", "tight")
@@ -64,6 +66,7 @@ def test_ram_cap_stops_a_run_that_outgrows_the_tier(tmp_path, tiers, embedded_mo
     assert row["memory"]["peak_rss_bytes"] > 0.125 * GiB
 
 
+@pytest.mark.model
 def test_thread_cap_is_visible_in_the_child(tmp_path, tiers, embedded_model):
     code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
     assert row["status"] == "ok"
@@ -72,6 +75,7 @@ def test_thread_cap_is_visible_in_the_child(tmp_path, tiers, embedded_model):
     assert row["tier"]["thread_cap"].startswith("enforced")
 
 
+@pytest.mark.model
 def test_a_tier_larger_than_the_host_says_what_it_could_not_emulate(tmp_path, tiers, embedded_model):
     code, (row,) = _run(tmp_path, tiers, "--profile", "big")
     assert row["status"] == "ok"
@@ -79,18 +83,21 @@ def test_a_tier_larger_than_the_host_says_what_it_could_not_emulate(tmp_path, ti
     assert row["tier"]["enforcement"] == "measured-only"
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("variant,ctx,prompt", [("q4_1", 64, 16), ("q4_1", 4096, 64), ("q4_1", 2048, 512),
                                                ("q4_0-derived", 256, 64), ("q8_0-derived", 256, 64)])
-def test_predicted_memory_is_within_15_percent_of_the_measured_peak(tmp_path, embedded_model, variant, ctx, prompt):
+def test_predicted_memory_is_within_7_percent_of_the_measured_peak(tmp_path, embedded_model, variant, ctx, prompt):
+    """docs/tiers.md: the fit prediction is within 7% of the measured peak on the embedded model."""
     out = tmp_path / "r.jsonl"
     proc = run_bench("run", "--no-progress", "--model", f"smollm2-135m:{variant}", "--prompt-tokens", str(prompt),
                      "--gen-tokens", "8", "--ctx", str(ctx), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     (row,) = read_jsonl(out)
-    assert abs(row["tier"]["prediction_error"]) < 0.15, row["tier"]
+    assert abs(row["tier"]["prediction_error"]) < 0.07, row["tier"]
     assert row["tier"]["fits"] is True
 
 
+@pytest.mark.model
 def test_an_emulated_tiers_speed_and_cost_are_projected_never_this_hosts(tmp_path, tiers, embedded_model):
     """Under an emulated tier's caps the speed measured is this host's: the row's speed basis is the
     projection (decode from the tier's 10 GB/s datasheet peak: the cpu class's share of it, capped by one
@@ -124,6 +131,7 @@ def test_an_emulated_tiers_speed_and_cost_are_projected_never_this_hosts(tmp_pat
     assert again["decode_tps"]["value"] == pytest.approx(decode["value"])
 
 
+@pytest.mark.model
 def test_an_emulated_tier_without_figures_is_caps_only(tmp_path, tiers, embedded_model):
     code, (row,) = _run(tmp_path, tiers, "--profile", "bare")
     assert row["status"] == "ok" and row["summary"]["decode_tps"]["mean"] > 0  # measured here, under the caps
@@ -132,11 +140,13 @@ def test_an_emulated_tier_without_figures_is_caps_only(tmp_path, tiers, embedded
     assert "not the tier's" in row["efficiency"]["cost"]["why"]
 
 
+@pytest.mark.model
 def test_the_host_as_it_is_is_measured_not_projected(tmp_path, tiers, embedded_model):
     code, (row,) = _run(tmp_path, tiers)  # profile auto
     assert row["tier"]["speed_basis"] == "measured" and row["efficiency"].get("projection") is None
 
 
+@pytest.mark.model
 def test_energy_is_reported_only_where_a_counter_was_read(tmp_path, tiers, embedded_model):
     code, (row,) = _run(tmp_path, tiers, "--profile", "one-core")
     source = row["efficiency"]["energy_source"]
@@ -147,6 +157,7 @@ def test_energy_is_reported_only_where_a_counter_was_read(tmp_path, tiers, embed
         assert source in ("rapl", "nvml") and all(v > 0 for v in per_token)
 
 
+@pytest.mark.model
 def test_resumed_matrix_runs_only_the_missing_cells(tmp_path, embedded_model):
     matrix = tmp_path / "m.yaml"
     out = tmp_path / "r.jsonl"
@@ -160,6 +171,7 @@ def test_resumed_matrix_runs_only_the_missing_cells(tmp_path, embedded_model):
     assert len(read_jsonl(out)) == 6
 
 
+@pytest.mark.fast
 def test_bad_matrix_names_file_and_line(tmp_path):
     matrix = tmp_path / "m.yaml"
     matrix.write_text("models: [smollm2-135m]\nprompt_tokens: [8]\ngen_tokens: four\n")
@@ -168,6 +180,7 @@ def test_bad_matrix_names_file_and_line(tmp_path):
 
 
 # -- arithmetic on the embedded model's real GGUF header ------------------------------------------
+@pytest.mark.model
 def test_gpu_layers_for_budget(embedded_model):
     g = embedded_model.gguf
     layers = g["block_count"]
@@ -187,6 +200,7 @@ def test_gpu_layers_for_budget(embedded_model):
     assert gpu_layers_for_budget(g, 512, g["token_embd_bytes"] - 1) == 0 < g["layer_bytes"][0] < g["token_embd_bytes"]
 
 
+@pytest.mark.model
 def test_memory_prediction_parts(embedded_model):
     g = embedded_model.gguf
     small = predict_memory(g, embedded_model.size_bytes, 256, 16)
@@ -196,17 +210,20 @@ def test_memory_prediction_parts(embedded_model):
     assert small.weights_bytes == embedded_model.size_bytes
 
 
+@pytest.mark.fast
 def test_cost_and_roofline_formulas():
     assert usd_per_million_tokens(0.526, 10.0) == pytest.approx(0.526 / 36000 * 1e6)
     assert roofline_share(50.0, 100e9, 1e9) == pytest.approx(0.5)  # bound is 100 tok/s
 
 
+@pytest.mark.model
 def test_bytes_per_token_counts_a_tied_head_once(embedded_model):
     g = embedded_model.gguf
     assert not g["has_output_tensor"]  # SmolLM2 ties its output head to the embeddings
     assert bytes_read_per_token(g, embedded_model.size_bytes, 0) == embedded_model.size_bytes
 
 
+@pytest.mark.model
 def test_a_header_without_head_count_kv_gets_the_same_kv_term_everywhere(embedded_model):
     """llama.cpp reads a missing head_count_kv as head_count (plain multi-head attention): the bytes
     read per token and the memory prediction must both do so, not one of them count no KV cache."""

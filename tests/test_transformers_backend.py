@@ -6,10 +6,9 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from conftest import assert_clean_error, read_jsonl, require_or_skip, run_bench  # noqa: E402
 
-pytest.importorskip("torch", reason="the hf extra is not installed")  # CI installs it (README setup)
-
-from conftest import assert_clean_error, read_jsonl, run_bench  # noqa: E402
+require_or_skip("torch", "the hf extra is not installed")  # CI installs it (README setup) and requires it
 
 from bench.backends import BackendSpec, check_available  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
@@ -27,6 +26,7 @@ def rows(tmp_path_factory, embedded_model):
     return read_jsonl(out)
 
 
+@pytest.mark.model
 def test_row_has_every_field_the_llama_cpp_row_has(rows):
     tf, _, lc = rows
     assert tf["status"] == "ok"
@@ -39,11 +39,13 @@ def test_row_has_every_field_the_llama_cpp_row_has(rows):
     assert tf["environment"]["backend"]["dtype"] == "fp32"
 
 
+@pytest.mark.model
 def test_same_greedy_tokens_as_llama_cpp_on_the_same_weights(rows):
     tf, _, lc = rows
     assert tf["samples"][0]["token_ids"][:4] == lc["samples"][0]["token_ids"][:4]
 
 
+@pytest.mark.model
 def test_settings_reach_torch(rows):
     _, bf16, _ = rows
     env = bf16["environment"]["backend"]
@@ -51,12 +53,14 @@ def test_settings_reach_torch(rows):
     assert bf16["config"]["backend_options"] == {"dtype": "bf16"}
 
 
+@pytest.mark.model
 def test_bad_settings_and_formats(tmp_path, embedded_model):
     assert_clean_error(run_bench("run", "--backend", "transformers", "--model", "smollm2-135m:q4_1",
                                  "-o", str(tmp_path / "r.jsonl")), "backend transformers loads hf")
     assert_clean_error(run_bench("run", "--backend-opt", "dtype", "-o", str(tmp_path / "r.jsonl")), "KEY=VALUE")
 
 
+@pytest.mark.fast
 def test_missing_extra_names_the_install_step():
     spec = BackendSpec(name="x", target="x:X", requires=("no_such_module_for_bench",), extra="hf",
                        formats=("hf",), description="")
@@ -64,6 +68,7 @@ def test_missing_extra_names_the_install_step():
         check_available(spec)
 
 
+@pytest.mark.model
 @pytest.mark.gpu
 @pytest.mark.skipif(not detect_gpus(), reason="no CUDA GPU on this host")
 def test_transformers_on_cuda_reports_vram(tmp_path, gpu_hf_model):
@@ -78,6 +83,7 @@ def test_transformers_on_cuda_reports_vram(tmp_path, gpu_hf_model):
     assert row["memory"]["peak_vram_reserved_bytes"] >= row["memory"]["peak_vram_allocated_bytes"]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("backend,opts,unquantized", [
     ("torch-int8", [], []),
     ("bitsandbytes", ["bits=8"], ["lm_head"]),
@@ -85,7 +91,7 @@ def test_transformers_on_cuda_reports_vram(tmp_path, gpu_hf_model):
 ])
 def test_quantized_backends_run_and_report_their_layers(tmp_path, embedded_model, backend, opts, unquantized):
     if backend == "bitsandbytes":
-        pytest.importorskip("bitsandbytes", reason="the bnb extra is not installed")
+        require_or_skip("bitsandbytes", "the bnb extra is not installed")
     out = tmp_path / "r.jsonl"
     args = ["run", "--no-progress", "--backend", backend, "--model", "smollm2-135m:hf-f32", "--prompt-tokens", "16",
             "--gen-tokens", "6", "-o", str(out)]
@@ -101,9 +107,10 @@ def test_quantized_backends_run_and_report_their_layers(tmp_path, embedded_model
     assert 0 < env["weight_bytes"] < row["model"]["size_bytes"]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_onnxruntime_exports_once_and_runs(tmp_path, embedded_model, precision):
-    pytest.importorskip("optimum.onnxruntime", reason="the onnx extra is not installed")
+    require_or_skip("optimum.onnxruntime", "the onnx extra is not installed")
     out = tmp_path / "r.jsonl"
     args = ["run", "--no-progress", "--backend", "onnxruntime", "--model", "smollm2-135m:hf-f32", "--prompt-tokens",
             "16", "--gen-tokens", "6", "--backend-opt", f"precision={precision}", "-o", str(out)]
@@ -123,6 +130,7 @@ def test_onnxruntime_exports_once_and_runs(tmp_path, embedded_model, precision):
         assert first["samples"][0]["token_ids"][:4] == tf["samples"][0]["token_ids"][:4]
 
 
+@pytest.mark.fast
 def test_a_known_broken_combination_is_refused():
     from importlib import metadata
 
@@ -135,6 +143,7 @@ def test_a_known_broken_combination_is_refused():
     check_available(ok)  # the installed version passes a cap above it
 
 
+@pytest.mark.model
 def test_torch_compile_setting_compiles_in_the_warmup(tmp_path, embedded_model):
     """compile=true reaches torch.compile (inductor, on the CPU here); compilation happens in the
     uncounted warm-up request, which is therefore far slower than the counted ones."""

@@ -51,6 +51,7 @@ def verdict(tmp_path_factory, measured_results):
     return proc, (d / "v.md").read_text(), verdict_json(*args)
 
 
+@pytest.mark.model
 def test_passes_one_tier_and_fails_another(verdict):
     _, _, v = verdict
     laptop, tiny = tier_of(v, "laptop-4c-8g"), tier_of(v, "tiny-50m")
@@ -62,6 +63,7 @@ def test_passes_one_tier_and_fails_another(verdict):
     assert laptop["basis_tag"] == "PROJECTED" and tier_of(v, f"auto@{laptop['row']['host']}")["basis_tag"] == "measured"
 
 
+@pytest.mark.model
 def test_the_answer_comes_first_per_origin_with_the_cheapest_passing_tier(verdict):
     proc, md, v = verdict
     first = md.split("\n\n")[1]  # the paragraph under the title
@@ -70,6 +72,7 @@ def test_the_answer_comes_first_per_origin_with_the_cheapest_passing_tier(verdic
     assert v["cheapest"] == {"smollm2-135m": "laptop-4c-8g"} and v["answer"][0] == first
 
 
+@pytest.mark.model
 def test_the_dashboard_is_short_cells_numbered_reasons_and_fits_120_columns(verdict):
     proc, md, v = verdict
     assert max(len(line) for line in proc.stdout.splitlines()) <= 120
@@ -85,6 +88,7 @@ def test_the_dashboard_is_short_cells_numbered_reasons_and_fits_120_columns(verd
     assert any(r.startswith("does_not_fit: weights + KV cache need") for r in v["reasons"])
 
 
+@pytest.mark.model
 def test_quality_is_judged_against_the_original_release_only(measured_results, tmp_path):
     """The catalog's F16 of the embedded model is its Q4_1 weights upcast: a KLD against it is
     shown but does not count, so no tier passes on quality, and the F16 is not its own reference."""
@@ -106,6 +110,7 @@ def test_quality_is_judged_against_the_original_release_only(measured_results, t
             assert check_of(t, "quality retained")["outcome"] != "pass", t
 
 
+@pytest.mark.model
 def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results, tmp_path):
     proc = run_bench("verdict", str(measured_results), "--claims", str(REPO / "claims.yaml"))
     assert proc.returncode == 0, proc.stderr
@@ -116,6 +121,7 @@ def test_default_claims_file_loads_and_bad_claims_name_the_line(measured_results
     assert_clean_error(run_bench("verdict", str(measured_results), "--claims", str(bad)), f"{bad}:", "malformed YAML")
 
 
+@pytest.mark.model
 def test_every_measured_workload_of_a_configuration_must_pass(tmp_path, embedded_model):
     """One configuration measured at two prompt lengths, with a TTFT bound between the two TTFTs
     of the same run (projected onto the tier): the long prompt fails it, so the configuration and
@@ -160,6 +166,7 @@ measure:
 """
 
 
+@pytest.mark.slow
 def test_verdict_run_measures_what_the_claims_need_then_judges(tmp_path, embedded_model):
     """One command from a model to a verdict: speed on each tier this host can emulate, quality once
     on the host as it is (and read from there for every tier), a CUDA tier listed as not measured;
@@ -189,6 +196,7 @@ def test_verdict_run_measures_what_the_claims_need_then_judges(tmp_path, embedde
     assert t4["outcome"] == "unmeasured" and t4["missing"] == "a CUDA tier and this host has no GPU"
 
 
+@pytest.mark.fast
 def test_verdict_needs_results_or_run():
     assert_clean_error(run_bench("verdict"), "needs results files or folders, or --run")
 
@@ -205,6 +213,7 @@ performance:
 """
 
 
+@pytest.mark.model
 def test_a_slow_tier_is_judged_by_its_projection_not_this_hosts_speed(tmp_path, embedded_model):
     """The same cell run under two emulated tiers' caps reaches this host's speed on both (well
     above 5.3 tok/s); the tier whose stated bandwidth makes the projection's pessimistic end slower
@@ -238,6 +247,7 @@ def test_a_slow_tier_is_judged_by_its_projection_not_this_hosts_speed(tmp_path, 
     assert v["cheapest"] == {"smollm2-135m": "fast"}
 
 
+@pytest.mark.model
 def test_a_kld_against_the_original_release_counts(tmp_path, embedded_model):
     """A catalog whose original release is a local file (what a user does to judge quality offline:
     give the original variant a `path:` source): a Q8_0 made from it is judged on its KLD against

@@ -12,6 +12,8 @@ from wheelfiles import write_wheel
 from bench.errors import BenchError
 from bench.models.wheels import copy_wheel_member, extract_wheel_member
 
+pytestmark = pytest.mark.fast
+
 DATA = bytes(range(256)) * 40_000  # 10 MB: several 4 MiB chunks
 
 

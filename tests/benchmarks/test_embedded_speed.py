@@ -16,11 +16,14 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless_required
 
 from bench.backends import backend_spec, check_available, load_backend_class
 from bench.backends.base import LoadSettings
 from bench.measuring.metrics import Timeline, summarize
 from bench.measuring.trackers import MemoryTracker
+
+pytestmark = pytest.mark.model
 
 PROMPT, GEN, ROUNDS = 128, 32, 5
 THREADS = min(4, len(os.sched_getaffinity(0)))
@@ -42,7 +45,7 @@ def test_request_speed(benchmark, catalog, store, backend_name: str, variant: st
     try:
         check_available(backend_spec(backend_name))
     except BenchError as exc:
-        pytest.skip(str(exc))
+        skip_unless_required(str(exc))
     model = catalog.model(catalog.default_model)
     resolved = store.resolve(model, model.variant(variant))
     backend = load_backend_class(backend_name)()
