@@ -270,6 +270,7 @@ def test_the_context_criterion_fails_where_the_prediction_says_it_cannot_fit(tmp
     assert cells["fits"].startswith("pass")  # the workload itself fits; 8000 tokens of context would not
 
 
+@pytest.mark.model
 def test_predict_names_the_largest_context_that_fits_each_tier(tmp_path, embedded_model):
     """bench predict: the longest context predicted to fit is the fit prediction's own answer, below
     the model's trained context on a tier too small for it, and the trained context on a big one."""

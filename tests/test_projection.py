@@ -249,7 +249,7 @@ def test_fitting_never_reads_the_test_split():
     assert fit_params(doctored.train()) == fit_params(train)
 
 
-@pytest.mark.fast
+@pytest.mark.model  # refits every class and the depth term: seconds, no model file
 def test_committed_parameters_are_those_of_the_training_split():
     data = json.loads((REPO / "validation" / "model_params.json").read_text())
     ev = load_evidence(REPO / "validation")
@@ -295,6 +295,7 @@ def test_deeper_context_projects_slower_and_attention_costs_time_on_top_of_the_c
     assert project_prefill(s_q, 512, 8192, hw_c, pp).value < project_prefill(s_q, 512, 0, hw_c, pp).value
 
 
+@pytest.mark.model
 def test_the_depth_ratio_on_a_real_header(embedded_gguf):
     """The embedded model's own GGUF header gives K and A; the bandwidth-only ratio is the bytes' ratio,
     and the committed CPU gamma projects the suite's measured slowdown on this file closer than it."""
@@ -322,6 +323,7 @@ def test_the_depth_ratio_on_a_real_header(embedded_gguf):
             assert abs(model / measured - 1) < abs(bw / measured - 1), (s.id, p.depth)
 
 
+@pytest.mark.fast
 def test_depth_series_are_sourced_and_the_fit_never_reads_a_test_machine():
     ev = load_evidence(REPO / "validation")
     published, left_out = published_depth_series(ev, REPO / "validation")
