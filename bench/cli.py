@@ -767,7 +767,7 @@ def _verdict_run(args: argparse.Namespace, claims: Any, catalog_path: Path, err:
               f"{len(todo)} to run, rough estimate {total / 60:.0f} min on this host")
     for p in todo:
         c = p.config
-        passes = " + quality" * bool(c.quality) + (f" + {c.task['name']}" if c.task else "")
+        passes = " + quality" * bool(c.quality) + (f" + {c.task.name}" if c.task else "")
         err.print(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
                   f"n={c.gen_tokens}{passes}): ~{estimate_seconds(p, cal[c.threads]):.0f} s")
     for line in plan.skipped_tiers:

@@ -117,7 +117,7 @@ def estimate_seconds(plan: CellPlan, calibration: dict[str, Any] | None) -> floa
     seconds += c.depth / prefill_tps  # the depth fill, once (attention at depth makes it slower still)
     if c.quality:
         ref = 2 if plan.reference is not None else 1
-        seconds += ref * (size / 1e9 + c.quality["chunks"] * c.quality["n_ctx"] / prefill_tps)
+        seconds += ref * (size / 1e9 + c.quality.chunks * c.quality.n_ctx / prefill_tps)
     if c.task:
-        seconds += c.task["limit"] * (600 / prefill_tps + c.task["max_new_tokens"] / 2 * decode_s)
+        seconds += c.task.limit * (600 / prefill_tps + c.task.max_new_tokens / 2 * decode_s)
     return seconds
