@@ -38,7 +38,7 @@ from bench.measuring.job import Job, LoadConfig, PreparePass, ScorePass, SpeedPa
 from bench.models.catalog import Catalog, load_catalog
 from bench.models.store import ModelStore, ResolvedModel
 from bench.request import RunRequest
-from bench.results.kinds import Basis, emulated_on
+from bench.results.kinds import Basis, RowStatus, emulated_on
 from bench.results.schema import CellConfig, CellQuality, CellTask
 from bench.results.sections import Tier
 
@@ -65,7 +65,7 @@ class CellPlan:
     profile: Profile
     caps: Caps = field(default_factory=Caps)  # CPUs and RAM limit the worker applies
     tier: Tier = field(default_factory=Tier)  # emulation facts and the memory prediction (the row's tier section)
-    precheck: tuple[str, str] | None = None  # (status, reason) decided without loading
+    precheck: tuple[RowStatus, str] | None = None  # (status, reason) decided without loading
     reference: ResolvedModel | None = None  # the variant quality is measured against
     quality_note: str | None = None  # why there is no reference, where there is none
 
@@ -320,7 +320,7 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             too_big, why = fit_verdict(prediction, tier["ram_budget_bytes"])
             tier["fit_check"] = why
             if too_big:
-                precheck = ("does_not_fit", why)
+                precheck = (RowStatus.DOES_NOT_FIT, why)
     options = dict(req.backend_options)
     n_gpu_layers = (_gpu_settings(req, profile, g, n_ctx, host, tier, options, native, backend)
                     if profile.device == "cuda" else 0)

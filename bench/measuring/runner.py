@@ -100,7 +100,7 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     c = plan.config
     row = new_row(plan, ctx, calibration)
     if plan.precheck:
-        row.status, row.reason = RowStatus(plan.precheck[0]), plan.precheck[1]
+        row.status, row.reason = plan.precheck
         return row
     if backend_spec(c.backend).prepares:
         status, reason, _ = run_job(plan.prepare_job(), c.timeout_s, build=ctx.build)
