@@ -145,9 +145,9 @@ def estimate_seconds(plan: CellPlan, calibration: dict[str, Any] | None) -> floa
     seconds += c.depth / prefill_tps  # the depth fill, once (attention at depth makes it slower still)
     if c.quality:
         ref = 2 if plan.reference is not None else 1
-        seconds += ref * (size / 1e9 + c.quality["chunks"] * c.quality["n_ctx"] / prefill_tps)
+        seconds += ref * (size / 1e9 + c.quality.chunks * c.quality.n_ctx / prefill_tps)
     if c.task:
-        seconds += c.task["limit"] * (600 / prefill_tps + c.task["max_new_tokens"] / 2 * decode_s)
+        seconds += c.task.limit * (600 / prefill_tps + c.task.max_new_tokens / 2 * decode_s)
     return seconds
 
 
@@ -169,7 +169,7 @@ class VerdictRun:
                  f"{sum(self.seconds) / 60:.0f} min on this host"]
         for p, seconds in zip(self.todo, self.seconds, strict=True):
             c = p.config
-            passes = " + quality" * bool(c.quality) + (f" + {c.task['name']}" if c.task else "")
+            passes = " + quality" * bool(c.quality) + (f" + {c.task.name}" if c.task else "")
             lines.append(f"  {c.model_id}:{c.variant_id} on {c.profile_id} (t={c.threads}, p={c.prompt_tokens}, "
                          f"n={c.gen_tokens}{passes}): ~{seconds:.0f} s")
         return lines + [f"  not measured here: {line}" for line in self.plan.skipped_tiers]

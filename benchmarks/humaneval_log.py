@@ -43,6 +43,13 @@ def newest_row(path: Path) -> dict:
     return rows[-1]
 
 
+def typed_row(row: dict):  # -> bench.results.schema.Row (importable only once sys.path is set)
+    """The row as bench reads it (the projection takes the typed Row)."""
+    from bench.results.schema import Row
+
+    return Row.from_dict(row)
+
+
 def tier_lines(row: dict) -> list[str]:
     from bench.datafiles import find_data_path
     from bench.hardware.profiles import load_profiles
@@ -52,7 +59,7 @@ def tier_lines(row: dict) -> list[str]:
     for profile in load_profiles(find_data_path("hardware_profiles", None, "BENCH_PROFILES")).values():
         if not profile.price or profile.device != "cpu":
             continue
-        c = task_cost_on_tier(row, profile)
+        c = task_cost_on_tier(typed_row(row), profile)
         if "seconds" not in c:
             continue
         solved = row["task"]["correct"] or 0

@@ -170,8 +170,8 @@ def test_cells_for_a_fleet_are_planned_for_the_tier_not_this_host(embedded_model
     from bench.hardware.profiles import load_profiles
 
     laptop_threads = load_profiles(REPO / "hardware_profiles")["laptop-4c-8g"].capacity.threads
-    assert on_tier.config.threads == laptop_threads and on_tier.caps == {} and on_tier.tier["basis"] == "measured"
-    assert emulated.tier["basis"].startswith("emulated on ") and emulated.caps["cpus"]
+    assert on_tier.config.threads == laptop_threads and on_tier.caps.to_dict() == {} and on_tier.tier.measured_on_tier
+    assert emulated.tier.basis.startswith("emulated on ") and emulated.caps.cpus
     assert on_tier.config.threads >= emulated.config.threads
 
 

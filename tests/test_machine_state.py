@@ -85,7 +85,7 @@ def test_a_cell_on_the_tiers_own_machine_is_watched_on_every_core(tmp_path, embe
                                                                     ram_gb=round(host.ram_bytes / 2**30, 2)))
     req = RunRequest(models=["smollm2-135m"], profiles=["this-machine"], prompt_tokens=[16], gen_tokens=[8])
     (plan,) = build_plans(req, ModelStore(), host, REPO / "models.yaml", tmp_path, on_tier={"this-machine"})
-    assert plan.caps == {} and plan.tier["basis"] == "measured"  # the tier's own machine: nothing pinned
+    assert plan.caps.to_dict() == {} and plan.tier.measured_on_tier  # the tier's own machine: nothing pinned
     cpu = sorted(os.sched_getaffinity(0))[-1]
     spin = f"import os, time\nos.sched_setaffinity(0, [{cpu}])\nwhile True: pass"
     neighbour = subprocess.Popen([sys.executable, "-c", spin])

@@ -191,3 +191,25 @@ def test_peak_rss_is_not_inherited_from_a_big_parent():
     report = json.loads(out.stdout)
     assert report["peak_rss_bytes"] < 200 * 2**20, report
     assert report["peak_rss_ru_maxrss_bytes"] is None and "inherited" in report["ru_maxrss_note"]
+
+
+@pytest.mark.fast
+def test_worker_results_are_read_as_types_whatever_the_pass_left():
+    """The timed pass's and the task pass's results as the runner reads them: a full result, the
+    watchdog's oom (status, reason, memory only) and a killed task pass's finished items."""
+    from bench.measuring.worker import SpeedResult, TaskResult
+
+    oom = SpeedResult.from_dict({"status": "oom", "reason": "over the cap", "memory": {"peak_rss_bytes": 5}})
+    assert (oom.status, oom.reason, oom.memory, oom.samples, oom.caps_seen) == (
+        "oom", "over the cap", {"peak_rss_bytes": 5}, [], {})
+    ok = SpeedResult.from_dict({"status": "ok", "reason": None, "load_time_s": 0.5, "samples": [{"a": 1}],
+                                "warmup_samples": [], "caps_seen": {"affinity_in_child": [0]},
+                                "energy_source": "rapl", "environment": {"v": 1}, "memory": {}, "backend": None})
+    assert ok.load_time_s == 0.5 and ok.samples == [{"a": 1}] and ok.energy_source == "rapl"
+    killed = TaskResult.from_dict({"status": "timeout", "reason": "no result within 9 s", "partial": [
+        {"_meta": {"shots": 2}}, {"correct": True, "seconds": 1.0}]})
+    assert killed.partial and killed.asked == {"shots": 2} and killed.records == [{"correct": True, "seconds": 1.0}]
+    nothing = TaskResult.from_dict({"status": "timeout", "reason": "r", "partial": [{"_meta": {"shots": 2}}]})
+    assert nothing.partial and nothing.records == []
+    failed = TaskResult.from_dict({"status": "failed", "reason": "BenchError: x"})
+    assert not failed.partial and failed.asked == {} and failed.records == []

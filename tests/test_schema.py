@@ -88,3 +88,37 @@ def test_a_version_1_row_is_read_by_its_reader_into_the_current_form():
     assert Row.from_dict(v1).tier.basis == "not measured on fleet node n"  # a recorded basis is kept
     v1["tier"] = {}
     assert Row.from_dict(v1).tier.basis == "measured"
+
+
+@pytest.mark.fast
+def test_status_basis_and_machine_state_are_types_read_once_from_the_stored_text():
+    """The stored strings stay as they were; a reader gets enums and a verdict, never a prefix to match."""
+    from dataclasses import replace
+
+    from bench.results.kinds import Basis, MachineVerdict, RowStatus, SpeedBasis, parse_basis
+    from bench.results.sections import Tier
+
+    d = json.loads(_row().to_json())
+    row = Row.from_dict(d)
+    assert row.status is RowStatus.OK and json.loads(row.to_json())["status"] == "ok"
+    assert row.to_json() == _row().to_json()  # the enum writes the same JSON as the string did
+    assert row.basis is Basis.MEASURED and row.speed_kind is SpeedBasis.MEASURED  # `auto`, before the fields
+    emulated = Row.from_dict({**d, "config": {**d["config"], "profile_id": "rpi5-8g"}})
+    assert emulated.basis is Basis.EMULATED and emulated.speed_kind is SpeedBasis.CAPS_ONLY
+    assert emulated.basis_text == f"emulated on {emulated.host}"
+    for stored, kind in (("measured", Basis.MEASURED), ("emulated on vm (a fleet node offering x)", Basis.EMULATED),
+                         ("not measured on fleet node n1", Basis.NOT_MEASURED)):
+        assert replace(row, tier=Tier(basis=stored)).basis is kind, stored
+    assert parse_basis("emulated on vm (a fleet node offering x)") == (Basis.EMULATED, "vm")
+    for stored, kind in (("measured", SpeedBasis.MEASURED), ("caps only", SpeedBasis.CAPS_ONLY),
+                         ("projected from the tier's measured bandwidth", SpeedBasis.PROJECTED)):
+        assert replace(row, tier=Tier(basis="emulated on h", speed_basis=stored)).speed_kind is kind, stored
+    state = {"disturbed": True, "flags": ["other processes used 9% of the pinned cores", "steal 3%"]}
+    verdict = MachineVerdict.of(state)
+    assert verdict.disturbed and verdict.label == "DISTURBED: other processes used 9% of the pinned cores; steal 3%"
+    assert verdict.flag_reason("short") == f"{verdict.label}; short" and verdict.flag_reason(None) == verdict.label
+    assert MachineVerdict.of({"disturbed": False, "flags": []}).flag_reason("short") == "short"
+    old = replace(row, reason="DISTURBED: a watched core's clock fell by 20% during the cell; 1 of 3 stopped early")
+    # a row from before the report was stored: read from its reason, once
+    assert old.machine.label == "DISTURBED: a watched core's clock fell by 20% during the cell"
+    assert not row.machine.disturbed and row.machine.label is None

@@ -18,6 +18,7 @@ from typing import Any
 from bench.analysis.significance import RatioEstimate, ratio_estimate, smallest_p, two_proportion_z, z_critical
 from bench.errors import BenchError
 from bench.fmt import fmt
+from bench.results.kinds import Basis, MachineVerdict
 from bench.results.schema import Row
 from bench.serving import metrics as sm
 from bench.serving.metrics import RequestTrace
@@ -157,11 +158,9 @@ class Comparison:
 def row_label(base: Row | None, new: Row) -> str:
     """A cell as its rows measured it: an emulated tier's speeds are its hosts', so the label names
     them (``vm under laptop-4c-8g's caps``) where it would otherwise name the tier alone."""
-    from bench.analysis.flat import basis_kind
-
     c = new.config
     rows = [r for r in (base, new) if r is not None]
-    if all(basis_kind(r) == "measured" for r in rows):
+    if all(r.basis is Basis.MEASURED for r in rows):
         return c.label()
     hosts = "/".join(dict.fromkeys(r.host for r in rows))
     return (f"{c.model_id}:{c.variant_id} {c.backend} {hosts} under {new.tier_label}'s caps "
@@ -347,8 +346,7 @@ def _disturbances(base: Row, new: Row) -> list[str]:
     """The machine-state flags of either run (bench.measuring.machine_state)."""
     out = []
     for name, row in (("baseline", base), ("new run", new)):
-        state = row.environment.machine_state or {}
-        out += [f"{name}: {flag}" for flag in state.get("flags", [])]
+        out += [f"{name}: {flag}" for flag in MachineVerdict.of(row.environment.machine_state).flags]
     return out
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from bench.results.kinds import Basis, SpeedBasis
 from bench.results.schema import Row
 
 R = TypeVar("R")
@@ -33,10 +34,10 @@ def where_label(r: Row) -> str:
     """Whose speed a row's measured numbers are: the tier's (``laptop-4c-8g``, ``auto@HOST``) where it
     ran on the tier itself, else the host's under the tier's caps (``vm under laptop-4c-8g's caps``);
     every table labels a row's own speeds with this, never with the bare tier name."""
-    kind = basis_kind(r)
-    if kind == "measured":
+    kind = r.basis
+    if kind is Basis.MEASURED:
         return r.tier_label
-    if kind == "emulated":
+    if kind is Basis.EMULATED:
         return f"{r.host} under {r.tier_label}'s caps"
     return f"{r.tier_label} (not measured)"
 
@@ -46,26 +47,20 @@ def basis(r: Row) -> str:
     tier, or the host as it is), ``emulated on HOST`` (the tier's caps on another machine), or
     ``not measured`` (a fleet node lost, a file it could not get). Every stored row has one (rows
     from before the field are given theirs by the version-1 reader, bench/results/versions.py); a
-    row built in code without one reads by its profile."""
-    if r.tier.basis:
-        return r.tier.basis
-    return "measured" if r.config.profile_id == "auto" else f"emulated on {r.host}"
+    row built in code without one reads by its profile (Row.basis_text)."""
+    return r.basis_text
 
 
 def basis_kind(r: Row) -> str:
-    """``measured``, ``emulated`` or ``not measured``."""
-    b = basis(r)
-    return "measured" if b == "measured" else ("emulated" if b.startswith("emulated") else "not measured")
+    """``measured``, ``emulated`` or ``not measured``: Row.basis as a table shows it."""
+    return r.basis.value
 
 
 def speed_basis(r: Row) -> str:
-    """The basis of the tier's speed: ``measured`` (on the tier itself), ``projected from ...`` (the
-    performance model's projection, ``efficiency.projection``) or ``caps only`` (emulated, nothing to
-    project from). Rows from before the performance model: an emulated row's speed is this host's,
-    so it is ``caps only``."""
-    if r.tier.speed_basis:
-        return r.tier.speed_basis
-    return "measured" if basis_kind(r) == "measured" else "caps only"
+    """The basis of the tier's speed as shown: ``measured`` (on the tier itself), ``projected from ...``
+    (the performance model's projection, ``efficiency.projection``) or ``caps only`` (emulated, nothing
+    to project from). Its kind, for decisions: Row.speed_kind."""
+    return r.tier.speed_basis or str(r.speed_kind)
 
 
 def projected(r: Row, metric: str, end: str = "value") -> float | None:
@@ -89,17 +84,17 @@ def interval_missing(r: Row, metric: str) -> str | None:
 def tier_decode_tps(r: Row) -> tuple[float | None, str]:
     """(decode tok/s on the tier, its basis): measured where the row ran on the tier, else projected."""
     b = speed_basis(r)
-    if b == "measured":
+    if r.speed_kind is SpeedBasis.MEASURED:
         return _mean(r, "decode_tps"), b
     return projected(r, "decode_tps"), b
 
 
 def tier_metric(r: Row, metric: str) -> float | None:
     """A speed metric on the tier: measured on it, else its PROJECTION, else None (caps only)."""
-    return _mean(r, metric) if speed_basis(r) == "measured" else projected(r, metric)
+    return _mean(r, metric) if r.speed_kind is SpeedBasis.MEASURED else projected(r, metric)
 
 
-BASIS_RANK = {"not measured": 0, "emulated": 1, "measured": 2}
+BASIS_RANK = {Basis.NOT_MEASURED: 0, Basis.EMULATED: 1, Basis.MEASURED: 2}
 
 
 def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
@@ -107,7 +102,7 @@ def latest_per_cell(rows: list[Row] | tuple[Row, ...]) -> list[Row]:
     the tier itself wins over an emulated one of the same cell, whatever their dates; among rows of
     the same basis, the newest."""
     out: dict[tuple, Row] = {}
-    for r in sorted(rows, key=lambda r: (BASIS_RANK[basis_kind(r)], r.created_at)):
+    for r in sorted(rows, key=lambda r: (BASIS_RANK[r.basis], r.created_at)):
         out[(r.tier_label, r.config.identity())] = r
     return list(out.values())
 
@@ -145,7 +140,7 @@ def _kld(r: Row, q: str) -> float | None:
 def _cost(r: Row) -> float | None:
     """$ per 1M output tokens on the tier: from its measured speed, or its projected one (see
     ``speed_basis``); none where the tier's speed is unknown (an emulated row's own speed is this host's)."""
-    if speed_basis(r) == "caps only":
+    if r.speed_kind is SpeedBasis.CAPS_ONLY:
         return None
     return r.efficiency.cost.usd_per_1m_output_tokens if r.efficiency.cost else None
 

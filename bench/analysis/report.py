@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.analysis.flat import COLUMNS, basis_kind, flatten, interval_missing, tier_label, where_label
+from bench.analysis.flat import COLUMNS, flatten, interval_missing, tier_label, where_label
 from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
+from bench.results.kinds import Basis, MachineVerdict, SpeedBasis, parse_speed_basis
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
 
@@ -49,9 +50,10 @@ def cell_text(f: dict, key: str, spec: str) -> str:
         return fmt(f[key], spec)
     if f["status"] != "ok":
         return "-"
+    kind = parse_speed_basis(f["speed_basis"])
     if f[key] is None:
-        return f"- ({f['speed_basis']})" if f["speed_basis"] == "caps only" else "-"
-    projected = f["speed_basis"] != "measured"
+        return f"- ({f['speed_basis']})" if kind is SpeedBasis.CAPS_ONLY else "-"
+    projected = kind is not SpeedBasis.MEASURED
     return fmt(f[key], spec[5:]) + (" PROJECTED" if projected else "")
 # Beside tok/s when the rows hold several models: tokens are not a common unit across vocabularies.
 TEXT_COLUMNS = (("prefill B/s", "prefill_text_bps_mean", ".0f"), ("decode B/s", "decode_text_bps_mean", ".0f"))
@@ -165,7 +167,7 @@ def single_stream_cost(p: ServingRecord, rows: Sequence[Row]) -> str:
     if r is None:
         return "-"
     f = flatten(r)
-    label = f"{f['speed_basis']}: PROJECTION" if f["speed_basis"].startswith("projected") else f["speed_basis"]
+    label = f"{f['speed_basis']}: PROJECTION" if r.speed_kind is SpeedBasis.PROJECTED else f["speed_basis"]
     return f"{fmt(f['usd_per_1m_output_tokens'], '.3g')} ({r.config.backend} p={r.config.prompt_tokens} " \
            f"n={r.config.gen_tokens}, {label})"
 
@@ -215,7 +217,7 @@ def interval_text(low: float | None, high: float | None, spec: str, why: str | N
 def tier_speed_lines(report: Report) -> list[str]:
     """Rows run under an emulated tier's caps: their speed is the host's, so the tier's speed is a
     PROJECTION (with its interval) or unknown ("caps only")."""
-    emulated = [r for r in report.ordered() if r.status == "ok" and flatten(r)["speed_basis"] != "measured"]
+    emulated = [r for r in report.ordered() if r.status == "ok" and r.speed_kind is not SpeedBasis.MEASURED]
     if not emulated:
         return []
     lines = ["", "## Speed on emulated tiers: projections, not measurements", "",
@@ -264,14 +266,15 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
         prompt = sum(x.get("prompt_tokens", 0) for x in t.records or [])
         energy = (f"{t.energy_j_per_correct:.0f} J per correct answer" if t.energy_j_per_correct is not None
                   else f"energy {t.energy_source or 'not read'}")
-        if basis_kind(r) != "measured":
+        if r.basis is not Basis.MEASURED:
             usd = "no $ at the tier's price from this host's time (the tier's: the projections below)"
         else:
             usd = (f"${t.usd_per_correct:.3g} per correct answer at the tier's price" if t.usd_per_correct is not None
                    else "no $ on this tier (no price)")
         cut = "" if t.ok else f" (**{t.status}**: only the {t.items} item(s) finished before it)"
-        if t.reason and t.reason.startswith("DISTURBED"):
-            cut += f" ({t.reason.split(';')[0]}: its time is not this tier's alone)"
+        machine = MachineVerdict.of(t.machine_state, t.reason)
+        if machine.disturbed:
+            cut += f" ({machine.label}: its time is not this tier's alone)"
         if t.truncated:
             cut += (f" ({t.truncated} answer(s) cut off at {t.max_new_tokens or '?'} tokens, counted as not correct: "
                     f"{fmt(t.accuracy_answered, 'pct')} of those answered)")
@@ -285,7 +288,7 @@ def task_rows(report: Report) -> list[tuple[Row, str, list[list[str]]]]:
                    f"{fmt(t.seconds_per_correct, '.1f')} s per correct answer; {energy}; {usd}")
         lines = []
         for profile in report.profiles.values():
-            if (profile.id == r.config.profile_id and basis_kind(r) == "measured") or not profile.price:
+            if (profile.id == r.config.profile_id and r.basis is Basis.MEASURED) or not profile.price:
                 continue  # the tier the row measured its time on needs no projection
             c = task_cost_on_tier(r, profile)
             if "seconds" not in c:

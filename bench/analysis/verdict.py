@@ -24,7 +24,6 @@ from pydantic import Field, model_validator
 
 from bench.analysis.flat import (
     basis,
-    basis_kind,
     flatten,
     interval_missing,
     latest_per_cell,
@@ -34,6 +33,7 @@ from bench.analysis.flat import (
     tier_label,
 )
 from bench.models.catalog import Model
+from bench.results.kinds import Basis, SpeedBasis
 from bench.results.schema import Row
 from bench.serving.rows import ServingRecord
 from bench.yamlfile import StrictModel, parse_yaml_file
@@ -133,12 +133,7 @@ class RowVerdict:
 
 def disturbed(r: Row) -> str | None:
     """The DISTURBED flags of a row's timed pass (bench.measuring.machine_state), or None."""
-    state = r.environment.machine_state or {}
-    if state.get("disturbed"):
-        return "DISTURBED: " + "; ".join(state.get("flags") or [])
-    if (r.reason or "").startswith("DISTURBED"):
-        return r.reason.split(";")[0] if r.reason else None
-    return None
+    return r.machine.label
 
 
 @dataclass
@@ -170,12 +165,12 @@ class TierVerdict:
         if self.best is None:
             return "-"
         r = self.best.row
-        kind = basis_kind(r)
-        if kind == "measured":
+        kind = r.basis
+        if kind is Basis.MEASURED:
             return "measured" if r.config.profile_id == "auto" else "measured on tier"
-        if kind == "not measured":
+        if kind is Basis.NOT_MEASURED:
             return "-"
-        return "PROJECTED" if speed_basis(r).startswith("projected") else "emulated"
+        return "PROJECTED" if r.speed_kind is SpeedBasis.PROJECTED else "emulated"
 
     @property
     def disturbed(self) -> str | None:
@@ -187,12 +182,12 @@ class TierVerdict:
         if self.best is None:
             return f"not measured: {self.missing}"
         r = self.best.row
-        host, kind = r.host, basis_kind(r)
-        if kind == "measured" and r.environment.fleet is not None:
+        host, kind = r.host, r.basis
+        if kind is Basis.MEASURED and r.environment.fleet is not None:
             return f"measured on the tier: {host} (fleet node {(r.environment.fleet.node_id or '?')[:12]})"
-        if kind == "measured":
+        if kind is Basis.MEASURED:
             return f"measured on {host} as it is" if r.config.profile_id == "auto" else f"measured on the tier: {host}"
-        if kind == "not measured":
+        if kind is Basis.NOT_MEASURED:
             return f"{basis(r)} ({host})"
         return (f"fit emulated on {host} ({r.tier.thread_cap or '?'}; RAM {r.tier.enforcement or '?'}); "
                 f"speed: {speed_basis(r)}")
@@ -206,8 +201,8 @@ class Verdict:
 
 
 def _task_key(r: Row) -> tuple:
-    t = r.config.task or {}
-    return (r.config.model_id, t.get("name"), t.get("limit"), t.get("shots"), t.get("max_new_tokens"))
+    t = r.config.task
+    return (r.config.model_id, *((t.name, t.limit, t.shots, t.max_new_tokens) if t else (None,) * 4))
 
 
 def _fits(r: Row, f: dict[str, Any], why: str) -> Check:
@@ -250,7 +245,7 @@ def _decode(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     unit = "B/s" if c.speed_unit == "utf8_bytes" else "tok/s"
     if why:
         return Check("decode tok/s", "unmeasured", why, why)
-    if speed_basis(r) == "measured":
+    if r.speed_kind is SpeedBasis.MEASURED:
         v = f["decode_text_bps_mean"] if unit == "B/s" else f["decode_tps_mean"]
         if v is None:
             return Check("decode tok/s", "unmeasured", f"no decode rate in {unit}", f"no decode rate in {unit}")
@@ -282,7 +277,7 @@ def _ttft(r: Row, f: dict[str, Any], c: Criteria, why: str) -> Check:
     if r.config.prompt_tokens < c.ttft_min_prompt_tokens:
         return Check("TTFT", "unmeasured", f"prompt of {r.config.prompt_tokens} tokens, the claim needs "
                                            f">= {c.ttft_min_prompt_tokens}", "prompt too short")
-    if speed_basis(r) == "measured":
+    if r.speed_kind is SpeedBasis.MEASURED:
         v = f["ttft_s_mean"]
         if v is None:
             return Check("TTFT", "unmeasured", "no TTFT", "no TTFT")
@@ -659,10 +654,10 @@ def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str 
     latest = latest_per_cell(list(rows))
     # A tier with rows measured on the tier itself (a fleet node that is the tier) is judged on those
     # alone: emulation answers "does it fit", only the tier answers "how fast".
-    measured_tiers = {(r.config.model_id, tier_label(r)) for r in latest if basis_kind(r) == "measured"}
+    measured_tiers = {(r.config.model_id, tier_label(r)) for r in latest if r.basis is Basis.MEASURED}
     position = {id(r): i for i, r in enumerate(rows)}
     kept = [r for r in latest
-            if (r.config.model_id, tier_label(r)) not in measured_tiers or basis_kind(r) == "measured"]
+            if (r.config.model_id, tier_label(r)) not in measured_tiers or r.basis is Basis.MEASURED]
     base, at_depth = split_at_depth(sorted(kept, key=lambda r: (r.created_at, position[id(r)])))  # newest last
     for r in base:
         groups[(r.config.model_id, tier_label(r))][configuration(r)].append(r)

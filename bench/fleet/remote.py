@@ -22,11 +22,13 @@ from typing import Any
 from bench.errors import BenchError
 from bench.fleet.claim import contradictions
 from bench.hardware.profiles import HostInfo, detect_host
-from bench.measuring.plan import CellPlan, tier_emulation
+from bench.measuring.plan import Caps, CellPlan, tier_emulation
 from bench.models.catalog import Model, Variant
 from bench.models.store import ModelStore, ResolvedModel
+from bench.results.kinds import Basis, emulated_on
+from bench.results.sections import Tier
 
-NOT_MEASURED = "not measured"  # the basis of a row the fleet failed before anything was measured
+NOT_MEASURED = Basis.NOT_MEASURED.value  # the basis of a row the fleet failed before anything was measured
 INBOX = "fleet-inbox"  # under the node's cache: files copied by hand to a node without network
 _ENVIRONMENT: dict[str, Any] | None = None  # per worker process: capture_environment is not free
 
@@ -128,7 +130,7 @@ ON_TIER_KEYS = ("threads_requested", "threads_used", "thread_cap", "ram_budget_b
 def basis_on_node(profile_id: str, hostname: str, why: list[str]) -> str:
     if not why:
         return "measured"
-    return f"emulated on {hostname} (a fleet node offering {profile_id}, which it is not: {'; '.join(why)})"
+    return f"{emulated_on(hostname)} (a fleet node offering {profile_id}, which it is not: {'; '.join(why)})"
 
 
 def plan_on_node(task: NodeTask, host: HostInfo, why: list[str]) -> CellPlan:
@@ -142,15 +144,15 @@ def plan_on_node(task: NodeTask, host: HostInfo, why: list[str]) -> CellPlan:
         reference = fetch_on_node(task.reference_entry, plan.reference, task.catalog_dir, host.hostname)
         _check_sha(reference, plan.reference, host.hostname)
     if not why:
-        return dataclasses.replace(plan, model=model, reference=reference, caps={})
+        return dataclasses.replace(plan, model=model, reference=reference, caps=Caps())
     c = plan.config
     threads, caps, facts = tier_emulation(plan.profile, c.threads, host)
     if threads < c.threads:
         raise BenchError(f"node {host.hostname} has {host.usable_cpus} usable CPUs and the cell asks for {c.threads} "
                          f"threads of tier {c.profile_id}: not run (the node is not that tier: {'; '.join(why)})")
-    tier = {k: v for k, v in plan.tier.items() if k not in ON_TIER_KEYS}
+    tier = {k: v for k, v in plan.tier.to_dict().items() if k not in ON_TIER_KEYS}
     tier.update(facts, basis=basis_on_node(c.profile_id, host.hostname, why))
-    return dataclasses.replace(plan, model=model, reference=reference, caps=caps, tier=tier)
+    return dataclasses.replace(plan, model=model, reference=reference, caps=caps, tier=Tier.from_dict(tier))
 
 
 def run_cell_on_node(task: NodeTask) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.results.kinds import MachineVerdict
+
 DISTURBED = {"others_share": 0.05, "steal_share": 0.02, "clock_drop": 0.10}
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -219,10 +221,8 @@ def summarize_state(cpus: list[int], wall_s: float, before: dict[int, tuple[floa
     return out
 
 
-def flag_reason(state: dict[str, Any] | None, reason: str | None) -> str | None:
-    """``reason`` with "DISTURBED: <flags>" put first when ``state`` (a StateWatch report) says the
-    pass was disturbed; the same wording for every pass, so compare and the report can match it."""
-    if not (state and state.get("disturbed")):
-        return reason
-    flags = f"DISTURBED: {'; '.join(state['flags'])}"
-    return f"{flags}; {reason}" if reason else flags
+def verdict(state: dict[str, Any] | None) -> MachineVerdict:
+    """The typed verdict of a StateWatch report: disturbed or not, and its flags; the reason of a
+    disturbed pass starts with its ``label`` (MachineVerdict.flag_reason), the same wording for
+    every pass."""
+    return MachineVerdict.of(state)

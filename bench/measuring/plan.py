@@ -39,7 +39,22 @@ from bench.models.catalog import Catalog
 from bench.models.resolve import check_format, is_path, open_catalog, split_spec
 from bench.models.store import ModelStore, ResolvedModel
 from bench.request import RunRequest
-from bench.results.schema import CellConfig
+from bench.results.kinds import Basis, RowStatus, emulated_on
+from bench.results.schema import CellConfig, CellQuality, CellTask
+from bench.results.sections import Tier
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What the worker applies to the measuring child (bench.measuring.worker.apply_caps): the CPUs
+    it is pinned to and the RAM its RSS watchdog allows. None: not capped (a machine that is the tier)."""
+
+    cpus: list[int] | None = None
+    ram_limit_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job's ``caps`` as the worker reads them: only what is capped."""
+        return {k: v for k, v in (("cpus", self.cpus), ("ram_limit_bytes", self.ram_limit_bytes)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -49,9 +64,9 @@ class CellPlan:
     config: CellConfig
     model: ResolvedModel
     profile: Profile
-    caps: dict[str, Any] = field(default_factory=dict)  # CPUs and RAM limit the worker applies
-    tier: dict[str, Any] = field(default_factory=dict)  # emulation facts and the memory prediction
-    precheck: tuple[str, str] | None = None  # (status, reason) decided without loading
+    caps: Caps = field(default_factory=Caps)  # CPUs and RAM limit the worker applies
+    tier: Tier = field(default_factory=Tier)  # emulation facts and the memory prediction (the row's tier section)
+    precheck: tuple[RowStatus, str] | None = None  # (status, reason) decided without loading
     reference: ResolvedModel | None = None  # the variant quality is measured against
     quality_note: str | None = None  # why there is no reference, where there is none
 
@@ -60,7 +75,7 @@ class CellPlan:
         c = self.config
         return LoadConfig(backend=c.backend, model_path=str(self.model.path), threads=c.threads, device=c.device,
                           n_ctx=c.n_ctx, seed=c.seed, n_gpu_layers=c.n_gpu_layers,
-                          options=dict(c.backend_options), caps=dict(self.caps))
+                          options=dict(c.backend_options), caps=self.caps.to_dict())
 
     def reference_load(self) -> LoadConfig:
         """The reference variant scored at full precision by its plain backend, with the tier's
@@ -74,7 +89,8 @@ class CellPlan:
 
     @property
     def quality_ctx(self) -> int:
-        return int((self.config.quality or {})["n_ctx"])
+        assert self.config.quality is not None
+        return self.config.quality.n_ctx
 
     def speed_job(self) -> Job:
         c = self.config
@@ -85,32 +101,36 @@ class CellPlan:
         return Job(self.load(), PreparePass())
 
     def score_job(self, corpus_path: Path, reference_cache: Path | None) -> Job:
-        q = self.config.quality or {}
+        q = self.config.quality
+        assert q is not None
         return Job(self.load().for_pass(n_ctx=self.quality_ctx),
-                   ScorePass(chunks=q["chunks"], corpus_path=str(corpus_path),
+                   ScorePass(chunks=q.chunks, corpus_path=str(corpus_path),
                              reference=str(reference_cache) if reference_cache else None))
 
     def reference_job(self, corpus_path: Path, write: Path) -> Job:
-        q = self.config.quality or {}
-        return Job(self.reference_load(), ScorePass(chunks=q["chunks"], corpus_path=str(corpus_path),
+        q = self.config.quality
+        assert q is not None
+        return Job(self.reference_load(), ScorePass(chunks=q.chunks, corpus_path=str(corpus_path),
                                                     write_reference=str(write)))
 
     def reference_cache_key(self, corpus_sha256: str) -> str:
         """One reference pass per (reference file, corpus, window, chunks, how it was loaded):
         references loaded differently never share a cache."""
         assert self.reference is not None
-        q = self.config.quality or {}
+        q = self.config.quality
+        assert q is not None
         how = self.reference_load().describe()
         how.pop("threads")  # the thread count does not change the numbers
-        text = json.dumps([self.reference.sha256 or str(self.reference.path), corpus_sha256, q["n_ctx"],
-                           q["chunks"], how], sort_keys=True)
+        text = json.dumps([self.reference.sha256 or str(self.reference.path), corpus_sha256, q.n_ctx,
+                           q.chunks, how], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def task_job(self, task_file: Path) -> Job:
-        t = self.config.task or {}
-        return Job(self.load().for_pass(n_ctx=t["n_ctx"]),
-                   TaskPass(task=t["name"], task_file=str(task_file), limit=t["limit"], shots=t["shots"],
-                            max_new_tokens=t["max_new_tokens"]))
+        t = self.config.task
+        assert t is not None
+        return Job(self.load().for_pass(n_ctx=t.n_ctx),
+                   TaskPass(task=t.name, task_file=str(task_file), limit=t.limit, shots=t.shots,
+                            max_new_tokens=t.max_new_tokens))
 
 
 def check_resources(req: RunRequest) -> None:
@@ -187,7 +207,7 @@ def _reference_unscorable(spec: BackendSpec, ref_format: str, ref_name: str) -> 
     return None
 
 
-def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int, dict[str, Any], dict[str, Any]]:
+def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int, Caps, dict[str, Any]]:
     """(threads to run with, caps for the worker, facts for the row). A tier larger than the host
     cannot be emulated in that dimension: the row says so rather than pretending."""
     host_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(host.logical_cores))
@@ -202,14 +222,14 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
     facts["threads_used"] = run_threads
     budget = ram_budget_bytes(profile.capacity.ram_gb, profile.capacity.reserve_ram_gb)
     facts["ram_budget_bytes"] = budget
-    facts["basis"] = "measured" if profile.id == "auto" else f"emulated on {host.hostname}"
-    caps: dict[str, Any] = {"cpus": cpus}
+    facts["basis"] = Basis.MEASURED.value if profile.id == "auto" else emulated_on(host.hostname)
+    caps = Caps(cpus=cpus)
     if profile.id == "auto":
         facts["enforcement"] = "measured-only"  # the host as it is
     elif budget < host.ram_bytes:
         # No cgroup v2 memory controller is used (see README); the child's own RSS watchdog stops
         # the run once its resident memory passes the tier's RAM.
-        caps["ram_limit_bytes"] = budget
+        caps = Caps(cpus=cpus, ram_limit_bytes=budget)
         facts["enforcement"] = "rss-watchdog"
     else:
         facts["enforcement"] = "measured-only"
@@ -217,7 +237,7 @@ def tier_emulation(profile: Profile, threads: int, host: HostInfo) -> tuple[int,
     return run_threads, caps, facts
 
 
-def tier_on_its_hardware(profile: Profile, threads: int) -> tuple[int, dict[str, Any], dict[str, Any]]:
+def tier_on_its_hardware(profile: Profile, threads: int) -> tuple[int, Caps, dict[str, Any]]:
     """(threads, caps, facts) for a cell run on a machine that is the tier (a fleet node offering
     it): nothing is emulated, the tier's own CPUs and RAM are the limits; the budget still decides
     ``fits``. The node confirms it is the tier before running, or emulates and says so."""
@@ -225,8 +245,8 @@ def tier_on_its_hardware(profile: Profile, threads: int) -> tuple[int, dict[str,
     facts: dict[str, Any] = {"threads_requested": threads, "threads_used": threads,
                              "thread_cap": "none: the tier's own hardware (the backend's thread count only)",
                              "ram_budget_bytes": budget, "enforcement": "measured-only",
-                             "ram_cap_note": "the tier's own RAM is the limit", "basis": "measured"}
-    return threads, {}, facts
+                             "ram_cap_note": "the tier's own RAM is the limit", "basis": Basis.MEASURED.value}
+    return threads, Caps(), facts
 
 
 def build_plans(req: RunRequest, store: ModelStore, host: HostInfo, catalog_path: Path,
@@ -294,7 +314,7 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
             too_big, why = fit_verdict(prediction, tier["ram_budget_bytes"])
             tier["fit_check"] = why
             if too_big:
-                precheck = ("does_not_fit", why)
+                precheck = (RowStatus.DOES_NOT_FIT, why)
     options = dict(req.backend_options)
     n_gpu_layers = (_gpu_settings(req, profile, g, n_ctx, host, tier, options, native, backend)
                     if profile.device == "cuda" else 0)
@@ -303,7 +323,8 @@ def _plan_cell(req: RunRequest, backend: str, profile: Profile, model: ResolvedM
         device=profile.device, threads=run_threads, prompt_tokens=p, gen_tokens=n,
         repetitions=req.repetitions, warmup=req.warmup, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
         seed=req.seed, stop_at_eos=req.stop_at_eos, timeout_s=req.timeout_s,
-        quality=req.quality.cell_dict() if req.quality else None,
-        task=req.task.cell_dict() if req.task else None, backend_options=options, depth=depth,
+        quality=CellQuality(**req.quality.cell_dict()) if req.quality else None,
+        task=CellTask(**req.task.cell_dict()) if req.task else None, backend_options=options, depth=depth,
     )
-    return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=tier, precheck=precheck)
+    return CellPlan(config=config, model=model, profile=profile, caps=caps, tier=Tier.from_dict(tier),
+                    precheck=precheck)

@@ -17,7 +17,7 @@ from bench.backends import backend_spec
 from bench.backends.llamacpp.options import kv_settings
 from bench.measuring.cost import efficiency
 from bench.measuring.launcher import ProgressFn, run_job
-from bench.measuring.machine_state import StateWatch, flag_reason
+from bench.measuring.machine_state import StateWatch, verdict
 from bench.measuring.metrics import (
     DEFINITIONS,
     Timeline,
@@ -33,7 +33,9 @@ from bench.measuring.metrics import (
     ttft,
 )
 from bench.measuring.plan import CellPlan
+from bench.measuring.worker import SpeedResult, TaskResult
 from bench.projection.tier import tier_speed
+from bench.results.kinds import RowStatus
 from bench.results.schema import ProfileInfo, Row
 from bench.results.sections import (
     Calibration,
@@ -87,10 +89,10 @@ def new_row(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None)
     env = Environment.from_dict(ctx.environment)
     if calibration:
         env = env.replace(calibration=Calibration.from_dict(calibration))
-    return Row(run_id=ctx.run_id, created_at=created, status="failed", reason=None, config=plan.config,
+    return Row(run_id=ctx.run_id, created_at=created, status=RowStatus.FAILED, reason=None, config=plan.config,
                model=ModelInfo.from_dict({**asdict(plan.model), "path": str(plan.model.path)}),
                profile=ProfileInfo.from_dict(plan.profile.model_dump()), environment=env,
-               definitions=DEFINITIONS, tier=Tier.from_dict(plan.tier))
+               definitions=DEFINITIONS, tier=plan.tier)
 
 
 def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None = None,
@@ -98,28 +100,28 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     c = plan.config
     row = new_row(plan, ctx, calibration)
     if plan.precheck:
-        row.status, row.reason = plan.precheck  # type: ignore[assignment]
+        row.status, row.reason = plan.precheck
         return row
     if backend_spec(c.backend).prepares:
         status, reason, _ = run_job(plan.prepare_job(), c.timeout_s, build=ctx.build)
         if status != "ok":
-            row.status, row.reason = status, f"preparing the model for {c.backend}: {reason}"  # type: ignore[assignment]
+            row.status, row.reason = RowStatus(status), f"preparing the model for {c.backend}: {reason}"
             return row
     job = plan.speed_job()
-    with StateWatch.for_cell(plan.caps.get("cpus"), gpu=c.device == "cuda") as watch:
+    with StateWatch.for_cell(plan.caps.cpus, gpu=c.device == "cuda") as watch:
         status, reason, result = run_job(job, c.timeout_s, on_progress, build=ctx.build)
     row.environment = row.environment.replace(machine_state=watch.report())
     if result is None:
-        row.status, row.reason = status, reason  # type: ignore[assignment]
+        row.status, row.reason = RowStatus(status), reason
         return row
-    row.status, row.reason = result["status"], result.get("reason")
-    row.memory = Memory.from_dict(result.get("memory"))
-    if row.status != "ok":
+    speed = SpeedResult.from_dict(result)
+    row.status, row.reason = RowStatus(speed.status), speed.reason
+    row.memory = Memory.from_dict(speed.memory)
+    if row.status is not RowStatus.OK:
         return row
-    fill_speed(row, plan, result, calibration)
-    row.environment = row.environment.replace(
-        backend={**dict(result.get("environment", {})), "load": job.load.describe()})
-    row.reason = flag_reason(row.environment.machine_state, row.reason)
+    fill_speed(row, plan, speed, calibration)
+    row.environment = row.environment.replace(backend={**speed.environment, "load": job.load.describe()})
+    row.reason = verdict(row.environment.machine_state).flag_reason(row.reason)
     if c.quality:
         row.quality = Quality.from_dict(run_quality(plan, ctx))
     if c.task:
@@ -127,28 +129,28 @@ def run_cell(plan: CellPlan, ctx: RunContext, calibration: dict[str, Any] | None
     return row
 
 
-def fill_speed(row: Row, plan: CellPlan, result: dict[str, Any], calibration: dict[str, Any] | None) -> None:
+def fill_speed(row: Row, plan: CellPlan, result: SpeedResult, calibration: dict[str, Any] | None) -> None:
     """The timed pass's samples, summary, memory against the tier, efficiency and cost."""
     c = plan.config
-    row.load_time_s = result["load_time_s"]
-    row.samples = [_sample_record(t) for t in result["samples"]]
-    row.warmup_samples = [_sample_record(t) for t in result["warmup_samples"]]
-    timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result["samples"]]
+    row.load_time_s = result.load_time_s
+    row.samples = [_sample_record(t) for t in result.samples]
+    row.warmup_samples = [_sample_record(t) for t in result.warmup_samples]
+    timelines = [Timeline(t["prompt_tokens"], t["token_times"], t["prefill_end"]) for t in result.samples]
     summary = summarize(timelines)
     for key in ("backend_prefill_tps", "backend_decode_tps", "energy_j_per_token", "prefill_text_bps",
                 "decode_text_bps"):
         s = stats([x.get(key) for x in row.samples])
         if s is not None:
             summary[key] = s.to_dict()
-    if result.get("depth_fill"):
-        summary["depth_fill"] = result["depth_fill"]
+    if result.depth_fill:
+        summary["depth_fill"] = result.depth_fill
     row.summary = Summary.from_dict(summary)
-    row.tier = Tier.from_dict({**row.tier.to_dict(), **result.get("caps_seen", {}),
+    row.tier = Tier.from_dict({**row.tier.to_dict(), **result.caps_seen,
                                **tier_outcome(plan, row.memory.peak_rss_bytes)})
     kv = kv_settings(c.backend_options)
     row.efficiency = Efficiency.from_dict(efficiency(plan.model.gguf, plan.model.size_bytes,
                                                      c.depth + c.prompt_tokens + c.gen_tokens // 2, summary,
-                                                     calibration, result.get("energy_source", "unavailable"),
+                                                     calibration, result.energy_source,
                                                      c.device, c.n_gpu_layers, kv_types=(kv.type_k, kv.type_v)))
     speed = tier_speed(row, plan.profile, row.tier.measured_on_tier)
     row.tier = row.tier.replace(speed_basis=speed["speed_basis"])
@@ -168,7 +170,8 @@ def run_quality(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     from bench.quality.scoring import ReferenceCache
 
     c = plan.config
-    corpus = load_corpus((c.quality or {})["corpus"])
+    assert c.quality is not None
+    corpus = load_corpus(c.quality.corpus)
     out: dict[str, Any] = {"status": "ok", "corpus": {"name": corpus.name, "sha256": corpus.sha256,
                                                      "source": corpus.source}}
     cache = None
@@ -204,42 +207,43 @@ def run_task_pass(plan: CellPlan, ctx: RunContext) -> dict[str, Any]:
     from bench.quality.runner import summarize_task
     from bench.quality.tasks import load_task
 
-    c, t = plan.config, plan.config.task or {}
-    path = load_task(t["name"]).dataset_path()
+    c, t = plan.config, plan.config.task
+    assert t is not None
+    path = load_task(t.name).dataset_path()
     job = plan.task_job(path)
     # Its time and $ per correct answer are measurements too: the machine is watched as for the timed pass.
-    with StateWatch.for_cell(plan.caps.get("cpus"), gpu=c.device == "cuda") as watch:
-        status, reason, res = run_job(job, c.timeout_s, build=ctx.build)
+    with StateWatch.for_cell(plan.caps.cpus, gpu=c.device == "cuda") as watch:
+        status, reason, raw = run_job(job, c.timeout_s, build=ctx.build)
     state = watch.report()
-    out: dict[str, Any] = {"name": t["name"], "file": str(path), "status": status, "load": job.load.describe(),
+    out: dict[str, Any] = {"name": t.name, "file": str(path), "status": status, "load": job.load.describe(),
                            "machine_state": state}
-    reason = flag_reason(state, reason)
+    reason = verdict(state).flag_reason(reason)
     # $ per correct answer at the tier's price only from the tier's own time: an emulated tier's time
     # here is this host's (its cost on the tier is projected by bench.projection.tier.task_cost_on_tier)
-    on_tier = plan.tier.get("basis") == "measured"
+    on_tier = plan.tier.measured_on_tier
     price = plan.profile.hourly_usd() if on_tier else None
-    if res and res.get("partial"):  # killed or crashed: the items it finished are kept
-        asked = next((r["_meta"] for r in res["partial"] if "_meta" in r), {})
-        done = [r for r in res["partial"] if "_meta" not in r]
+    res = TaskResult.from_dict(raw) if raw is not None else None
+    if res is not None and res.partial:  # killed or crashed: the items it finished are kept
+        done = res.records
         if not done:
-            return {**out, **asked, "reason": reason}
-        return {**out, **asked, **summarize_task(done, price), "records": done,
+            return {**out, **res.asked, "reason": reason}
+        return {**out, **res.asked, **summarize_task(done, price), "records": done,
                 "reason": f"{reason}; the {len(done)} item(s) finished before it are kept (accuracy over those only)"}
     if res is None or status != "ok":
         return {**out, "reason": reason}
-    return {**out, **res.get("asked", {}), **summarize_task(res["records"], price),
-            "energy_source": res["energy_source"], "memory": res.get("memory"), "records": res["records"],
+    return {**out, **res.asked, **summarize_task(res.records, price),
+            "energy_source": res.energy_source, "memory": res.memory, "records": res.records,
             **({"reason": reason} if reason else {})}
 
 
 def tier_outcome(plan: CellPlan, peak: int | None) -> dict[str, Any]:
     """Measured peak against the tier's budget (fits, per docs/METRICS.md) and the prediction."""
     out: dict[str, Any] = {}
-    budget = plan.tier.get("ram_budget_bytes")
+    budget = plan.tier.ram_budget_bytes
     if peak is not None and budget is not None:
         out["fits"] = peak <= budget
         out["measured_peak_rss_bytes"] = peak
-    predicted = (plan.tier.get("predicted_memory") or {}).get("total_bytes")
+    predicted = (plan.tier.predicted_memory or {}).get("total_bytes")
     if predicted and peak:
         out["prediction_error"] = (predicted - peak) / peak  # + means the prediction was too high
     return out

@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,6 +117,52 @@ def loaded(job: Job, out_path: Path, *, scoring: bool = False, timed: bool = Fal
         backend.close()
         del state["backend"]
     state["memory"] = {**mem.report(), **(vram.report() if vram else {})}
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    """The timed pass's result as the runner reads it: ``run_speed`` writes all of it as JSON; an oom
+    (the RSS watchdog) or a Python-level failure writes only its status, reason and memory."""
+
+    status: str
+    reason: str | None = None
+    memory: dict[str, Any] | None = None
+    load_time_s: float | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)  # raw traces (GenerationTrace), counted
+    warmup_samples: list[dict[str, Any]] = field(default_factory=list)
+    depth_fill: dict[str, Any] | None = None  # fill_depth's record, at a depth
+    caps_seen: dict[str, Any] = field(default_factory=dict)  # apply_caps: the affinity the child had
+    energy_source: str = "unavailable"
+    environment: dict[str, Any] = field(default_factory=dict)  # the backend's own facts
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SpeedResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The task pass's result as the runner reads it: ``run_task``'s (every item and what was asked),
+    a Python-level failure's (status and reason), or, for a pass killed or crashed, the launcher's
+    partial one (``partial``: the items it finished, read back from the items file, and what was asked)."""
+
+    status: str
+    reason: str | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per item: scored, tokens, seconds
+    asked: dict[str, Any] = field(default_factory=dict)  # TaskRun.describe(): the settings as resolved
+    energy_source: str | None = None
+    memory: dict[str, Any] | None = None
+    partial: bool = False
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskResult:
+        if "partial" in d:  # bench.measuring.launcher._partial: the items file's lines, "_meta" first
+            lines = d["partial"]
+            return cls(d["status"], d.get("reason"), [r for r in lines if "_meta" not in r],
+                       next((r["_meta"] for r in lines if "_meta" in r), {}), partial=True)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
 
 
 def run_speed(job: Job, out_path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.errors import BenchError
 from bench.hardware.profiles import Profile
@@ -39,9 +39,13 @@ from bench.projection.model import (
     project_prefill,
 )
 from bench.projection.shape import ModelShape, shape_from_gguf
+from bench.results.kinds import PROJECTED_FROM, SpeedBasis
 
-MEASURED = "measured"
-CAPS_ONLY = "caps only"
+if TYPE_CHECKING:
+    from bench.results.schema import Row
+
+MEASURED = SpeedBasis.MEASURED
+CAPS_ONLY = SpeedBasis.CAPS_ONLY
 METRICS = ("decode_tps", "prefill_tps", "ttft_s", "tpot_s")
 _BASIS_WORDS = {"evidence": "published results of the tier's machine", "measured": "the tier's measured bandwidth",
                 "peak": "the tier's datasheet peak bandwidth", "compute": "the tier's compute figure"}
@@ -68,7 +72,7 @@ class TierProjection:
     is None and ``unmeasured`` says why (a verdict on it is `unmeasured`)."""
 
     tier: str
-    basis: str
+    basis: str  # "projected from <its evidence>" or "caps only" (bench.results.kinds.parse_speed_basis)
     decode_tps: Projection | None
     prefill_tps: Projection | None
     ttft_s: Projection | None
@@ -140,7 +144,7 @@ class PerformanceModel:
         if why:
             missing["prefill_tps"] = missing["ttft_s"] = why
         basis = decode.basis if decode else (prefill.basis if prefill else None)
-        label = f"projected from {_BASIS_WORDS[basis]}" if basis else CAPS_ONLY
+        label = f"{PROJECTED_FROM}{_BASIS_WORDS[basis]}" if basis else CAPS_ONLY
         return TierProjection(profile.id, label, decode, prefill, ttft, tpot, missing)
 
 
@@ -176,33 +180,23 @@ def _load(folder: str) -> PerformanceModel:
 
 # ---- rows ------------------------------------------------------------------------------------------
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        d = d.get(k) if isinstance(d, Mapping) else getattr(d, k, None)
-        if d is None:
-            return None
-    return d
-
-
-def shape_of_row(row: Any) -> ModelShape | Why:
-    """The model's shape from a row (typed Row or a dict as stored): its GGUF header and file size."""
-    model = _get(row, "model")
-    g = _get(model, "gguf") or {}
-    size = _get(model, "size_bytes")
-    if not g or not size:
+def shape_of_row(row: Row) -> ModelShape | Why:
+    """The model's shape from a row: its GGUF header and file size."""
+    model = row.model
+    if not model.gguf or not model.size_bytes:
         return Why("the row has no GGUF header summary or file size")
-    return shape_from_gguf(g, size, _get(model, "facts", "params_b"), _get(model, "quantization"))
+    return shape_from_gguf(model.gguf, model.size_bytes, model.facts.params_b if model.facts else None,
+                           model.quantization)
 
 
-def workload_of_row(row: Any) -> Workload:
-    cfg = _get(row, "config")
-    opts = _get(cfg, "backend_options") or {}
-    depth = _get(cfg, "depth") or opts.get("depth") or 0
-    return Workload(int(_get(cfg, "prompt_tokens") or 0), int(_get(cfg, "gen_tokens") or 0), int(depth),
-                    str(opts.get("type_k") or "f16"))
+def workload_of_row(row: Row) -> Workload:
+    cfg = row.config
+    opts = cfg.backend_options or {}
+    depth = cfg.depth or opts.get("depth") or 0
+    return Workload(int(cfg.prompt_tokens or 0), int(cfg.gen_tokens or 0), int(depth), str(opts.get("type_k") or "f16"))
 
 
-def project_row(row: Any, profile: Profile, model: PerformanceModel | None = None) -> TierProjection:
+def project_row(row: Row, profile: Profile, model: PerformanceModel | None = None) -> TierProjection:
     """A result row carried onto ``profile``'s real hardware for the row's own workload (see the module
     docstring: only the model's shape and the workload come from the row)."""
     shape = shape_of_row(row)
@@ -213,14 +207,14 @@ def project_row(row: Any, profile: Profile, model: PerformanceModel | None = Non
 
 # ---- cost ------------------------------------------------------------------------------------------
 
-def tier_speed(row: Any, profile: Profile, measured_on_tier: bool) -> dict[str, Any]:
+def tier_speed(row: Row, profile: Profile, measured_on_tier: bool) -> dict[str, Any]:
     """{speed_basis, projection, cost} for the tier ``row`` speaks for; ``measured_on_tier``: it ran on the
     tier itself. A missing figure is None with the reason, never 0."""
     price = profile.price
     hourly = profile.hourly_usd()
     priced = {"usd_per_hour": hourly, "basis": price.basis, "price_source": price.source} if price and hourly else None
     if measured_on_tier:
-        decode = _get(row, "summary", "decode_tps", "mean")
+        decode = row.summary.mean("decode_tps")
         if priced is None:
             return {"speed_basis": MEASURED, "projection": None,
                     "cost": {"usd_per_1m_output_tokens": None, "why": f"profile {profile.id} has no price"}}
@@ -232,7 +226,7 @@ def tier_speed(row: Any, profile: Profile, measured_on_tier: bool) -> dict[str, 
     if decode is None:
         why = (f"no projection of decode onto {profile.id}: {projection.unmeasured.get('decode_tps')}; this host's "
                "speed under the tier's caps is not the tier's")
-        return {"speed_basis": CAPS_ONLY if projection.basis == CAPS_ONLY else projection.basis,
+        return {"speed_basis": projection.basis,
                 "projection": projection.to_dict(), "cost": {"usd_per_1m_output_tokens": None, "why": why}}
     if priced is None:
         cost: dict[str, Any] = {"usd_per_1m_output_tokens": None, "why": f"profile {profile.id} has no price"}
@@ -253,7 +247,7 @@ def task_seconds(records: list[Mapping[str, Any]], prefill_tps: float, decode_tp
                + r["generated_tokens"] / decode_tps for r in records)
 
 
-def task_cost_on_tier(row: Any, profile: Profile) -> dict[str, Any]:
+def task_cost_on_tier(row: Row, profile: Profile) -> dict[str, Any]:
     """A task pass measured on this host carried onto ``profile``: its time and $ per correct answer
     there, a PROJECTION with its interval. The tier's time is task_seconds at the tier's projected
     speeds times the median over items of (item's measured seconds / task_seconds of that item at the
@@ -261,12 +255,11 @@ def task_cost_on_tier(row: Any, profile: Profile) -> dict[str, Any]:
     timed pass, stop checks) is carried at the host's measured proportion, and the median keeps a few
     items slowed by something else on the host from scaling every tier. ``{"tier", "why"}`` where it
     cannot be projected."""
-    task = _get(row, "task") or {}
-    task = task.to_dict() if hasattr(task, "to_dict") else dict(task)
-    records, correct = task.get("records") or [], task.get("correct") or 0
-    host_prefill = _get(row, "summary", "prefill_tps", "mean")
-    host_decode = _get(row, "summary", "decode_tps", "mean")
-    if task.get("status") != "ok" or not records or not host_prefill or not host_decode:
+    task = row.task
+    records, correct = task.records or [], task.correct or 0
+    host_prefill = row.summary.mean("prefill_tps")
+    host_decode = row.summary.mean("decode_tps")
+    if not task.ok or not records or not host_prefill or not host_decode:
         return {"tier": profile.id, "why": "no task pass and timed pass measured together in this row"}
     projection = project_row(row, profile)
     if projection.decode_tps is None or projection.prefill_tps is None:

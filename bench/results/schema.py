@@ -10,9 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from bench.errors import BenchError
+from bench.results.kinds import (
+    Basis,
+    MachineVerdict,
+    RowStatus,
+    SpeedBasis,
+    emulated_on,
+    parse_basis,
+    parse_speed_basis,
+)
 from bench.results.sections import (
     Efficiency,
     Environment,
@@ -26,11 +35,43 @@ from bench.results.sections import (
 )
 from bench.results.versions import RESULT_SCHEMA_VERSION, reader
 
-Status = Literal["ok", "failed", "oom", "timeout", "does_not_fit"]
-STATUSES: tuple[str, ...] = ("ok", "failed", "oom", "timeout", "does_not_fit")
+STATUSES: tuple[str, ...] = tuple(RowStatus)
 # Options the planner derives from the host (a tier's VRAM as a fraction of this GPU's): they differ
 # between machines for the same cell, so they are not part of a cell's identity across machines.
 DERIVED_OPTIONS = ("vram_fraction",)
+
+
+@dataclass(frozen=True)
+class CellQuality:
+    """A cell's quality pass (bench.request.QualitySpec.cell_dict): the corpus, the window and the
+    number of windows, and the reference variant only where it was chosen explicitly."""
+
+    corpus: str
+    n_ctx: int
+    chunks: int
+    reference: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored, and as the cell's key hashes it: no ``reference`` unless chosen, so cells from
+        before it could be chosen keep their keys."""
+        d: dict[str, Any] = {"corpus": self.corpus, "n_ctx": self.n_ctx, "chunks": self.chunks}
+        if self.reference is not None:
+            d["reference"] = self.reference
+        return d
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """A cell's task pass with every setting resolved (bench.request.TaskSpec.cell_dict)."""
+
+    name: str
+    limit: int | None = None  # None: every item
+    shots: int | None = None
+    max_new_tokens: int | None = None
+    n_ctx: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -53,14 +94,14 @@ class CellConfig:
     stop_at_eos: bool
     timeout_s: float
     backend_options: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] | None = None  # {corpus, n_ctx, chunks} when quality is measured
-    task: dict[str, Any] | None = None  # {name, limit, shots, max_new_tokens, n_ctx} for task accuracy
+    quality: CellQuality | None = None  # when quality is measured
+    task: CellTask | None = None  # when task accuracy is measured
     depth: int = 0  # tokens in the KV cache before the timed prompt (filled once, never timed)
 
     def key(self) -> str:
         """Stable id of the cell: equal configs (apart from the timeout) give equal keys. Depth 0 is
         left out, so cells from before depth existed keep their keys."""
-        d = asdict(self)
+        d = self.to_dict()
         d.pop("timeout_s")
         if not d["depth"]:
             d.pop("depth")
@@ -73,6 +114,19 @@ class CellConfig:
         return (self.model_id, self.variant_id, self.backend, self.profile_id, self.device, self.prompt_tokens,
                 self.gen_tokens, self.n_ctx, self.n_gpu_layers, self.stop_at_eos, tuple(sorted(options.items())),
                 repr(self.quality), repr(self.task), self.depth)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as stored (the quality and task passes as their dicts)."""
+        d = asdict(self)
+        d["quality"] = self.quality.to_dict() if self.quality else None
+        d["task"] = self.task.to_dict() if self.task else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellConfig:
+        """A stored config (TypeError on a key this version does not know, as before)."""
+        q, t = d.get("quality"), d.get("task")
+        return cls(**{**d, "quality": CellQuality(**q) if q else None, "task": CellTask(**t) if t else None})
 
     def label(self) -> str:
         depth = f" d={self.depth}" if self.depth else ""
@@ -115,7 +169,7 @@ SECTIONS: dict[str, type[Section]] = {
 class Row:
     run_id: str
     created_at: str  # ISO 8601, UTC
-    status: Status
+    status: RowStatus
     reason: str | None
     config: CellConfig
     model: ModelInfo  # the file: source, sha256, size, GGUF header, the catalog's facts
@@ -133,6 +187,9 @@ class Row:
     definitions: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        self.status = RowStatus(self.status)  # a word outside the vocabulary is a bug: ValueError here
+
     @property
     def cell_key(self) -> str:
         return self.config.key()
@@ -147,12 +204,41 @@ class Row:
         """The tier a row speaks for: a profile, or `auto@HOST` for a host measured as it is."""
         return f"auto@{self.host}" if self.config.profile_id == "auto" else self.config.profile_id
 
+    @property
+    def basis(self) -> Basis:
+        """Where the row's own numbers were measured (bench.results.kinds.Basis). Rows from before
+        ``tier.basis``: by their profile (``auto`` is the host as it is)."""
+        if self.tier.basis:
+            return parse_basis(self.tier.basis)[0]
+        return Basis.MEASURED if self.config.profile_id == "auto" else Basis.EMULATED
+
+    @property
+    def basis_text(self) -> str:
+        """``tier.basis`` as stored ("measured", "emulated on HOST", "not measured: ..."), or as it
+        would have been for a row from before the field."""
+        if self.tier.basis:
+            return self.tier.basis
+        return Basis.MEASURED if self.config.profile_id == "auto" else emulated_on(self.host)
+
+    @property
+    def speed_kind(self) -> SpeedBasis:
+        """What the tier's speed rests on. Rows from before the performance model: an emulated
+        row's speed is this host's, so ``caps only``."""
+        if self.tier.speed_basis:
+            return parse_speed_basis(self.tier.speed_basis)
+        return SpeedBasis.MEASURED if self.basis is Basis.MEASURED else SpeedBasis.CAPS_ONLY
+
+    @property
+    def machine(self) -> MachineVerdict:
+        """Whether the machine was all there during the timed pass."""
+        return MachineVerdict.of(self.environment.machine_state, self.reason)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             d[f.name] = (value.to_dict() if isinstance(value, Section) else
-                         asdict(value) if f.name == "config" else value)
+                         value.to_dict() if f.name == "config" else value)
         d["cell_key"] = self.cell_key
         return d
 
@@ -166,7 +252,7 @@ class Row:
             raise BenchError(f"unknown result status {d.get('status')!r}")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        kwargs["config"] = CellConfig(**d["config"])
+        kwargs["config"] = CellConfig.from_dict(d["config"])
         for name, section in SECTIONS.items():
             kwargs[name] = section.from_dict(d.get(name))
         return to_current(cls(**kwargs))
