@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.datafiles import cache_dir
@@ -79,16 +80,22 @@ def measure_matmul(n: int = MATMUL_N, rounds: int = 5) -> float:
     return best
 
 
+def _cached(path: Path) -> dict[str, Any] | None:
+    """Today's figures from the cache file, or None (none yet, or unreadable: measure again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def calibrate(threads: int | None = None, *, force: bool = False) -> dict[str, Any]:
     """The host's figures, from today's cache file if there is one."""
     threads = threads or len(os.sched_getaffinity(0))
     today = dt.date.today().isoformat()
     path = cache_dir() / "calibration" / f"{platform.node() or 'host'}-{today}-t{threads}-v2.json"
-    if path.exists() and not force:
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
+    cached = None if force else _cached(path)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     env = {**os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     proc = subprocess.run([sys.executable, "-m", "bench.hardware.calibration", str(threads)], env=env,
@@ -157,11 +164,9 @@ def calibrate_gpu(index: int = 0, *, force: bool = False, timeout_s: float = 300
     the CUDA context and its memory never stay in the caller."""
     today = dt.date.today().isoformat()
     path = cache_dir() / "calibration" / f"{platform.node() or 'host'}-{today}-gpu{index}-v1.json"
-    if path.exists() and not force:
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
+    cached = None if force else _cached(path)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "bench.hardware.calibration", "gpu", str(index)],
                           capture_output=True, text=True, timeout=timeout_s)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.models.store import sha256_file
 
 # Block layout per quantized type: (bytes per block, [(byte offset of an fp16 field, base value)]).
 # Base values keep |weight| below about 0.1 given each type's quant and sub-scale ranges.
@@ -53,14 +54,6 @@ def _tensor_table(path: Path) -> tuple[list[tuple[str, list[int], int, int]], in
     except (OSError, ValueError, UnicodeError) as exc:
         raise BenchError(f"{path}: cannot read its GGUF header: {exc}") from None
     return tensors, data_start, int(kv.get("general.alignment", 32))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_skeleton(src: Path, dst: Path, source: str) -> dict[str, Any]:
@@ -140,7 +133,7 @@ def synthesize(skeleton: Path, manifest: dict[str, Any], dst: Path, seed: int = 
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return {"path": str(dst), "bytes": dst.stat().st_size, "sha256": _sha256(dst), "seed": seed,
+    return {"path": str(dst), "bytes": dst.stat().st_size, "sha256": sha256_file(dst), "seed": seed,
             "source": manifest["source"], "synthetic": True}
 
 
