@@ -256,7 +256,7 @@ def test_committed_parameters_are_those_of_the_training_split():
     assert set(data["training_machines"]) == {e.machine for e in ev.train().entries}
     # the validation's parameters: fit_params on the training split, with gamma from the depth series
     refit = {cls: p.to_dict() for cls, p in run_validation(ev).params.items()}
-    assert json.loads(json.dumps(refit)) == data["classes"], "run: python -m bench.hardware.validate --write-params"
+    assert json.loads(json.dumps(refit)) == data["classes"], "run: python -m bench.projection.validate --write-params"
 
 
 @pytest.mark.fast
@@ -349,7 +349,7 @@ def _bench(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.model
 def test_validate_prints_both_splits_and_the_baseline():
-    proc = subprocess.run([sys.executable, "-m", "bench.hardware.validate"], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.projection.validate"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for text in ("training, leave one machine out", "TEST split, never fitted", "naive 0.6 x peak / bytes",
@@ -369,7 +369,7 @@ def test_validate_refuses_an_entry_without_a_source(tmp_path):
     lines = (data / "measurements.csv").read_text().splitlines()
     lines[1] = lines[1].replace("https://", "ftp://", 1)
     (data / "measurements.csv").write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "bench.hardware.validate", "--data", str(data)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.projection.validate", "--data", str(data)], capture_output=True,
                           text=True, timeout=120)
     assert_clean_error(proc, "no source")
 

@@ -7,7 +7,7 @@ projected speed costs on a tier.
     model.py      the physics: decode and prefill on a tier from its evidence or its figures
     fit.py        the per-class parameters and error bands, fitted on the training split only
     tier.py       a result row carried onto a tier (project_row), and its cost there
-    validate.py   python -m bench.hardware.validate: errors on both splits against a naive baseline
+    validate.py   python -m bench.projection.validate: errors on both splits against a naive baseline
     importer.py   bench import: llama-bench's outputs as result rows
     predict.py    bench predict: fit, speed and cost per tier without running anything
 """

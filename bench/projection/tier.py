@@ -171,7 +171,7 @@ def _load(folder: str) -> PerformanceModel:
         params = {cls: ClassParams.from_dict(p) for cls, p in data["classes"].items()}
         bands = data["bands"]
     except FileNotFoundError:
-        raise BenchError(f"{path}: no fitted performance model; run: python -m bench.hardware.validate "
+        raise BenchError(f"{path}: no fitted performance model; run: python -m bench.projection.validate "
                          "--write-params") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"{path}: unreadable performance model parameters: {exc}") from None

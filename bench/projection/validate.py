@@ -1,11 +1,11 @@
 """Validation of the performance model against published measurements of real machines, on data it
 was not fitted on.
 
-    python -m bench.hardware.validate                    # both splits, against the naive baseline
-    python -m bench.hardware.validate --entries          # and every entry's projection and error
-    python -m bench.hardware.validate --write-params     # refit on the training split: validation/model_params.json
-    python -m bench.hardware.validate --markdown PAGE    # also write the report as a Markdown page
-    python -m bench.hardware.validate --depth-markdown PAGE  # the depth section with every point
+    python -m bench.projection.validate                    # both splits, against the naive baseline
+    python -m bench.projection.validate --entries          # and every entry's projection and error
+    python -m bench.projection.validate --write-params     # refit on the training split: validation/model_params.json
+    python -m bench.projection.validate --markdown PAGE    # also write the report as a Markdown page
+    python -m bench.projection.validate --depth-markdown PAGE  # the depth section with every point
 
 Training split: every machine not in validation/test_split.txt. The class parameters are fitted on it,
 and each training machine is scored with parameters fitted without it (leave one machine out); the
@@ -384,7 +384,7 @@ def entry_table(v: Validation) -> list[str]:
 
 
 def params_json(v: Validation) -> dict[str, Any]:
-    return {"made": dt.date.today().isoformat(), "command": "python -m bench.hardware.validate --write-params",
+    return {"made": dt.date.today().isoformat(), "command": "python -m bench.projection.validate --write-params",
             "meaning": "per-class parameters of bench/projection/model.py fitted on the training split (every machine "
                        "not in test_split.txt); bands: 10th/50th/90th percentiles of ln(measured / projected) of "
                        "leave-one-machine-out projections of the training split, per metric, class and basis; "
@@ -398,7 +398,7 @@ def params_json(v: Validation) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from bench.datafiles import find_data_path
 
-    ap = argparse.ArgumentParser(prog="python -m bench.hardware.validate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.projection.validate", description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="validation folder (default: ./validation or the repo's)")
     ap.add_argument("--entries", action="store_true", help="also print every entry's projection and error")
     ap.add_argument("--write-params", action="store_true", help=f"rewrite {PARAMS_FILE} from the training split")
@@ -420,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         page = Path(args.markdown)
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(f"# Performance model validation ({dt.date.today().isoformat()})\n\n"
-                        f"Written by `python -m bench.hardware.validate --markdown {args.markdown}`.\n\n```\n"
+                        f"Written by `python -m bench.projection.validate --markdown {args.markdown}`.\n\n```\n"
                         + "\n".join(lines) + "\n```\n")
     if args.depth_markdown and v.depth is not None:
         page = Path(args.depth_markdown)
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(f"# Performance model at depth: validation ({dt.date.today().isoformat()})\n\n"
-                        f"Written by `python -m bench.hardware.validate --depth-markdown {args.depth_markdown}`; "
+                        f"Written by `python -m bench.projection.validate --depth-markdown {args.depth_markdown}`; "
                         "what each column means: docs/performance-model.md (Depth). Every figure below is a "
                         "ratio to the series' shallowest point; projected ratios are PROJECTIONS, the measured "
                         "ones are as published (validation/measurements.csv) or as measured by the suite "
