@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import read_jsonl, run_bench
 
+from bench.results.serving import ServingRow
 from bench.serving import metrics as sm
-from bench.serving.rows import ServingRecord
 
 HOST_TIER = f"auto@{re.sub(r'[^A-Za-z0-9_.-]', '_', platform.node() or 'host')}"
 
@@ -124,10 +124,10 @@ def test_cost_at_load_only_where_the_speed_is_the_tiers(results):
 
     d = _points(results / "serving" / "serve.jsonl")[1]
     d["profile"] = {"id": "laptop-4c-8g", "usd_per_hour": 0.05}
-    here = flatten_point(ServingRecord.from_dict(d))
+    here = flatten_point(ServingRow.from_dict(d))
     assert here["basis"].startswith("emulated on") and here["usd_per_1m_output_tokens"] is None
     d["target"] = {**d["target"], "managed": False, "base_url": "http://192.0.2.10:8080/v1"}
-    remote = flatten_point(ServingRecord.from_dict(d))
+    remote = flatten_point(ServingRow.from_dict(d))
     assert remote["basis"] == "measured on the tier: the server at 192.0.2.10"
     assert remote["usd_per_1m_output_tokens"] == pytest.approx(0.05 / (d["summary"]["output_tps"] * 3600) * 1e6)
 

@@ -131,6 +131,7 @@ class Row:
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
+    kind: str = "run"  # beside bench serve's rows ("serving", bench.results.serving); absent in older rows
 
     @property
     def cell_key(self) -> str:
