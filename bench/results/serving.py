@@ -84,6 +84,25 @@ class Whole(Section):
 
 # -- the sections -------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class ErrorCount(Whole):
+    """The failed requests of one kind (bench.serving.metrics.errors_by_kind): how many, the first
+    one's reason and HTTP status."""
+
+    count: int = 0
+    example: str | None = None
+    http_status: int | None = None
+
+
+def _errors(d: Any) -> dict[str, ErrorCount] | None:
+    return {k: v if isinstance(v, ErrorCount) else ErrorCount.from_dict(v) for k, v in d.items()} \
+        if isinstance(d, Mapping) else d
+
+
+def _errors_dict(errors: dict[str, ErrorCount] | None) -> dict[str, Any] | None:
+    return {k: v.to_dict() for k, v in errors.items()} if errors is not None else None
+
+
+@dataclass(frozen=True)
 class Distribution(Whole):
     """Percentiles of one per-request metric over a point (bench.serving.metrics.distribution)."""
 
@@ -124,7 +143,7 @@ class PointSummary(Section):
     requests: int | None = None
     ok: int | None = None
     not_sent: int | None = None
-    errors: dict[str, dict[str, Any]] | None = None  # error kind -> {count, example, http_status}
+    errors: dict[str, ErrorCount] | None = None  # error kind -> how many
     window_s: float | None = None
     request_throughput_rps: float | None = None
     output_tps: float | None = None
@@ -151,6 +170,21 @@ class PointSummary(Section):
     NULLABLE: ClassVar[tuple[str, ...]] = (
         "window_s", "request_throughput_rps", "output_tps", "total_tps", "prompt_tokens", "ttft_s",
         "ttft_from_send_s", "tpot_s", "itl_s", "e2e_s", "queue_time_s", "send_lag_s", "achieved_send_rate_rps")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PointSummary:
+        s = super().from_dict(d)
+        return s.replace(errors=_errors(s.errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.errors is not None:
+            out["errors"] = _errors_dict(self.errors)
+        return out
+
+    def error_count(self, kind: str) -> int:
+        e = (self.errors or {}).get(kind)
+        return e.count if e else 0
 
     def stat(self, metric: str, q: str = "p50") -> float | None:
         """A percentile (``p50``, ``p99``, ``mean``...) of a distribution (``ttft_s``, ``tpot_s``...)."""
@@ -218,11 +252,22 @@ class TaskLevel(Section):
     accuracy: float | None = None
     correct: int | None = None
     items: int | None = None
-    errors: dict[str, dict[str, Any]] | None = None
+    errors: dict[str, ErrorCount] | None = None
     output_tps: float | None = None
     answers: list[Any] | None = None
 
     NULLABLE: ClassVar[tuple[str, ...]] = ("output_tps",)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TaskLevel:
+        s = super().from_dict(d)
+        return s.replace(errors=_errors(s.errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.errors is not None:
+            out["errors"] = _errors_dict(self.errors)
+        return out
 
 
 @dataclass(frozen=True)
@@ -421,13 +466,21 @@ class Ceiling(Whole):
     seconds: float | None = None
     requests_per_s: float | None = None
     chunks_per_s: float | None = None
-    errors: dict[str, dict[str, Any]] | None = None
+    errors: dict[str, ErrorCount] | None = None
     client_cpu_cores: float | None = None
     stub_cpu_cores: float | None = None
     client_cpus: list[int] | None = None
     stub_cpus: list[int] | None = None
     limited_by: str | None = None
     ttft_from_send_p50_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Ceiling:
+        s = super().from_dict(d)
+        return s.replace(errors=_errors(s.errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "errors": _errors_dict(self.errors)}
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def point_status(summary: PointSummary, death: str | None) -> tuple[str, str | N
     """ok (every counted request completed), partial (some failed) or failed (none), and why."""
     errors = summary.errors or {}
     requests, ok = summary.requests or 0, summary.ok or 0
-    detail = "; ".join(f"{k} x{v['count']}: {v['example']}" for k, v in errors.items())
+    detail = "; ".join(f"{k} x{v.count}: {v.example}" for k, v in errors.items())
     if death:
         return ("partial" if ok else "failed"), f"{death}" + (f"; {detail}" if detail else "")
     if not requests:
@@ -160,7 +160,7 @@ def client_state(point: LoadPoint, res: PhaseResult, summary: PointSummary, ceil
     """The client's own state during the point: its CPU use, its ceiling, whether it kept up."""
     lag = summary.queue_time_s
     tolerance = max(0.010, 0.1 / point.value) if point.mode == "rate" else 0.010
-    not_sent = (summary.errors or {}).get("not_sent", {}).get("count", 0)
+    not_sent = summary.error_count("not_sent")
     kept_up = not not_sent and (lag is None or (lag.p99 or 0) <= tolerance)
     sched = [t.scheduled for t in res.traces]
     offered = (len(sched) - 1) / (max(sched) - min(sched)) if len(sched) > 1 and max(sched) > min(sched) else None
