@@ -236,3 +236,28 @@ def test_a_serving_row_is_one_json_line_even_with_a_non_finite_number(tmp_path):
     path.write_text(path.read_text() + '{"kind": "serving", "serving_schema_version": 99}\n{broken\n')
     _, rows, warnings = read_results(path)
     assert len(rows) == 2 and len(warnings) == 2 and "version 99" in warnings[0]
+
+
+def test_a_serve_request_shares_the_run_requests_parts_and_names_the_flag_in_errors(tmp_path):
+    from bench.errors import BenchError
+    from bench.request import RequestBase, RunRequest, ServeRequest, TaskSpec, serve_request_from_cli
+
+    paths = {"output": tmp_path / "o.jsonl", "catalog_path": tmp_path, "profiles_dir": tmp_path,
+             "claims_path": tmp_path}
+    req = serve_request_from_cli({**paths, "concurrency": [1, 4], "gen_tokens": "8:32", "task": "gsm8k",
+                                  "task_limit": None, "task_shots": 2, "threads": None})
+    assert isinstance(req, RequestBase) and issubclass(RunRequest, RequestBase)
+    assert (req.gen.lo, req.gen.hi, req.gen.describe()) == (8, 32, "uniform 8..32")
+    assert req.task == TaskSpec(name="gsm8k", shots=2) and req.task_limit == 20  # bench serve's own default
+    assert serve_request_from_cli({**paths, "concurrency": [1], "gen_tokens": "16"}).gen_tokens == (16, 16)
+    for values, needle in (({"concurrency": []}, "give --concurrency N[,N...] or --rate R[,R...]"),
+                           ({"concurrency": [1], "gen_tokens": "9:3"}, "--gen-tokens expects 1 <= LOW <= HIGH"),
+                           ({"concurrency": [1], "duration_s": 0}, "--duration must be positive"),
+                           ({"concurrency": [1], "threads": "x"}, "--threads"),
+                           ({"concurrency": [1], "task": "gsm8k", "task_limit": 0}, "--task-limit"),
+                           ({"concurrency": [1], "model": "m", "url": "http://127.0.0.1:1/v1"}, "not both")):
+        with pytest.raises(BenchError) as exc:
+            serve_request_from_cli({**paths, **values})
+        assert needle in str(exc.value) and "\n" not in str(exc.value), (values, str(exc.value))
+    with pytest.raises(BenchError):
+        ServeRequest.model_validate({**paths, "concurrency": [1], "rates": [float("inf")]})
