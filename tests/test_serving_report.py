@@ -69,6 +69,19 @@ def slower_copy(src: Path, dst: Path) -> float:
     return k
 
 
+def test_serving_rows_read_back_typed_and_write_the_same_json(results):
+    """Every line bench serve wrote (a llama-server sweep: points and its summary) reads into the typed
+    row and writes back to the same JSON, so reports, compare and merges pass rows through unchanged."""
+    lines = read_jsonl(results / "serving" / "serve.jsonl")
+    assert {d["record"] for d in lines} == {"point", "sweep"}
+    for d in lines:
+        row = ServingRow.from_dict(d)
+        assert json.loads(row.to_json()) == d
+    sweep = ServingRow.from_dict(lines[-1]).sweep_summary
+    assert [p.load_label for p in sweep.points or []] == ["c=1", "c=2"]
+    assert ServingRow.from_dict(lines[0]).point_summary.ok == 4
+
+
 def test_report_has_a_serving_section_both_plots_and_tables(results, tmp_path):
     out = tmp_path / "report"
     proc = run_bench("report", str(results), "-o", str(out))  # the folder: its serving/ subfolder too
