@@ -45,12 +45,13 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from bench.errors import BenchError
 from bench.results.sections import Environment, Section
 
 SERVING_SCHEMA_VERSION = 1
+S = TypeVar("S", bound=Section)
 RECORDS = ("point", "sweep", "task")
 STATUSES = ("ok", "partial", "failed")
 LOOPBACK = ("localhost", "::1")
@@ -93,13 +94,23 @@ class ErrorCount(Whole):
     http_status: int | None = None
 
 
-def _errors(d: Any) -> dict[str, ErrorCount] | None:
-    return {k: v if isinstance(v, ErrorCount) else ErrorCount.from_dict(v) for k, v in d.items()} \
-        if isinstance(d, Mapping) else d
+class _WithErrors:
+    """A section with ``errors``, failed requests by kind: read and written as ErrorCount each."""
 
+    errors: dict[str, ErrorCount] | None
 
-def _errors_dict(errors: dict[str, ErrorCount] | None) -> dict[str, Any] | None:
-    return {k: v.to_dict() for k, v in errors.items()} if errors is not None else None
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Any:
+        s = super().from_dict(d)  # type: ignore[misc]
+        errors = s.errors
+        return s.replace(errors={k: ErrorCount.from_dict(v) for k, v in errors.items()}
+                         if isinstance(errors, Mapping) else errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()  # type: ignore[misc]
+        if self.errors is not None:
+            out["errors"] = {k: v.to_dict() for k, v in self.errors.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,7 @@ class CacheUse(Whole):
 
 
 @dataclass(frozen=True)
-class PointSummary(Section):
+class PointSummary(_WithErrors, Section):
     """One load point over its counted requests (bench.serving.metrics.summarize_point)."""
 
     requests: int | None = None
@@ -170,17 +181,6 @@ class PointSummary(Section):
     NULLABLE: ClassVar[tuple[str, ...]] = (
         "window_s", "request_throughput_rps", "output_tps", "total_tps", "prompt_tokens", "ttft_s",
         "ttft_from_send_s", "tpot_s", "itl_s", "e2e_s", "queue_time_s", "send_lag_s", "achieved_send_rate_rps")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> PointSummary:
-        s = super().from_dict(d)
-        return s.replace(errors=_errors(s.errors))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if self.errors is not None:
-            out["errors"] = _errors_dict(self.errors)
-        return out
 
     def error_count(self, kind: str) -> int:
         e = (self.errors or {}).get(kind)
@@ -246,7 +246,7 @@ class Sustainable(Whole):
 
 
 @dataclass(frozen=True)
-class TaskLevel(Section):
+class TaskLevel(_WithErrors, Section):
     """A task's answers at one concurrency."""
 
     accuracy: float | None = None
@@ -257,17 +257,6 @@ class TaskLevel(Section):
     answers: list[Any] | None = None
 
     NULLABLE: ClassVar[tuple[str, ...]] = ("output_tps",)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> TaskLevel:
-        s = super().from_dict(d)
-        return s.replace(errors=_errors(s.errors))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if self.errors is not None:
-            out["errors"] = _errors_dict(self.errors)
-        return out
 
 
 @dataclass(frozen=True)
@@ -458,7 +447,7 @@ class PlacementInfo(Section):
 
 
 @dataclass(frozen=True)
-class Ceiling(Whole):
+class Ceiling(_WithErrors, Whole):
     """The client's own ceiling against a trivial streaming server."""
 
     concurrency: int | None = None
@@ -473,14 +462,6 @@ class Ceiling(Whole):
     stub_cpus: list[int] | None = None
     limited_by: str | None = None
     ttft_from_send_p50_s: float | None = None
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> Ceiling:
-        s = super().from_dict(d)
-        return s.replace(errors=_errors(s.errors))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "errors": _errors_dict(self.errors)}
 
 
 @dataclass(frozen=True)
@@ -601,27 +582,26 @@ class ServingRow:
                              f"{SERVING_SCHEMA_VERSION})")
         return reader(d, source)
 
+    # the sections whose type depends on the record, as that type (an empty one on another record)
     @property
     def point_summary(self) -> PointSummary:
-        """A point's (or a task level's) summary; an empty one for another record."""
-        return self.summary if isinstance(self.summary, PointSummary) else PointSummary()
+        return _as(self.summary, PointSummary)
 
     @property
     def point_client(self) -> ClientState:
-        """A point's (or task's) client state; an empty one on the sweep's row."""
-        return self.client if isinstance(self.client, ClientState) else ClientState()
-
-    @property
-    def sweep_client(self) -> SweepClient:
-        return self.client if isinstance(self.client, SweepClient) else SweepClient()
+        return _as(self.client, ClientState)
 
     @property
     def sweep_summary(self) -> SweepSummary:
-        return self.summary if isinstance(self.summary, SweepSummary) else SweepSummary()
+        return _as(self.summary, SweepSummary)
+
+    @property
+    def sweep_client(self) -> SweepClient:
+        return _as(self.client, SweepClient)
 
     @property
     def task_summary(self) -> TaskSummary:
-        return self.summary if isinstance(self.summary, TaskSummary) else TaskSummary()
+        return _as(self.summary, TaskSummary)
 
     @property
     def model_id(self) -> str:
@@ -726,6 +706,10 @@ class ServingRow:
         known = set(RequestTrace.__dataclass_fields__)
         return [RequestTrace(**{k: v for k, v in q.items() if k in known}) for q in self.requests
                 if isinstance(q, dict) and {"index", "scheduled"} <= set(q)]
+
+
+def _as(section: Section, cls: type[S]) -> S:
+    return section if isinstance(section, cls) else cls()
 
 
 def _finite(x: Any) -> Any:
