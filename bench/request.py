@@ -240,7 +240,7 @@ SERVE_FLAGS: dict[str, str] = {
     "gen_tokens": "--gen-tokens", "stop_at_eos": "--stop-at-eos", "seed": "--seed", "slo_ttft_s": "--slo-ttft",
     "slo_tpot_s": "--slo-tpot", "goodput_share": "--goodput-share", "ceiling": "--no-ceiling",
     "in_process": "--in-process", "task": "--task", "task.name": "--task", "task.limit": "--task-limit",
-    "task.shots": "--task-shots", "task.max_new_tokens": "--task-max-tokens", "task.n_ctx": "--task-ctx",
+    "task.shots": "--task-shots", "task.max_new_tokens": "--task-max-tokens",
     "request_timeout_s": "--request-timeout", "timeout_s": "--timeout", "output": "--output",
     "catalog_path": "--catalog", "profiles_dir": "--profiles-dir", "claims_path": "--claims",
 }
