@@ -14,7 +14,6 @@ from bench.results.serving import PointSummary, ServingRow, TaskLevel, TaskSumma
 from bench.serving import metrics as sm
 from bench.serving.client import HttpFailure, http_json
 from bench.serving.load import LoadPoint, default_sender, run_phase
-from bench.serving.plan import task_max_tokens
 from bench.serving.point import Sweep
 from bench.serving.prompts import Prompt, encode_job
 
@@ -53,7 +52,7 @@ def task_under_load(sw: Sweep, concurrency: int) -> ServingRow:
     try:
         task = load_task(spec.name)
         shots = spec.shots if spec.shots is not None else task.definition.defaults.shots
-        max_new = task_max_tokens(spec.model_copy(update={"name": task.spec}))
+        max_new = spec.max_new_tokens or task.definition.defaults.max_new_tokens
         run = TaskRun(task, task.items(), shots=shots, limit=req.task_limit, max_new_tokens=max_new,
                       chat=chat_template_of(sw) if task.definition.prompt.prefer == "chat" else None)
         run.prepare()
