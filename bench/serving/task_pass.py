@@ -114,7 +114,7 @@ def _task_row(sw: Sweep, levels: dict[str, TaskLevel], texts: dict[str, list[str
         out = out.replace(
             answers_changed=len(changed),
             texts_changed=sum(texts["1"][i] != texts[str(concurrency)][i] for i in range(n)),
-            accuracy_change=(many.accuracy or 0) - (one.accuracy or 0),
+            accuracy_change=(many.accuracy or 0.0) - (one.accuracy or 0.0),
             changed_items=[{"item": prompts[i].index, "gold": (records["1"][i] or {}).get("gold"),
                             "at_1": a1[i], f"at_{concurrency}": an[i]} for i in changed])
     if any(v.errors for v in levels.values()):
