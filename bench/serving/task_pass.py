@@ -57,7 +57,7 @@ def task_under_load(sw: Sweep, concurrency: int) -> ServingRow:
                       chat=chat_template_of(sw) if task.definition.prompt.prefer == "chat" else None)
         run.prepare()
     except BenchError as exc:
-        return sw.row("task", "failed", str(exc))
+        return sw.row("task", "failed", str(exc), warnings=[])
     prompts = run.prompts()
     extra = {"temperature": 0, "stop": run.stop, "seed": req.seed}
     jobs = [encode_job(target, Prompt(p.text, None, None, f"{task.name} #{p.index}"), max_new, False, extra)
