@@ -4,8 +4,8 @@
 whether answers end at end-of-sequence, the task pass (``TaskSpec``: name, limit, shots, answer
 length) and the whole-command timeout, with the same names, checks and one-line errors that name
 the flag. A run's model, tier and lengths are lists (a matrix: every combination is a cell); a
-sweep's are one each (one server, one workload), so those fields are declared per request with the
-same names (``prompt_tokens``, ``gen_tokens``) and checks (``_positive``).
+sweep's are one each (one server, one workload), so those fields are declared per request, under
+the same names where they mean the same (``prompt_tokens``, ``gen_tokens``, ``profile(s)``).
 
 ``bench run``: one typed request, built alike from the command line and from a YAML file.
 
