@@ -81,7 +81,7 @@ def test_a_sweep_of_two_concurrency_levels_on_a_real_llama_server(tmp_path, llam
     assert sweep["record"] == "sweep"
     assert sweep["summary"]["max_sustainable"]["concurrency"]["max_sustainable_load"] in (None, 1, 2)
     assert not servers_on(port_of(points[0]))  # stopped at the end
-    assert "bench serve: one row per load point" in proc.stdout
+    assert "bench serve on auto@" in proc.stdout and ": one row per load point" in proc.stdout
 
 
 def test_a_shared_prefix_is_served_from_the_prompt_cache(tmp_path, llama_server_exe):
