@@ -135,12 +135,12 @@ def _serve_parser(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bench.datafiles import find_data_path
     from bench.display import console
+    from bench.request import serve_request_from_cli
     from bench.results.files import default_results_path
     from bench.serving.display import conclusions, points_table
-    from bench.serving.prompts import GenLength
-    from bench.serving.sweep import ServeRequest, run_sweep
+    from bench.serving.sweep import run_sweep
 
-    req = ServeRequest(
+    req = serve_request_from_cli(dict(
         output=Path(args.output) if args.output else default_results_path(Path("results") / "serving"),
         catalog_path=find_data_path("models.yaml", args.catalog, "BENCH_CATALOG"),
         profiles_dir=find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES"),
@@ -152,12 +152,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rates=args.rate, requests=args.requests, duration_s=args.duration, warmup=args.warmup,
         max_in_flight=args.max_in_flight, burstiness=args.burstiness, prompts=args.prompts,
         prompt_tokens=args.prompt_tokens, shared_prefix=args.shared_prefix, corpus=args.corpus,
-        gen=GenLength.parse(args.gen_tokens),
+        gen_tokens=args.gen_tokens,
         stop_at_eos=args.stop_at_eos, seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
         goodput_share=args.goodput_share, ceiling=not args.no_ceiling, in_process=args.in_process, task=args.task,
         task_limit=args.task_limit, task_shots=args.task_shots, task_max_tokens=args.task_max_tokens,
         request_timeout_s=args.request_timeout, timeout_s=args.timeout,
-    )
+    ))
     err = console(stderr=True)
     with _TermAsInterrupt():
         rows = run_sweep(req, lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from bench.serving.client import Target  # noqa: E402
 from bench.serving.load import LoadPoint, default_sender, run_phase  # noqa: E402
 from bench.serving.metrics import summarize_point  # noqa: E402
+from bench.serving.placement import plan_placement  # noqa: E402
 from bench.serving.prompts import Prompt, PromptFactory, encode_job  # noqa: E402
 from bench.serving.server import (  # noqa: E402
     ManagedServer,
@@ -50,7 +51,7 @@ from bench.serving.server import (  # noqa: E402
     spawn_pinned,
     stop_process,
 )
-from bench.serving.sweep import ServeRequest, _resolve_model, plan_placement  # noqa: E402
+from bench.serving.target import resolve_gguf  # noqa: E402
 
 GGUF_TO_HF_TOKENIZER = r"""
 import sys
@@ -259,9 +260,7 @@ def main() -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    req = ServeRequest(output=out / "x.jsonl", catalog_path=REPO / "models.yaml",
-                       profiles_dir=REPO / "hardware_profiles", claims_path=REPO / "claims.yaml", model=args.model)
-    model = _resolve_model(req)
+    model = resolve_gguf(args.model, REPO / "models.yaml")
     from bench.native.tools import tool_path
 
     cpus = sorted(os.sched_getaffinity(0))

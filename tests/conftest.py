@@ -75,6 +75,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_serving_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The serving rows of a results file as the suite reads them (bench.results.files.read_results,
+    typed), written back to JSON for the assertions, and the reader's warnings."""
+    from bench.results.files import read_results
+
+    _, serving, warnings = read_results(path)
+    return [json.loads(s.to_json()) for s in serving], warnings
+
+
 def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     """Bad input: exit 2, exactly one line on stderr, no traceback, and the line says what's wrong."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -130,17 +130,16 @@ def test_the_host_speed_is_never_shown_as_the_tiers(emulated, tmp_path):
     from bench.display import results_table
     from bench.results.files import load_results
     from bench.serving.display import conclusions, points_table
-    from bench.serving.rows import ServingRow
 
     _check((d / "run.out").read_text().splitlines(), numbers, "bench run output")
     _check((d / "serve.out").read_text().splitlines(), numbers, "bench serve output")
     rows, serving, _ = load_results([d])
     _check(_rich_units(results_table(rows)), numbers, "bench run table")
-    serve_rows = [ServingRow(**{k: v for k, v in r.data.items()}) for r in serving]
+    serve_rows = list(serving)
     _check(_rich_units(points_table(serve_rows)) + conclusions(serve_rows), numbers, "bench serve table")
     sweep = next(r for r in serving if r.record == "sweep")
-    assert sweep.data["summary"]["usd_unavailable"] and all(
-        p["usd_per_1m_output_tokens"] is None for p in sweep.data["summary"]["points"])
+    assert sweep.sweep_summary.usd_unavailable and all(
+        p.usd_per_1m_output_tokens is None for p in sweep.sweep_summary.points or [])
 
     # bench report: Markdown, HTML (tables, captions, the plots' text), CSV, SQLite
     out = tmp_path / "report"

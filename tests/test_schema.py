@@ -122,3 +122,23 @@ def test_status_basis_and_machine_state_are_types_read_once_from_the_stored_text
     # a row from before the report was stored: read from its reason, once
     assert old.machine.label == "DISTURBED: a watched core's clock fell by 20% during the cell"
     assert not row.machine.disturbed and row.machine.label is None
+
+
+def test_one_file_holds_both_kinds_told_apart_by_kind(tmp_path):
+    """A run row says kind "run" (an older one says nothing and is read as one), a serving row
+    "serving"; a kind this version does not read is a warning with its line, never a run row."""
+    from bench.results.files import read_results
+    from bench.results.serving import LoadSpec, ServingRow
+
+    path = tmp_path / "both.jsonl"
+    append_row(path, _row())
+    older = {k: v for k, v in json.loads(_row().to_json()).items() if k != "kind"}
+    serving = ServingRow(run_id="s", record="point", status="ok", reason=None,
+                         load=LoadSpec(mode="concurrency", value=2))
+    path.write_text(path.read_text() + json.dumps(older) + "\n" + serving.to_json() + "\n"
+                    + json.dumps({**older, "kind": "fleet"}) + "\n")
+    assert json.loads(path.read_text().splitlines()[0])["kind"] == "run"
+    rows, served, warnings = read_results(path)
+    assert [r.kind for r in rows] == ["run", "run"] and rows[0] == rows[1]
+    assert [(s.record, s.load_label, s.source) for s in served] == [("point", "c=2", f"{path}:3")]
+    assert len(warnings) == 1 and f"{path}:4" in warnings[0] and "kind 'fleet'" in warnings[0]

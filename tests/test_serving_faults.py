@@ -7,9 +7,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import assert_clean_error, run_bench
+from conftest import assert_clean_error, read_serving_rows, run_bench
 
-from bench.serving.rows import read_serving_rows
 from bench.serving.stub import StubProcess
 
 pytestmark = pytest.mark.model

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, run_bench
+from conftest import REPO, read_serving_rows, run_bench
 
-from bench.serving.rows import read_serving_rows
 from bench.serving.server import scrape_metrics
 
 pytestmark = pytest.mark.slow
@@ -293,7 +292,8 @@ def test_a_server_exposed_beyond_loopback_gets_a_generated_key_and_one_warning(t
 
 
 def test_who_may_use_the_server_is_decided_from_the_arguments():
-    from bench.serving.sweep import server_access, server_hosts, url_warning
+    from bench.serving.client import server_hosts
+    from bench.serving.target import server_access, url_warning
 
     assert server_hosts([]) == ["127.0.0.1"]
     assert server_hosts(["--host", "127.0.0.2", "--port", "1", "--host=10.0.0.5,127.0.0.1"]) == ["10.0.0.5",

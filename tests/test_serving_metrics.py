@@ -9,11 +9,13 @@ import time
 
 import pytest
 
+from bench.results.serving import LoadSpec, PointSummary
 from bench.serving import metrics as sm
 from bench.serving.client import ChunkReader, HttpFailure, SSEParser
 from bench.serving.load import Job, LoadPoint, arrivals, run_phase
 from bench.serving.metrics import RequestTrace, Slo
-from bench.serving.sweep import client_block, plan_placement
+from bench.serving.placement import plan_placement
+from bench.serving.point import client_state
 
 SLO = Slo(ttft_s=1.0, tpot_s=0.1, source="test")
 
@@ -197,8 +199,8 @@ def test_a_client_capped_below_the_asked_rate_says_it_fell_behind():
     # The cap makes requests wait for a slot: queue time grows along the run, and the row says so.
     assert s_capped["queue_time_s"]["p99"] > 10 * s_free["queue_time_s"]["p99"]
     assert max(t.slot_wait for t in res_capped.traces) > 0
-    block = client_block(capped, res_capped, s_capped, None)
-    assert block["kept_up"] is False and "fell behind" in block["kept_up_note"]
+    block = client_state(capped, res_capped, PointSummary.from_dict(s_capped), None)
+    assert block.kept_up is False and "fell behind" in (block.kept_up_note or "")
     assert s_capped["achieved_send_rate_rps"] < s_free["achieved_send_rate_rps"]
 
 
@@ -229,17 +231,50 @@ def test_placement_gives_the_client_its_own_core_and_warns_on_overlap():
 
 @pytest.mark.fast
 def test_a_serving_row_is_one_json_line_even_with_a_non_finite_number(tmp_path):
-    from bench.serving.rows import ServingRow, append_serving_row, read_serving_rows
+    import json
 
-    row = ServingRow(run_id="r", record="point", status="ok", reason=None, target={"x": 1},
-                     summary={"output_tps": float("nan"), "ratio": float("inf"), "ok": 2})
+    from bench.results.files import append_row, read_results
+    from bench.results.serving import PointSummary, ServingRow, ServingTarget
+
+    row = ServingRow(run_id="r", record="point", status="ok", reason=None,
+                     target=ServingTarget.from_dict({"base_url": "http://127.0.0.1:1/v1", "x": 1}),
+                     load=LoadSpec(mode="concurrency", value=1),
+                     summary=PointSummary.from_dict({"output_tps": float("nan"), "ratio": float("inf"), "ok": 2}))
     path = tmp_path / "s.jsonl"
-    append_serving_row(path, row)
-    append_serving_row(path, row)
-    rows, warnings = read_serving_rows(path)
+    append_row(path, row)  # type: ignore[arg-type]
+    append_row(path, row)  # type: ignore[arg-type]
+    _, rows, warnings = read_results(path)
     assert len(rows) == 2 and not warnings
-    assert rows[0]["summary"] == {"output_tps": None, "ratio": None, "ok": 2}
-    assert rows[0]["kind"] == "serving" and rows[0]["serving_schema_version"] == 1
+    summary = rows[0].point_summary
+    assert summary.output_tps is None and summary.extra["ratio"] is None and summary.ok == 2
+    line = json.loads(path.read_text().splitlines()[0])
+    assert line["kind"] == "serving" and line["serving_schema_version"] == 1 and line["target"]["x"] == 1
+    assert json.loads(rows[0].to_json()) == line  # read back and written again: the same line
     path.write_text(path.read_text() + '{"kind": "serving", "serving_schema_version": 99}\n{broken\n')
-    rows, warnings = read_serving_rows(path)
+    _, rows, warnings = read_results(path)
     assert len(rows) == 2 and len(warnings) == 2 and "version 99" in warnings[0]
+
+
+def test_a_serve_request_shares_the_run_requests_parts_and_names_the_flag_in_errors(tmp_path):
+    from bench.errors import BenchError
+    from bench.request import RequestBase, RunRequest, ServeRequest, TaskSpec, serve_request_from_cli
+
+    paths = {"output": tmp_path / "o.jsonl", "catalog_path": tmp_path, "profiles_dir": tmp_path,
+             "claims_path": tmp_path}
+    req = serve_request_from_cli({**paths, "concurrency": [1, 4], "gen_tokens": "8:32", "task": "gsm8k",
+                                  "task_limit": None, "task_shots": 2, "threads": None})
+    assert isinstance(req, RequestBase) and issubclass(RunRequest, RequestBase)
+    assert (req.gen.lo, req.gen.hi, req.gen.describe()) == (8, 32, "uniform 8..32")
+    assert req.task == TaskSpec(name="gsm8k", shots=2) and req.task_limit == 20  # bench serve's own default
+    assert serve_request_from_cli({**paths, "concurrency": [1], "gen_tokens": "16"}).gen_tokens == (16, 16)
+    for values, needle in (({"concurrency": []}, "give --concurrency N[,N...] or --rate R[,R...]"),
+                           ({"concurrency": [1], "gen_tokens": "9:3"}, "--gen-tokens expects 1 <= LOW <= HIGH"),
+                           ({"concurrency": [1], "duration_s": 0}, "--duration must be positive"),
+                           ({"concurrency": [1], "threads": "x"}, "--threads"),
+                           ({"concurrency": [1], "task": "gsm8k", "task_limit": 0}, "--task-limit"),
+                           ({"concurrency": [1], "model": "m", "url": "http://127.0.0.1:1/v1"}, "not both")):
+        with pytest.raises(BenchError) as exc:
+            serve_request_from_cli({**paths, **values})
+        assert needle in str(exc.value) and "\n" not in str(exc.value), (values, str(exc.value))
+    with pytest.raises(BenchError):
+        ServeRequest.model_validate({**paths, "concurrency": [1], "rates": [float("inf")]})

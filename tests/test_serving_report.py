@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import read_jsonl, run_bench
 
+from bench.results.serving import ServingRow
 from bench.serving import metrics as sm
-from bench.serving.rows import ServingRecord
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +69,19 @@ def slower_copy(src: Path, dst: Path) -> float:
         lines.append(json.dumps(d))
     dst.write_text("\n".join(lines) + "\n")
     return k
+
+
+def test_serving_rows_read_back_typed_and_write_the_same_json(results):
+    """Every line bench serve wrote (a llama-server sweep: points and its summary) reads into the typed
+    row and writes back to the same JSON, so reports, compare and merges pass rows through unchanged."""
+    lines = read_jsonl(results / "serving" / "serve.jsonl")
+    assert {d["record"] for d in lines} == {"point", "sweep"}
+    for d in lines:
+        row = ServingRow.from_dict(d)
+        assert json.loads(row.to_json()) == d
+    sweep = ServingRow.from_dict(lines[-1]).sweep_summary
+    assert [p.load_label for p in sweep.points or []] == ["c=1", "c=2"]
+    assert ServingRow.from_dict(lines[0]).point_summary.ok == 4
 
 
 def test_report_has_a_serving_section_both_plots_and_tables(results, tmp_path):
@@ -126,10 +139,10 @@ def test_cost_at_load_only_where_the_speed_is_the_tiers(results):
 
     d = _points(results / "serving" / "serve.jsonl")[1]
     d["profile"] = {"id": "laptop-4c-8g", "usd_per_hour": 0.05}
-    here = flatten_point(ServingRecord.from_dict(d))
+    here = flatten_point(ServingRow.from_dict(d))
     assert here["basis"].startswith("emulated on") and here["usd_per_1m_output_tokens"] is None
     d["target"] = {**d["target"], "managed": False, "base_url": "http://192.0.2.10:8080/v1"}
-    remote = flatten_point(ServingRecord.from_dict(d))
+    remote = flatten_point(ServingRow.from_dict(d))
     assert remote["basis"] == "measured on the tier: the server at 192.0.2.10"
     assert remote["usd_per_1m_output_tokens"] == pytest.approx(0.05 / (d["summary"]["output_tps"] * 3600) * 1e6)
 

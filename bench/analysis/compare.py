@@ -20,9 +20,9 @@ from bench.errors import BenchError
 from bench.fmt import fmt
 from bench.results.kinds import Basis, MachineVerdict
 from bench.results.schema import Row
+from bench.results.serving import ServingRow
 from bench.serving import metrics as sm
 from bench.serving.metrics import RequestTrace
-from bench.serving.rows import ServingRecord
 
 # Fields of a cell that may differ between the two runs and still be compared (they are shown).
 LOOSE_FIELDS = ("threads", "repetitions", "warmup", "seed", "timeout_s")
@@ -125,8 +125,8 @@ class ServingComparison:
     """One serving load point (model, variant, server, tier, workload, load) in both runs."""
 
     label: str
-    baseline: ServingRecord
-    new: ServingRecord
+    baseline: ServingRow
+    new: ServingRow
     verdict: CellVerdict
     regression: bool
     metrics: list[MetricComparison] = field(default_factory=list)
@@ -192,8 +192,8 @@ def environment_differences(base: Row, new: Row) -> list[str]:
 
 
 def compare_rows(baseline: Sequence[Row], new: Sequence[Row], thresholds: Thresholds | None = None,
-                 normalize: bool = False, baseline_serving: Sequence[ServingRecord] = (),
-                 new_serving: Sequence[ServingRecord] = ()) -> Comparison:
+                 normalize: bool = False, baseline_serving: Sequence[ServingRow] = (),
+                 new_serving: Sequence[ServingRow] = ()) -> Comparison:
     """Every cell, and every serving load point, that both runs measured."""
     th = thresholds or Thresholds()
     for g in th.gate:
@@ -442,9 +442,9 @@ SERVING_METRICS: dict[str, ServingMetric] = {m.key: m for m in (
 STATUS_RANK = {"failed": 0, "partial": 1, "ok": 2}
 
 
-def compare_serving(baseline: Sequence[ServingRecord], new: Sequence[ServingRecord],
+def compare_serving(baseline: Sequence[ServingRow], new: Sequence[ServingRow],
                     th: Thresholds) -> tuple[list[ServingComparison], list[str], list[str]]:
-    """The newest point of each load (``ServingRecord.key``) in both runs, compared; and the labels of
+    """The newest point of each load (``ServingRow.key``) in both runs, compared; and the labels of
     the points only one run has."""
     from bench.analysis.serving import latest_points
 
@@ -455,7 +455,7 @@ def compare_serving(baseline: Sequence[ServingRecord], new: Sequence[ServingReco
     return out, only_base, [p.label() for k, p in n_by.items() if k not in b_by]
 
 
-def compare_point(base: ServingRecord, new: ServingRecord, th: Thresholds) -> ServingComparison:
+def compare_point(base: ServingRow, new: ServingRow, th: Thresholds) -> ServingComparison:
     """Per gated serving metric, the ratio new/baseline over the points' completed requests (each
     request one sample: the U test and Hodges-Lehmann interval of significance.py); a point that
     completed fewer of its requests than before is a regression whatever its speed."""
@@ -481,11 +481,11 @@ def compare_point(base: ServingRecord, new: ServingRecord, th: Thresholds) -> Se
             mc.verdict = MetricVerdict.WORSE if xs else MetricVerdict.NA
             mc.note = "the baseline has requests, the new run none" if xs else "no completed requests"
         metrics.append(mc)
-    ob, on = base.summary.get("output_tps"), new.summary.get("output_tps")
+    ob, on = base.point_summary.output_tps, new.point_summary.output_tps
     if ob and on:
         notes.append(f"the point's output tok/s: {ob:.4g} -> {on:.4g} (x{on / ob:.3f})")
     lagged = [name for name, p in (("baseline", base), ("new run", new))
-              if (p.data.get("client") or {}).get("kept_up") is False]
+              if p.point_client.kept_up is False]
     verdict = _gated_verdict(metrics, th.serving_gate)
     if lagged and verdict in (CellVerdict.SLOWER, CellVerdict.FASTER):
         notes.append(f"the client fell behind its schedule in the {' and the '.join(lagged)}: measure again")

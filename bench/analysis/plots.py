@@ -20,7 +20,7 @@ from bench.analysis.flat import (
     where_label,
 )
 from bench.results.schema import Row
-from bench.serving.rows import ServingRecord
+from bench.results.serving import Goodput, ServingRow
 
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -262,19 +262,19 @@ def itl_distribution(rows: Sequence[Row], limit: int = 16) -> Plot:
     return Plot(pid, title, caption, svg=_svg(fig))
 
 
-def _curves(records: Sequence[ServingRecord]) -> dict[str, list[ServingRecord]]:
+def _curves(records: Sequence[ServingRow]) -> dict[str, list[ServingRow]]:
     """The newest ok (or partial) points with a throughput, one curve per model variant, tier,
     workload and load mode, in load order."""
     from bench.analysis.serving import curve_label, latest_points
 
-    curves: dict[str, list[ServingRecord]] = defaultdict(list)
+    curves: dict[str, list[ServingRow]] = defaultdict(list)
     for p in latest_points(records):
-        if p.status != "failed" and p.summary.get("output_tps"):
+        if p.status != "failed" and p.point_summary.output_tps:
             curves[curve_label(p)].append(p)
     return dict(sorted(curves.items()))
 
 
-def serving_throughput_latency(records: Sequence[ServingRecord]) -> Plot:
+def serving_throughput_latency(records: Sequence[ServingRow]) -> Plot:
     """Output tok/s against TTFT p50 and e2e p50, one curve per model and tier, points joined in
     load order: how much latency each step of throughput costs under load."""
     from bench.analysis.serving import stat
@@ -287,7 +287,7 @@ def serving_throughput_latency(records: Sequence[ServingRecord]) -> Plot:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ci, (name, pts) in enumerate(curves.items()):
         color = PALETTE[ci % len(PALETTE)]
-        xs = [p.summary["output_tps"] for p in pts]
+        xs = [p.point_summary.output_tps for p in pts]
         for ax, metric in zip(axes, ("ttft_s", "e2e_s"), strict=True):
             ys = [(stat(p, metric) or float("nan")) * 1e3 for p in pts]
             ax.plot(xs, ys, marker="o", ms=4, lw=1.4, color=color, label=name if metric == "ttft_s" else None,
@@ -308,7 +308,7 @@ def serving_throughput_latency(records: Sequence[ServingRecord]) -> Plot:
     return Plot(pid, title, caption, svg=_svg(fig))
 
 
-def serving_goodput(records: Sequence[ServingRecord]) -> Plot:
+def serving_goodput(records: Sequence[ServingRow]) -> Plot:
     """Goodput (requests/s meeting both SLOs) against the offered load, beside request throughput:
     where the server stops keeping its promises."""
     pid, title = "serving-goodput", "Serving: goodput against offered load"
@@ -323,8 +323,8 @@ def serving_goodput(records: Sequence[ServingRecord]) -> Plot:
         ax = axes[0][modes.index(pts[0].mode or "")]
         color = PALETTE[ci % len(PALETTE)]
         xs = [p.load_value for p in pts]
-        rps = [p.summary.get("request_throughput_rps") for p in pts]
-        good = [(p.summary.get("goodput") or {}).get("goodput_rps") for p in pts]
+        rps = [p.point_summary.request_throughput_rps for p in pts]
+        good = [(p.point_summary.goodput or Goodput()).goodput_rps for p in pts]
         if all(g is not None for g in good):
             ax.plot(xs, good, marker="o", ms=4, lw=1.6, color=color, label=f"{name}: goodput")
             ax.plot(xs, rps, marker=".", lw=0.9, ls=":", color=color, label=f"{name}: all completed")

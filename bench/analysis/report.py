@@ -20,7 +20,7 @@ from bench.fileio import atomic_path, atomic_write_text
 from bench.fmt import fmt
 from bench.results.kinds import Basis, MachineVerdict, SpeedBasis, parse_speed_basis
 from bench.results.schema import Row
-from bench.serving.rows import ServingRecord
+from bench.results.serving import ServingRow
 
 if TYPE_CHECKING:
     from bench.hardware.profiles import Profile
@@ -72,7 +72,7 @@ class Report:
     rows: list[Row]
     sources: list[str]
     warnings: list[str] = field(default_factory=list)
-    serving: list[ServingRecord] = field(default_factory=list)  # bench serve's records (points, sweeps, tasks)
+    serving: list[ServingRow] = field(default_factory=list)  # bench serve's records (points, sweeps, tasks)
     # the tiers a task's time and $ per correct answer are projected onto (bench report: every priced profile)
     profiles: dict[str, Profile] = field(default_factory=dict)
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
@@ -159,7 +159,7 @@ SERVING_NOTE = ("One line per load point (newest of each); \"measured on\" names
                 "of the same model, variant and tier (its own basis), for the cost of serving one user at a time.")
 
 
-def single_stream_cost(p: ServingRecord, rows: Sequence[Row]) -> str:
+def single_stream_cost(p: ServingRow, rows: Sequence[Row]) -> str:
     """The matching bench run row's $ per 1M output tokens, and which row it is."""
     from bench.analysis.serving import single_stream_match
 
@@ -172,7 +172,7 @@ def single_stream_cost(p: ServingRecord, rows: Sequence[Row]) -> str:
            f"n={r.config.gen_tokens}, {label})"
 
 
-def _serving_cells(p: ServingRecord, rows: Sequence[Row]) -> list[str]:
+def _serving_cells(p: ServingRow, rows: Sequence[Row]) -> list[str]:
     from bench.analysis.serving import flatten_point
 
     f = flatten_point(p)
@@ -486,7 +486,7 @@ def write_sqlite(report: Report, path: Path) -> list[Path]:
 REQUEST_COLUMNS = ("ttft", "e2e", "tpot", "queue_time", "output_tokens")
 
 
-def _sqlite_serving(con: sqlite3.Connection, records: Sequence[ServingRecord]) -> None:
+def _sqlite_serving(con: sqlite3.Connection, records: Sequence[ServingRow]) -> None:
     from bench.analysis.serving import SERVING_COLUMNS, flatten_point, points
     from bench.serving import metrics as sm
 
@@ -502,7 +502,7 @@ def _sqlite_serving(con: sqlite3.Connection, records: Sequence[ServingRecord]) -
     insert = f"INSERT INTO serving ({names}, row_json) VALUES ({', '.join('?' * (len(SERVING_COLUMNS) + 1))})"
     for p in points(records):
         f = flatten_point(p)
-        cur = con.execute(insert, [f[c.name] for c in SERVING_COLUMNS] + [json.dumps(p.data)])
+        cur = con.execute(insert, [f[c.name] for c in SERVING_COLUMNS] + [json.dumps(p.to_dict())])
         con.executemany(f"INSERT INTO serving_requests VALUES (?, ?, ?, {', '.join('?' * len(REQUEST_COLUMNS))}, ?)",
                         [(cur.lastrowid, t.index, t.status, *(getattr(sm, k)(t) for k in REQUEST_COLUMNS),
                           json.dumps(t.chunk_times)) for t in p.traces()])
@@ -511,7 +511,7 @@ def _sqlite_serving(con: sqlite3.Connection, records: Sequence[ServingRecord]) -
 def write_jsonl(report: Report, path: Path) -> list[Path]:
     """The merged rows and serving records, each once, as a results file other commands read."""
     lines = [(r.created_at, r.to_json()) for r in report.rows]
-    lines += [(s.created_at, json.dumps(s.data, separators=(",", ":"))) for s in report.serving]
+    lines += [(s.created_at, s.to_json()) for s in report.serving]
     atomic_write_text(path, "".join(line + "\n" for _, line in sorted(lines, key=lambda x: x[0])))
     return []
 

@@ -35,7 +35,7 @@ from bench.analysis.flat import (
 from bench.models.catalog import Model
 from bench.results.kinds import Basis, SpeedBasis
 from bench.results.schema import Row
-from bench.serving.rows import ServingRecord
+from bench.results.serving import ServingRow
 from bench.yamlfile import StrictModel, parse_yaml_file
 
 
@@ -426,7 +426,7 @@ def _vs_published(r: Row, c: Criteria) -> Check | None:
     return Check("accuracy retained vs published", res.outcome, res.value, short)  # type: ignore[arg-type]
 
 
-def serving_point(r: Row, users: int, serving: Sequence[ServingRecord]) -> ServingRecord | None:
+def serving_point(r: Row, users: int, serving: Sequence[ServingRow]) -> ServingRow | None:
     """The newest bench serve point at ``users`` concurrent users (closed loop) of the row's model,
     variant and tier; a point measured on the tier wins over one emulated on another host."""
     same = [p for p in serving if p.record == "point" and p.mode == "concurrency" and p.load_value == users
@@ -435,7 +435,7 @@ def serving_point(r: Row, users: int, serving: Sequence[ServingRecord]) -> Servi
     return max(same, key=lambda p: (p.measured, p.created_at)) if same else None
 
 
-def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRecord]) -> list[Check]:
+def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRow]) -> list[Check]:
     """decode_tps_min and ttft_s_max with ``c.concurrent_users`` users at once, from the serving point
     at that concurrency: a user's decode rate = 1 / TPOT p50 (the typical user's, as a bench run
     row's decode is the mean over its repetitions), TTFT = TTFT p90 (waiting is what a user notices
@@ -469,7 +469,7 @@ def serving_checks(r: Row, c: Criteria, serving: Sequence[ServingRecord]) -> lis
     return checks
 
 
-def _serving_decode(p: ServingRecord, c: Criteria) -> Check:
+def _serving_decode(p: ServingRow, c: Criteria) -> Check:
     from bench.analysis.serving import per_user_decode_tps
 
     name = f"decode tok/s @{c.concurrent_users} users"
@@ -484,15 +484,16 @@ def _serving_decode(p: ServingRecord, c: Criteria) -> Check:
                  f"{v:.1f} tok/s per user (1 / TPOT p50; >= {c.decode_tps_min:g}; {p.basis})", f"{v:.1f}")
 
 
-def _serving_ttft(p: ServingRecord, c: Criteria) -> Check:
+def _serving_ttft(p: ServingRow, c: Criteria) -> Check:
     from bench.analysis.serving import stat
 
     name = f"TTFT @{c.concurrent_users} users"
-    ok = p.summary.get("ok") or 0
-    if p.summary.get("prompt_tokens") is None and c.ttft_min_prompt_tokens:
-        why = p.summary.get("total_tps_unavailable") or "no prompt token count at this point"
+    s = p.point_summary
+    ok = s.ok or 0
+    if s.prompt_tokens is None and c.ttft_min_prompt_tokens:
+        why = s.total_tps_unavailable or "no prompt token count at this point"
         return Check(name, "unmeasured", why, "prompt lengths not known")
-    prompt = (p.summary.get("prompt_tokens") or 0) / ok if ok else 0
+    prompt = (s.prompt_tokens or 0) / ok if ok else 0
     if prompt < c.ttft_min_prompt_tokens:
         return Check(name, "unmeasured", f"prompts of {prompt:.0f} tokens on average, the claim needs "
                                          f">= {c.ttft_min_prompt_tokens}", "prompts too short")
@@ -583,7 +584,7 @@ def _has_quality(r: Row) -> bool:
 
 
 def check_row(r: Row, c: Criteria, models: dict[str, Model], original_accuracy: dict[tuple, float],
-              quality_from: Row | None = None, serving: Sequence[ServingRecord] = (),
+              quality_from: Row | None = None, serving: Sequence[ServingRow] = (),
               at_depth: Sequence[Row] = ()) -> RowVerdict:
     """Each criterion the claims set, on one row. Quality does not depend on the tier a
     configuration runs on (the same numbers are computed), so a row without quality takes it from
@@ -639,7 +640,7 @@ def _unmeasured_tiers(have: list[TierVerdict], expected: dict[str, list[tuple[st
 
 def judge(rows: Sequence[Row], claims: Claims, catalog_countries: dict[str, str | None] | None = None,
           expected: dict[str, list[tuple[str, float | None, str]]] | None = None,
-          serving: Sequence[ServingRecord] = (), models: Sequence[Model] = ()) -> Verdict:
+          serving: Sequence[ServingRow] = (), models: Sequence[Model] = ()) -> Verdict:
     """The verdict per model x tier. ``expected`` lists, per model, the tiers the verdict must
     cover as (tier, $/hour, why it may be missing): a tier with no row is shown as unmeasured.
     ``serving``: bench serve's records, read where the claims set ``concurrent_users``. ``models``:

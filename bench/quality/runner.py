@@ -2,7 +2,7 @@
 
 ``bench run --task`` (and so ``bench verdict --run``) drives it from the task pass
 (bench.measuring.worker.run_task, the model in process); ``bench serve --task`` drives it from the
-load generator (bench.serving.sweep.task_under_load, the model behind a server). Both build the
+load generator (bench.serving.task_pass.task_under_load, the model behind a server). Both build the
 same prompts, stop at the same sequences and score the same way: only how the text is generated
 differs.
 

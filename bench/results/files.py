@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.results.schema import Row
-from bench.serving.rows import ServingRecord
+from bench.results.serving import ServingRow
 
 
 def default_results_path(results_dir: Path, when: dt.datetime | None = None, stem: str | None = None) -> Path:
@@ -48,27 +48,33 @@ def append_row(path: Path, row: Row) -> None:
         os.close(fd)
 
 
-def read_results(path: Path) -> tuple[list[Row], list[ServingRecord], list[str]]:
-    """Both kinds of row in a results file: ``bench run``'s rows and ``bench serve``'s serving
-    records (``kind: "serving"``), and one warning (file:line) per line that could not be read."""
+def read_results(path: Path) -> tuple[list[Row], list[ServingRow], list[str]]:
+    """Both kinds of row in a results file, told apart by ``kind``: ``bench run``'s rows (``"run"``, or
+    none in older files) and ``bench serve``'s serving rows (``"serving"``), and one warning
+    (file:line) per line that could not be read."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         raise BenchError(f"{path}: results file not found") from None
     rows: list[Row] = []
-    serving: list[ServingRecord] = []
+    serving: list[ServingRow] = []
     warnings: list[str] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
-            if isinstance(d, dict) and d.get("kind") == "serving":
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            kind = d.get("kind", "run")  # a run row written before rows named their kind has none
+            if kind == "serving":
                 try:
-                    serving.append(ServingRecord.from_dict(d, f"{path}:{n}"))
+                    serving.append(ServingRow.from_dict(d, f"{path}:{n}"))
                 except BenchError as exc:
                     warnings.append(f"{path}:{n}: skipped serving row: {exc}")
                 continue
+            if kind != "run":
+                raise BenchError(f"kind {kind!r} is not one this version reads (run, serving)")
             rows.append(Row.from_dict(d))
         except (ValueError, KeyError, TypeError, AttributeError, BenchError) as exc:
             warnings.append(f"{path}:{n}: skipped unreadable row: {exc}")
@@ -99,7 +105,7 @@ def expand_result_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_results(paths: list[Path]) -> tuple[list[Row], list[ServingRecord], list[str]]:
+def load_results(paths: list[Path]) -> tuple[list[Row], list[ServingRow], list[str]]:
     """Rows and serving records of several files (from several machines, say), each kept once,
     with their warnings.
 
@@ -108,7 +114,7 @@ def load_results(paths: list[Path]) -> tuple[list[Row], list[ServingRecord], lis
     measurement twice. Rows keep their host in ``environment``.
     """
     rows: list[Row] = []
-    serving: list[ServingRecord] = []
+    serving: list[ServingRow] = []
     warnings: list[str] = []
     seen: set[tuple] = set()
     for path in dict.fromkeys(expand_result_paths(paths)):

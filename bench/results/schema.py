@@ -186,6 +186,7 @@ class Row:
     warmup_samples: list[dict[str, Any]] = field(default_factory=list)
     definitions: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
+    kind: str = "run"  # beside bench serve's rows ("serving", bench.results.serving); absent in older rows
 
     def __post_init__(self) -> None:
         self.status = RowStatus(self.status)  # a word outside the vocabulary is a bug: ValueError here

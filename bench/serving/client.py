@@ -72,6 +72,18 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def server_hosts(server_args: list[str]) -> list[str]:
+    """The addresses llama-server listens on: the last ``--host`` among the extra arguments
+    (comma-separated, as llama-server reads it), else 127.0.0.1."""
+    hosts = "127.0.0.1"
+    for i, arg in enumerate(server_args):
+        if arg == "--host" and i + 1 < len(server_args):
+            hosts = server_args[i + 1]
+        elif arg.startswith("--host="):
+            hosts = arg.split("=", 1)[1]
+    return [h.strip() for h in hosts.split(",") if h.strip()] or ["127.0.0.1"]
+
+
 def parse_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path) of an http(s) URL; bad input is a one-line error."""
     parts = urlsplit(url)

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.measuring.metrics import percentile
+from bench.stats import percentile
 
 DEFINITIONS = (
     "docs/METRICS.md (Serving): s=scheduled, u=sent, c_j=chunk arrival, k_j=tokens in chunk j, n=generated "
@@ -281,11 +281,6 @@ def cache_summary(ok: Sequence[RequestTrace]) -> dict[str, Any]:
 
 
 # -- the sweep -----------------------------------------------------------------------------------
-def goodput_holds(summary: dict[str, Any], share: float) -> bool:
-    g = summary.get("goodput") or {}
-    return g.get("share") is not None and g["share"] >= share
-
-
 def max_sustainable(points: Sequence[tuple[float, bool]]) -> float | None:
     """The largest load L such that every measured point with load <= L holds (goodput share at
     least the stated one, and the client kept to the schedule). None if the lightest one fails."""

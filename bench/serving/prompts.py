@@ -55,17 +55,6 @@ class GenLength:
     lo: int
     hi: int
 
-    @classmethod
-    def parse(cls, text: str) -> GenLength:
-        lo, sep, hi = text.partition(":")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise BenchError(f"--gen-tokens expects N or LOW:HIGH, got {text!r}") from None
-        if a < 1 or b < a:
-            raise BenchError(f"--gen-tokens expects 1 <= LOW <= HIGH, got {text!r}")
-        return cls(a, b)
-
     def draw(self, rng: random.Random) -> int:
         return self.lo if self.lo == self.hi else rng.randint(self.lo, self.hi)
 

@@ -1,7 +1,7 @@
 """llama.cpp's llama-server, started and stopped by the suite.
 
 Bound to 127.0.0.1 on a free port (or where ``--host`` among its extra arguments says, with an API
-key when that is beyond loopback: ``bench.serving.sweep.server_access``), pinned to its CPUs,
+key when that is beyond loopback: ``bench.serving.target.server_access``), pinned to its CPUs,
 health-checked before any load, its log kept beside the results, and always stopped: the context
 manager stops it on any exit (an exception, Ctrl-C, a timeout); an ``atexit`` hook stops any still
 running at interpreter exit; and the server is started with the kernel's parent-death signal set
