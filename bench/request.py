@@ -46,8 +46,11 @@ from __future__ import annotations
 
 import math
 import os
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -307,8 +310,6 @@ class ServeRequest(RequestBase):
     @model_validator(mode="after")
     def _whole(self) -> ServeRequest:
         """Every bad input is a one-line error before anything starts."""
-        from bench.serving.client import parse_url, server_hosts
-
         if self.url is not None and self.model is not None:
             raise BenchError("give either --model (the suite starts llama-server) or --url (a server you run), "
                              "not both")
@@ -355,9 +356,7 @@ class ServeRequest(RequestBase):
 
     @property
     def gen(self) -> Any:
-        """The output length as bench.serving.prompts.GenLength (fixed, or drawn per request)."""
-        from bench.serving.prompts import GenLength
-
+        """The output length as GenLength (fixed, or drawn per request)."""
         return GenLength(*self.gen_tokens)
 
     @property
@@ -374,3 +373,42 @@ def serve_request_from_cli(values: dict[str, Any]) -> ServeRequest:
     if task["name"] is not None:
         data["task"] = {k: v for k, v in task.items() if v is not None}
     return _validated(ServeRequest, data, SERVE_FLAGS)
+
+
+# -- the serve request's value types and parsers (bench.serving uses them; they need nothing of it) --
+@dataclass(frozen=True)
+class GenLength:
+    """Output tokens asked per request: fixed (lo == hi) or drawn uniformly in [lo, hi] (seeded)."""
+
+    lo: int
+    hi: int
+
+    def draw(self, rng: random.Random) -> int:
+        return self.lo if self.lo == self.hi else rng.randint(self.lo, self.hi)
+
+    def describe(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"uniform {self.lo}..{self.hi}"
+
+
+def server_hosts(server_args: list[str]) -> list[str]:
+    """The addresses llama-server listens on: the last ``--host`` among the extra arguments
+    (comma-separated, as llama-server reads it), else 127.0.0.1."""
+    hosts = "127.0.0.1"
+    for i, arg in enumerate(server_args):
+        if arg == "--host" and i + 1 < len(server_args):
+            hosts = server_args[i + 1]
+        elif arg.startswith("--host="):
+            hosts = arg.split("=", 1)[1]
+    return [h.strip() for h in hosts.split(",") if h.strip()] or ["127.0.0.1"]
+
+
+def parse_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an http(s) URL; bad input is a one-line error."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BenchError(f"--url must look like http://HOST:PORT/v1, got {url!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise BenchError(f"--url has a bad port: {url!r}") from None
+    return parts.scheme, parts.hostname, port, parts.path

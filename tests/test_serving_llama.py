@@ -292,7 +292,7 @@ def test_a_server_exposed_beyond_loopback_gets_a_generated_key_and_one_warning(t
 
 
 def test_who_may_use_the_server_is_decided_from_the_arguments():
-    from bench.serving.client import server_hosts
+    from bench.request import server_hosts
     from bench.serving.target import server_access, url_warning
 
     assert server_hosts([]) == ["127.0.0.1"]

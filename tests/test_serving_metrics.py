@@ -255,6 +255,7 @@ def test_a_serving_row_is_one_json_line_even_with_a_non_finite_number(tmp_path):
     assert len(rows) == 2 and len(warnings) == 2 and "version 99" in warnings[0]
 
 
+@pytest.mark.fast
 def test_a_serve_request_shares_the_run_requests_parts_and_names_the_flag_in_errors(tmp_path):
     from bench.errors import BenchError
     from bench.request import RequestBase, RunRequest, ServeRequest, TaskSpec, serve_request_from_cli

@@ -44,7 +44,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from bench.errors import BenchError
@@ -66,6 +66,45 @@ def _all_nullable(cls: type) -> type:
     stays a null (``Section`` leaves out a None unless the field is NULLABLE)."""
     cls.NULLABLE = tuple(f.name for f in fields(cls) if f.name != "extra")
     return cls
+
+
+
+@dataclass
+class RequestTrace:
+    """The raw record of one request, kept in the row so any other definition can be recomputed."""
+
+    index: int
+    scheduled: float
+    sent: float | None = None
+    slot_wait: float = 0.0
+    chunk_times: list[float] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    tokens_source: str = "assumed-1"  # server-counter | token-ids | assumed-1
+    end: float | None = None
+    status: str = "pending"  # ok, or an error kind (see bench/serving/client.py)
+    reason: str | None = None
+    http_status: int | None = None
+    prompt_tokens: int | None = None  # the server's usage.prompt_tokens
+    prompt_tokens_client: int | None = None  # what the client prepared
+    completion_tokens: int | None = None  # the server's usage.completion_tokens
+    cached_tokens: int | None = None  # prompt tokens the server took from its cache
+    max_tokens: int | None = None  # asked for
+    finish_reason: str | None = None
+    text: str | None = None  # kept only when asked for (task accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("scheduled", "sent", "slot_wait", "end"):
+            if d[key] is not None:
+                d[key] = round(d[key], 6)
+        d["chunk_times"] = [round(t, 6) for t in self.chunk_times]
+        if d["text"] is None:
+            del d["text"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RequestTrace:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -701,8 +740,6 @@ class ServingRow:
 
     def traces(self) -> list[Any]:
         """The counted requests as ``RequestTrace`` (bench/serving/metrics.py), ready for its functions."""
-        from bench.serving.metrics import RequestTrace
-
         known = set(RequestTrace.__dataclass_fields__)
         return [RequestTrace(**{k: v for k, v in q.items() if k in known}) for q in self.requests
                 if isinstance(q, dict) and {"index", "scheduled"} <= set(q)]

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.errors import BenchError
-from bench.serving.metrics import RequestTrace
+from bench.request import parse_url
+from bench.results.serving import RequestTrace
 
 clock = time.perf_counter
 MAX_ERROR_BODY = 64 * 1024
@@ -70,30 +70,6 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def server_hosts(server_args: list[str]) -> list[str]:
-    """The addresses llama-server listens on: the last ``--host`` among the extra arguments
-    (comma-separated, as llama-server reads it), else 127.0.0.1."""
-    hosts = "127.0.0.1"
-    for i, arg in enumerate(server_args):
-        if arg == "--host" and i + 1 < len(server_args):
-            hosts = server_args[i + 1]
-        elif arg.startswith("--host="):
-            hosts = arg.split("=", 1)[1]
-    return [h.strip() for h in hosts.split(",") if h.strip()] or ["127.0.0.1"]
-
-
-def parse_url(url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of an http(s) URL; bad input is a one-line error."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchError(f"--url must look like http://HOST:PORT/v1, got {url!r}")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise BenchError(f"--url has a bad port: {url!r}") from None
-    return parts.scheme, parts.hostname, port, parts.path
 
 
 def connection(url: str, timeout_s: float) -> http.client.HTTPConnection:

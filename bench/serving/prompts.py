@@ -48,20 +48,6 @@ class Prompt:
     source: str
 
 
-@dataclass(frozen=True)
-class GenLength:
-    """Output tokens asked per request: fixed (lo == hi) or drawn uniformly in [lo, hi] (seeded)."""
-
-    lo: int
-    hi: int
-
-    def draw(self, rng: random.Random) -> int:
-        return self.lo if self.lo == self.hi else rng.randint(self.lo, self.hi)
-
-    def describe(self) -> str:
-        return str(self.lo) if self.lo == self.hi else f"uniform {self.lo}..{self.hi}"
-
-
 class ServerTokenizer:
     """The server's own tokenizer over HTTP: llama-server's /tokenize and /detokenize, or vLLM's
     /tokenize. ``available`` is False where the server has neither."""

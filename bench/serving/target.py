@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.request import ServeRequest
+from bench.request import ServeRequest, parse_url, server_hosts
 from bench.results.serving import ServingModel, ServingTarget
-from bench.serving.client import HttpFailure, Target, http_json, is_loopback_host, parse_url, server_hosts
+from bench.serving.client import HttpFailure, Target, http_json, is_loopback_host
 from bench.serving.placement import Placement
 from bench.serving.plan import ctx_per_slot
 from bench.serving.server import ManagedServer, ServerSpec
