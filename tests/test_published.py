@@ -47,9 +47,20 @@ def test_a_measurement_far_below_it_fails_and_inform_only_never_passes():
 
 @pytest.mark.fast
 def test_differences_are_named():
-    check = compare_with_published(_measured(2, 50, shots=4), {**PUBLISHED, "task": "gsm8k", "value": 0.014,
-                                                                "shots": 5, "metric": "accuracy"}, 0.99)
+    check = compare_with_published(_measured(12, 50, shots=4), {**PUBLISHED, "task": "gsm8k", "value": 0.30,
+                                                                 "shots": 5, "metric": "accuracy"}, 0.99)
     assert "5-shot there, 4-shot here" in check.value and "metric accuracy there, pass@1 here" in check.value
+
+
+@pytest.mark.fast
+def test_a_comparison_no_outcome_could_fail_is_unmeasured():
+    """SmolLM2-135M's published GSM8K is 1.4%: at 20 items even 0 correct has a 95% upper bound above
+    it, so the comparison cannot fail and is never a pass; with enough items it can, and does."""
+    floor = {**PUBLISHED, "task": "gsm8k", "value": 0.014, "shots": 5, "metric": "accuracy"}
+    small = compare_with_published(_measured(0, 20, shots=5), floor, 0.99)
+    assert small.outcome == "unmeasured" and "not even 0 correct could fail it" in small.value
+    assert wilson_upper(0.0, 400) < 0.99 * 0.014  # 400 items can tell 0% from 1.4%
+    assert compare_with_published(_measured(0, 400, shots=5), floor, 0.99).outcome == "fail"
 
 
 @pytest.mark.fast

@@ -175,7 +175,7 @@ def answer(v: Verdict, crit: list[str]) -> tuple[list[str], dict[str, str]]:
         if not passing and len(stuck) == 1:
             sentences.append(f"From {origin}: {stuck[0]}.")
             continue
-        lead = f"the cheapest pass is {_passes(passing[0])}" if passing else "no model passes"
+        lead = f"{_passes(passing[0])}, the cheapest tier where a model passes" if passing else "no model passes"
         sentences.append(f"From {origin}: {lead}." + "".join(f" {s}." for s in stuck))
     missing: dict[str, list[str]] = defaultdict(list)
     for tv in v.tiers:

@@ -59,10 +59,19 @@ def differences(published: Mapping[str, Any], measured: Mapping[str, Any]) -> li
 def compare_with_published(measured: Mapping[str, Any], published: Mapping[str, Any], min_ratio: float,
                            may_pass: bool = True) -> PublishedCheck:
     """The quality criterion from a measured task block ({accuracy, accuracy_se, items, correct,
-    shots, metric, name}) and a published score ({value, task, shots, harness, source, ...})."""
+    shots, metric, name}) and a published score ({value, task, shots, harness, source, ...}): pass
+    when the measured accuracy's 95% Wilson upper bound reaches ``min_ratio`` x the published value,
+    FAIL when it does not; ``unmeasured`` where no outcome of n items could fail (the upper bound
+    at 0 correct already reaches it: a published score at the task's floor, or too few items)."""
     p, n, target = measured["accuracy"], measured["items"], published["value"]
     if not target:
         return PublishedCheck("unmeasured", f"the published {published['task']} score is 0: nothing to retain")
+    floor = wilson_upper(0.0, n)
+    if floor >= min_ratio * target:  # even no correct answer would pass: a check that cannot fail
+        return PublishedCheck("unmeasured", f"{p:.1%} ({measured.get('correct')}/{n}) against {target:.1%} published: "
+                                            f"with {n} items not even 0 correct could fail it (95% upper bound "
+                                            f"{floor:.1%} >= {min_ratio:.0%} of {target:.1%}); the published score is "
+                                            "too low to judge against at this size")
     upper = wilson_upper(p, n)
     ok = upper >= min_ratio * target
     value = (f"{p:.1%} ± {measured.get('accuracy_se') or 0:.1%} ({measured.get('correct')}/{n}) of "
