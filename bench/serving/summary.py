@@ -48,7 +48,7 @@ def in_process(req: ServeRequest, placement: Placement, say: Say) -> InProcess:
     (row,) = run_plans([plan], path).rows
     s = row.summary
     return InProcess(status=row.status, reason=row.reason, file=str(path), threads=threads,
-                     cpus=plan.caps.get("cpus"), ttft_s=s.mean("ttft_s"), tpot_s=s.mean("tpot_s"),
+                     cpus=plan.caps.cpus, ttft_s=s.mean("ttft_s"), tpot_s=s.mean("tpot_s"),
                      decode_tps=s.mean("decode_tps"), e2e_s=s.mean("e2e_s"), basis="mean of 5 repetitions, batch 1")
 
 
