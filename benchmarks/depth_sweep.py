@@ -93,9 +93,9 @@ def run_llama_bench(binary: str, model: str, depth: int, p: int, n: int, t: int,
             res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         if res["rc"] != 0:
             raise SystemExit(f"llama-bench failed ({' '.join(args)}): {res['stderr']}")
-        return json.loads(res["stdout"]), res["maxrss_kib"] * 1024, flag_reason(watch.report(), None)
+        return json.loads(res["stdout"]), res["maxrss_kib"] * 1024, verdict(watch.report()).flag_reason(None)
 
-    from bench.measuring.machine_state import StateWatch, flag_reason
+    from bench.measuring.machine_state import StateWatch, verdict
 
     cpus = sorted(os.sched_getaffinity(0))[:t]
     if one_fill:
