@@ -423,6 +423,10 @@ def _vs_published(r: Row, c: Criteria) -> Check | None:
     res = compare_with_published(r.task.to_dict(), published, c.accuracy_retained_min,
                                  may_pass=c.published_comparison == "may_pass")
     short = res.value.split(" published")[0] + " published"
+    if "could fail it" in res.value:  # no outcome of this many items could have failed the comparison
+        short += f": too low a score to judge at {r.task.items} items"
+    elif res.value.startswith("informs only"):
+        short += " (informs only: claims published_comparison inform)"
     return Check("accuracy retained vs published", res.outcome, res.value, short)  # type: ignore[arg-type]
 
 
