@@ -422,7 +422,8 @@ def _vs_published(r: Row, c: Criteria) -> Check | None:
     assert c.accuracy_retained_min is not None
     res = compare_with_published(r.task.to_dict(), published, c.accuracy_retained_min,
                                  may_pass=c.published_comparison == "may_pass")
-    short = res.value.split(" published")[0] + " published"
+    head = res.value.split(" published")[0]  # "90.0% ± 6.7% (18/20) of 70.7%"
+    short = f"{head.split(' ')[0]} vs {head.rsplit(' ', 1)[-1]} published"
     if "could fail it" in res.value:  # no outcome of this many items could have failed the comparison
         short += f": too low a score to judge at {r.task.items} items"
     elif res.value.startswith("informs only"):
