@@ -778,7 +778,8 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     import json
 
     from bench.analysis import verdict_report as view
-    from bench.analysis.verdict import judge, load_claims
+    from bench.analysis.verdict import judge
+    from bench.claims import load_claims
     from bench.datafiles import find_data_path
     from bench.display import console, narrow_console
     from bench.errors import BenchError

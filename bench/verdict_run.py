@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.analysis.verdict import Claims
+from bench.claims import Claims
 from bench.measuring.plan import CellPlan
 from bench.models.catalog import Catalog, Model, Variant
 from bench.request import QualitySpec, RunRequest, TaskSpec

@@ -125,8 +125,9 @@ def test_the_host_speed_is_never_shown_as_the_tiers(emulated, tmp_path):
     assert len(numbers) > 20
 
     # the outputs of bench run and bench serve themselves, and their tables cell by cell
-    from bench.analysis.verdict import judge, load_claims
+    from bench.analysis.verdict import judge
     from bench.analysis.verdict_report import rich_renderables
+    from bench.claims import load_claims
     from bench.display import results_table
     from bench.results.files import load_results
     from bench.serving.display import conclusions, points_table

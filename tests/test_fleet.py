@@ -337,7 +337,8 @@ def test_an_interrupted_run_keeps_its_rows_and_the_next_does_only_the_missing_ce
 def test_verdict_and_report_prefer_the_tier_and_name_its_machine(matrix_run, status, tmp_path):
     from bench.analysis.flat import flatten, latest_per_cell
     from bench.analysis.report import Report, write_report
-    from bench.analysis.verdict import judge, load_claims
+    from bench.analysis.verdict import judge
+    from bench.claims import load_claims
     from bench.results.schema import Row
 
     _, rows, _, _ = matrix_run

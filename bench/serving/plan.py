@@ -28,30 +28,24 @@ def load_points(req: ServeRequest) -> list[LoadPoint]:
 
 
 def slo_from_claims(path: Path, ttft_s: float | None, tpot_s: float | None) -> Slo:
-    """TTFT <= criteria.ttft_s_max and TPOT <= 1 / criteria.decode_tps_min of the claims file,
-    unless given on the command line."""
-    import yaml
+    """TTFT <= criteria.ttft_s_max and TPOT <= 1 / criteria.decode_tps_min of the claims file
+    (bench.claims, read typed), unless given on the command line (then the file is not read)."""
+    from bench.claims import Criteria, load_claims
 
-    try:
-        criteria = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("criteria") or {}
-    except (OSError, yaml.YAMLError) as exc:
-        if ttft_s is not None and tpot_s is not None:
-            criteria = {}
-        else:
-            raise BenchError(f"{path}: cannot read the claims file for the SLOs: {exc}") from None
+    criteria = Criteria() if ttft_s is not None and tpot_s is not None else load_claims(path).criteria
     parts = []
     if ttft_s is None:
-        if not criteria.get("ttft_s_max"):
+        if criteria.ttft_s_max is None:
             raise BenchError(f"{path}: no criteria.ttft_s_max; give --slo-ttft")
-        ttft_s = float(criteria["ttft_s_max"])
+        ttft_s = criteria.ttft_s_max
         parts.append(f"TTFT <= {ttft_s:g} s (ttft_s_max of {path.name})")
     else:
         parts.append(f"TTFT <= {ttft_s:g} s (--slo-ttft)")
     if tpot_s is None:
-        if not criteria.get("decode_tps_min"):
+        if criteria.decode_tps_min is None:
             raise BenchError(f"{path}: no criteria.decode_tps_min; give --slo-tpot")
-        tpot_s = 1.0 / float(criteria["decode_tps_min"])
-        parts.append(f"TPOT <= {tpot_s:.4f} s (1 / decode_tps_min {criteria['decode_tps_min']:g} tok/s of {path.name})")
+        tpot_s = 1.0 / criteria.decode_tps_min
+        parts.append(f"TPOT <= {tpot_s:.4f} s (1 / decode_tps_min {criteria.decode_tps_min:g} tok/s of {path.name})")
     else:
         parts.append(f"TPOT <= {tpot_s:g} s (--slo-tpot)")
     return Slo(ttft_s=ttft_s, tpot_s=tpot_s, source="; ".join(parts))
