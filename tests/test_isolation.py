@@ -3,6 +3,7 @@ and an interrupted run keeps every row it completed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -107,3 +108,23 @@ def test_ctrl_c_finishes_the_current_cell_then_stops(tmp_path, embedded_model):
     rows = _rows(out)
     assert [(r["config"]["gen_tokens"], r["status"]) for r in rows] == [(150, "ok")]
     assert proc.returncode == 130 and "1 cell(s) not run" in stderr
+
+
+def test_pass_folders_of_a_killed_suite_are_removed_and_live_ones_kept(tmp_path):
+    """A pass folder whose owner (the launcher) is gone is removed at the next pass; one whose
+    owner lives, or one without an owner file, is kept."""
+    import subprocess
+
+    from bench.measuring.launcher import OWNER_FILE, remove_stale_scratch
+    from bench.measuring.worker import SCRATCH_PREFIX
+
+    done = subprocess.Popen(["true"])
+    done.wait()  # its pid now names no process (reaped)
+    stale, live, unknown = (tmp_path / f"{SCRATCH_PREFIX}{n}" for n in ("stale", "live", "unknown"))
+    for d in (stale, live, unknown):
+        d.mkdir()
+        (d / "job.json").write_text("{}")
+    (stale / OWNER_FILE).write_text(str(done.pid))
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    assert remove_stale_scratch(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and unknown.exists()

@@ -94,12 +94,36 @@ class _ChildWatch:
                     on_progress(done, total)
 
 
+OWNER_FILE = "owner.pid"  # the launcher's pid: a folder whose owner is gone was left by a killed suite
+
+
+def remove_stale_scratch(tmpdir: Path) -> list[Path]:
+    """Remove pass folders left behind when the suite and its worker were both killed outright
+    (SIGKILL: neither can clean up): those whose owner process no longer exists. A folder without an
+    owner file (written by an older version) or whose owner lives is kept. Returns what was removed."""
+    import shutil
+
+    removed = []
+    for d in tmpdir.glob(SCRATCH_PREFIX + "*"):
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:  # the owner is gone
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        except (OSError, ValueError):  # no owner file, not ours to signal, or unreadable: keep it
+            continue
+    return removed
+
+
 def run_job(job: Job, timeout_s: float, on_progress: ProgressFn | None = None,
             build: dict[str, Any] | None = None) -> tuple[str, str | None, dict[str, Any] | None]:
     """Run one pass in a child process: (status, reason, result or None). ``build`` (the llama.cpp
     build's facts) lets a crash name the build and its fix."""
+    remove_stale_scratch(Path(tempfile.gettempdir()))
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
         spec_path, out_path, err_path = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
+        Path(tmp, OWNER_FILE).write_text(str(os.getpid()))
         spec_path.write_text(job.to_json())
         with err_path.open("w") as err:
             proc = subprocess.Popen(  # faulthandler: a crash leaves the Python frame it happened in
