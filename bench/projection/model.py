@@ -160,13 +160,18 @@ def thread_cap(hw: Hardware, params: ClassParams, threads: int | None = None) ->
     return None
 
 
-def _evidence_rate(hw: Hardware, params: ClassParams) -> tuple[float | None, dict[str, Any], str | None]:
-    """BW_eff from the machine's own decode results at depth 0 (any model), carried to hw.threads."""
+def _evidence_rate(hw: Hardware, params: ClassParams, family: str | None = None
+                   ) -> tuple[float | None, dict[str, Any], str | None]:
+    """BW_eff from the machine's own decode results at depth 0 (any model), carried to hw.threads;
+    results of the file's own quantization family first (each family has its own kernels)."""
     rates, used, refused = [], [], []
-    evidence = list(hw.evidence)
+    evidence = [e for e in hw.evidence if e.decode_tps and e.size_bytes and e.usable]
     if params.device_class == "cpu" and hw.threads:
         # a CPU's decode depends on its threads: results at the tier's own thread count come first
-        same = [e for e in evidence if e.threads == hw.threads and e.decode_tps and e.size_bytes and e.usable]
+        same = [e for e in evidence if e.threads == hw.threads]
+        evidence = same or evidence
+    if family:
+        same = [e for e in evidence if quant_family(e.quant) == family]
         evidence = same or evidence
     for e in evidence:
         if not e.decode_tps or not e.size_bytes or not e.usable:
@@ -202,7 +207,7 @@ def project_decode(shape: ModelShape, context: float, hw: Hardware, params: Clas
     b = shape.token_bytes(context, kv_type, params.attn_bytes_per_flop)
     basis, how, inputs, bw = None, "", {}, None
     if use_evidence and hw.evidence:
-        bw, inputs, why_not = _evidence_rate(hw, params)
+        bw, inputs, why_not = _evidence_rate(hw, params, shape.family)
         if bw is not None:
             basis, how = "evidence", f"{hw.id}'s own published decode results ({len(inputs['entries'])} entries)"
         else:
