@@ -388,6 +388,31 @@ def test_predict_answers_per_tier_without_running_anything():
 @pytest.mark.model
 def test_predict_refuses_an_unknown_tier():
     assert_clean_error(_bench("predict", "smollm2-135m", "-p", "no-such-tier"), "unknown hardware profile")
+    assert_clean_error(_bench("predict", "smollm2-135m", "-p", "/no/such/machine.yaml"), "profile file not found")
+
+
+@pytest.mark.model
+def test_predict_takes_a_machine_of_ones_own_as_a_profile_file(tmp_path):
+    """A machine nobody published results for, described in a profile file, is projected from its figures
+    alone: the same figures as a shipped tier without evidence (laptop-4c-8g) give the same projection."""
+    import yaml
+
+    from bench.datafiles import find_data_path
+
+    shipped = find_data_path("hardware_profiles", None, "BENCH_PROFILES") / "laptop-4c-8g.yaml"
+    mine = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    mine["id"], mine["name"] = "my-laptop", "my own laptop (the figures of laptop-4c-8g)"
+    path = tmp_path / "my-laptop.yaml"
+    path.write_text(yaml.safe_dump(mine), encoding="utf-8")
+    proc = _bench("predict", "smollm2-135m", "-p", "laptop-4c-8g", "-p", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    shipped_tier, my_tier = json.loads(proc.stdout)["tiers"]
+    assert my_tier["tier"] == "my-laptop"
+    assert my_tier["projection"]["decode_tps"]["basis"] == "peak"
+    assert my_tier["projection"]["decode_tps"]["value"] == shipped_tier["projection"]["decode_tps"]["value"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nname: x\n", encoding="utf-8")
+    assert_clean_error(_bench("predict", "smollm2-135m", "-p", str(bad)), "bad.yaml")
 
 
 # ---- bench import: llama-bench's real outputs ---------------------------------------------------------

@@ -22,7 +22,9 @@ def add_predict(sub: Any) -> None:
     p.add_argument("model", metavar="ID[:VARIANT]|PATH.gguf", help="a catalog model (its file is fetched into the "
                    "cache if it is not there: the header is read, nothing is run) or a GGUF file")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--tier", "-p", action="append", metavar="PROFILE", help="a hardware profile; repeatable")
+    which.add_argument("--tier", "-p", action="append", metavar="PROFILE",
+                       help="a hardware profile, or a profile file (PATH.yaml, the schema of hardware_profiles/*.yaml) "
+                       "for a machine of your own; repeatable")
     which.add_argument("--all-tiers", action="store_true", help="every profile (the default)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (default 128)")
     p.add_argument("--gen-tokens", type=int, default=64, help="tokens generated (default 64)")
@@ -98,6 +100,21 @@ def _cell(p: dict[str, Any] | None, fmt: str) -> str:
     return f"{p['value']:{fmt}} ({p['low']:{fmt}}-{p['high']:{fmt}})"
 
 
+def _is_profile_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml"))
+
+
+def _profile_file(path: str) -> Any:
+    """A machine of the user's own, described in a profile file (hardware_profiles/*.yaml's schema): it
+    has no published results here, so its speed comes from its figures alone (basis peak or measured)."""
+    from bench.hardware.profiles import Profile
+    from bench.yamlfile import parse_yaml_file
+
+    if not Path(path).is_file():
+        raise BenchError(f"{path}: profile file not found")
+    return parse_yaml_file(Path(path), Profile)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -113,10 +130,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     catalog_path = find_data_path("models.yaml", args.catalog, "BENCH_CATALOG")
     profiles = load_profiles(find_data_path("hardware_profiles", args.profiles_dir, "BENCH_PROFILES"))
     if args.tier:
-        unknown = [t for t in args.tier if t not in profiles]
+        unknown = [t for t in args.tier if t not in profiles and not _is_profile_file(t)]
         if unknown:
-            raise BenchError(f"unknown hardware profile(s): {', '.join(unknown)}; known: {', '.join(sorted(profiles))}")
-        chosen = [profiles[t] for t in args.tier]
+            raise BenchError(f"unknown hardware profile(s): {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(profiles))}, or a profile file (PATH.yaml)")
+        chosen = [profiles[t] if t in profiles else _profile_file(t) for t in args.tier]
     else:
         chosen = list(profiles.values())
     (shape, g), label = _resolve_shape(args.model, catalog_path)
