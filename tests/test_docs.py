@@ -82,3 +82,24 @@ def test_the_readme_shows_the_newest_verdict_as_the_command_wrote_it() -> None:
     spec.loader.exec_module(mod)
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert mod.block(mod.newest_page()) in text, "run: python benchmarks/readme_verdict.py"
+
+
+def test_the_readme_projection_table_is_the_newest_validation_page() -> None:
+    """README's test-split table carries the figures `python -m bench.projection.validate --markdown`
+    wrote on the newest dated validation page (each row's n, median, within 35% and coverage)."""
+    page = sorted((ROOT / "docs" / "measurements").glob("*-perfmodel-validation.md"))[-1]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert page.name in readme, f"README links an older validation page than {page.name}"
+    test_block = page.read_text(encoding="utf-8").split(" TEST split, never fitted:", 1)[1].split("Prefill tok/s", 1)[0]
+    line = re.compile(r"^\s+(as rows get it|formula only|naive 0.6 x peak / bytes, same \d+ entries)\s+n=(\d+)\s+"
+                      r"median \|err\|\s+([\d.]+)%\s+within 35%\s+(\d+)%.*?in interval\s+(\S+)", re.M)
+    rows = {m[1].split(",")[0][:5]: m for m in line.finditer(test_block)}  # "as ro", "formu", "naive"
+    labels = {"as ro": "as `bench` projects a tier", "formu": "from a machine's figures alone",
+              "naive": "naive rule: 0.6 x datasheet peak"}
+    assert set(rows) == set(labels), f"{page.name}: test-split lines not found"
+    for key, label in labels.items():
+        m = rows[key]
+        row = next((r for r in readme.splitlines() if r.startswith(f"| {label}")), None)
+        assert row is not None, f"README lacks the row '{label}'"
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert cells == [m[2], f"{m[3]}%", f"{m[4]}%", m[5]], (row, m.group(0))
