@@ -249,6 +249,19 @@ def test_fitting_never_reads_the_test_split():
     assert fit_params(doctored.train()) == fit_params(train)
 
 
+@pytest.mark.fast
+def test_a_machine_weighs_the_same_in_each_familys_prefill_efficiency():
+    """A family's fitted prefill efficiency depends on that family's entries only: dropping every other
+    family's entries changes nothing (each machine's weight is split over its entries of the family,
+    so a machine published in many families does not count for less)."""
+    train = load_evidence(REPO / "validation").train()
+    full = fit_params(train)["cpu"].prefill_eff
+    assert len(full) >= 3
+    for family, value in full.items():
+        alone = replace(train, entries=tuple(e for e in train.entries if quant_family(e.quant) == family))
+        assert fit_params(alone)["cpu"].prefill_eff[family] == value, family
+
+
 @pytest.mark.model  # refits every class and the depth term: seconds, no model file
 def test_committed_parameters_are_those_of_the_training_split():
     data = json.loads((REPO / "validation" / "model_params.json").read_text())

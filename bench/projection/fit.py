@@ -282,18 +282,18 @@ def fit_prefill(ev: EvidenceSet, cls: str, base: ClassParams) -> ClassParams:
     family_ratio = {fam: statistics.median(v) for fam, v in ratios.items() if v}
     family_ratio["kquant"] = 1.0
     effs: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    counts: dict[str, int] = defaultdict(int)
-    for _, m, _ in rows:
-        counts[m.id] += 1
-    for e, m, c in rows:
-        hw = hardware_of(m)
-        if not hw.compute:
-            continue
+    # Each machine weighs the same in each family's median: its weight is split over its entries of
+    # that family (not over all its entries, which let a machine with many families count for less).
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    with_compute = [(e, m, c, hw) for e, m, c in rows if (hw := hardware_of(m)).compute]
+    for e, m, _, _ in with_compute:
+        counts[(m.id, quant_family(e.quant))] += 1
+    for e, m, c, hw in with_compute:
         t = e.threads or hw.threads
         scale = (t / hw.compute_threads) if cls == "cpu" and t and hw.compute_threads else 1.0
         fam = quant_family(e.quant)
         effs[fam][0].append(c / (hw.compute * scale))
-        effs[fam][1].append(1.0 / counts[m.id])
+        effs[fam][1].append(1.0 / counts[(m.id, fam)])
     prefill_eff = {fam: weighted_quantile(v, w, 0.5) for fam, (v, w) in effs.items() if v}
     n = {**base.n, "prefill_entries": len(rows), "prefill_machines": len(per_machine)}
     return ClassParams(cls, base.overhead_s, base.share_peak, base.share_measured, base.thread_rate, base.kappa,
