@@ -157,6 +157,30 @@ def test_threads_cap_a_cpu_and_evidence_at_other_thread_counts_is_carried_or_ref
 
 
 @pytest.mark.fast
+def test_a_result_its_own_machine_beat_at_more_threads_is_not_evidence_for_more():
+    """A published thread sweep (4 GB file: 1 thread 2 tok/s = 8 GB/s, under the class's 1-thread cap of
+    8.5; 4 threads 8 tok/s = 32 GB/s) says the 1-thread result was thread-bound: an 8-thread tier takes
+    the 4-thread results."""
+    sweep = (_entry(id="t1", decode_tps=2.0, threads=1), _entry(id="t4", decode_tps=8.0, threads=4),
+             _entry(id="t4b", model="y", params=3e9, size_bytes=2e9, decode_tps=16.0, threads=4))
+    est = project_decode(SHAPE, 0, Hardware("m", "cpu", threads=8, evidence=sweep), CPU)
+    assert isinstance(est, Estimate) and est.basis == "evidence"
+    assert "t1" not in est.inputs["entries"] and set(est.inputs["entries"]) == {"t4", "t4b"}
+    assert est.inputs["effective_bandwidth_gbs"] == pytest.approx(32.0)
+
+
+@pytest.mark.fast
+def test_i_quants_on_a_cpu_are_not_projected_nor_evidence():
+    iq = ModelShape(file_bytes=2e9, n_params=3e9, quant="IQ4_XS")
+    why = project_decode(iq, 0, Hardware("m", "cpu", threads=4, bandwidth_peak=100e9), CPU)
+    assert isinstance(why, Why) and "i-quant" in why.reason
+    only_iq = Hardware("m", "cpu", threads=4, bandwidth_peak=100e9,
+                       evidence=(_entry(quant="IQ4_XS", decode_tps=3.0, threads=4),))
+    est = project_decode(SHAPE, 0, only_iq, CPU)
+    assert isinstance(est, Estimate) and est.basis == "peak"  # the i-quant result is not Q4_0's evidence
+
+
+@pytest.mark.fast
 def test_prefill_from_evidence_of_the_same_family_else_scaled_else_the_compute_figure():
     f = SHAPE.prefill_flops_per_token(128)
     hw = Hardware("m", "cpu", threads=8, compute=400e9, compute_threads=8,

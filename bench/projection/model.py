@@ -160,13 +160,32 @@ def thread_cap(hw: Hardware, params: ClassParams, threads: int | None = None) ->
     return None
 
 
+def _faster_with_more_threads(e: Entry, rate: float, evidence: list[Entry], params: ClassParams,
+                              up_to: int) -> bool:
+    """A CPU result at t_e threads was thread-bound where its own machine streams at least 1/0.85 as fast
+    at more threads (up to the tier's): its own published thread sweep says so."""
+    for o in evidence:
+        if o.machine != e.machine or not o.threads or not e.threads or not e.threads < o.threads <= up_to:
+            continue
+        r = stream_rate(o.decode_tps, o.size_bytes, params.overhead_s)  # type: ignore[arg-type]
+        if r is not None and r * 0.85 >= rate:
+            return True
+    return False
+
+
 def _evidence_rate(hw: Hardware, params: ClassParams, family: str | None = None
                    ) -> tuple[float | None, dict[str, Any], str | None]:
     """BW_eff from the machine's own decode results at depth 0 (any model), carried to hw.threads;
-    results of the file's own quantization family first (each family has its own kernels)."""
+    results of the file's own quantization family first (each family has its own kernels). On a CPU
+    the i-quants are not evidence (compute-bound there), and a result at fewer threads than the tier's
+    that was thread-bound (by the class's cap, or by the machine's own faster results at more threads)
+    is refused."""
     rates, used, refused = [], [], []
-    evidence = [e for e in hw.evidence if e.decode_tps and e.size_bytes and e.usable]
-    if params.device_class == "cpu" and hw.threads:
+    cpu = params.device_class == "cpu"
+    evidence = [e for e in hw.evidence if e.decode_tps and e.size_bytes and e.usable
+                and not (cpu and quant_family(e.quant) == "iquant")]
+    every = evidence
+    if cpu and hw.threads:
         # a CPU's decode depends on its threads: results at the tier's own thread count come first
         same = [e for e in evidence if e.threads == hw.threads]
         evidence = same or evidence
@@ -174,16 +193,13 @@ def _evidence_rate(hw: Hardware, params: ClassParams, family: str | None = None
         same = [e for e in evidence if quant_family(e.quant) == family]
         evidence = same or evidence
     for e in evidence:
-        if not e.decode_tps or not e.size_bytes or not e.usable:
-            continue
-        if params.device_class == "cpu" and quant_family(e.quant) == "iquant":
-            continue
-        r = stream_rate(e.decode_tps, e.size_bytes, params.overhead_s)
+        r = stream_rate(e.decode_tps, e.size_bytes, params.overhead_s)  # type: ignore[arg-type]
         if r is None:
             continue
-        if params.device_class == "cpu" and hw.threads and e.threads and e.threads != hw.threads:
+        if cpu and hw.threads and e.threads and e.threads != hw.threads:
             cap_e, cap_t = thread_cap(hw, params, e.threads), thread_cap(hw, params, hw.threads)
-            thread_bound = cap_e is not None and r >= 0.85 * cap_e
+            thread_bound = (cap_e is not None and r >= 0.85 * cap_e) or _faster_with_more_threads(
+                e, r, every, params, hw.threads)
             if e.threads < hw.threads and thread_bound:
                 refused.append(f"{e.id} ran {e.threads} threads and was thread-bound there; the tier runs "
                                f"{hw.threads}")
@@ -204,6 +220,9 @@ def project_decode(shape: ModelShape, context: float, hw: Hardware, params: Clas
     """The raw decode tok/s of ``shape`` at ``context`` positions on ``hw`` (before its band)."""
     if shape.moe:
         return Why("a mixture-of-experts model reads only its routed experts per token; the model has no MoE term")
+    if params.device_class == "cpu" and shape.family == "iquant":
+        return Why("i-quant files on a CPU are compute-bound (lookup-table dequantization), not bandwidth-bound: "
+                   "the model has no term for them")
     b = shape.token_bytes(context, kv_type, params.attn_bytes_per_flop)
     basis, how, inputs, bw = None, "", {}, None
     if use_evidence and hw.evidence:
