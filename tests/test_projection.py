@@ -275,15 +275,30 @@ def test_fitting_never_reads_the_test_split():
 
 @pytest.mark.fast
 def test_a_machine_weighs_the_same_in_each_familys_prefill_efficiency():
-    """A family's fitted prefill efficiency depends on that family's entries only: dropping every other
-    family's entries changes nothing (each machine's weight is split over its entries of the family,
-    so a machine published in many families does not count for less)."""
+    """A family fitted on its own machines (3 or more) depends on that family's entries only: dropping
+    every other family's entries changes nothing (each machine's weight is split over its entries of the
+    family, so a machine published in many families does not count for less)."""
+    from bench.projection.fit import hardware_of
+
     train = load_evidence(REPO / "validation").train()
     full = fit_params(train)["cpu"].prefill_eff
-    assert len(full) >= 3
-    for family, value in full.items():
+    timed = {mid for mid, m in train.machines.items() if m.device_class == "cpu" and hardware_of(m).compute}
+    own = [f for f in full if len({e.machine for e in train.entries if e.prefill_tps and e.machine in timed
+                                   and quant_family(e.quant) == f}) >= 3]
+    assert {"kquant", "legacy"} <= set(own)
+    for family in own:
         alone = replace(train, entries=tuple(e for e in train.entries if quant_family(e.quant) == family))
-        assert fit_params(alone)["cpu"].prefill_eff[family] == value, family
+        assert fit_params(alone)["cpu"].prefill_eff[family] == full[family], family
+
+
+@pytest.mark.fast
+def test_a_family_seen_on_too_few_machines_takes_the_pooled_prefill_efficiency():
+    """On the training split the gpu class has K-quant and float prefill with a compute figure on fewer
+    than 3 machines each: both take one pooled efficiency, scaled by their family ratios, so their
+    efficiencies stand in the ratio of those."""
+    gpu = fit_params(load_evidence(REPO / "validation").train())["gpu"]
+    eff, ratio = gpu.prefill_eff, gpu.family_ratio
+    assert eff["kquant"] / ratio["kquant"] == pytest.approx(eff["float"] / ratio["float"])
 
 
 @pytest.mark.model  # refits every class and the depth term: seconds, no model file

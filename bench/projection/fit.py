@@ -266,8 +266,8 @@ def _prefill_rows(ev: EvidenceSet, cls: str) -> list[tuple[Entry, Machine, float
     return out
 
 
-def fit_prefill(ev: EvidenceSet, cls: str, base: ClassParams) -> ClassParams:
-    rows = _prefill_rows(ev, cls)
+def _family_ratios(rows: list[tuple[Entry, Machine, float]], cls: str) -> tuple[dict[str, float], int]:
+    """{family: median over machines of C_eff(family) / C_eff(kquant)} and the number of machines."""
     per_machine: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for e, m, c in rows:
         t = e.threads or machine_threads(m)
@@ -281,21 +281,46 @@ def fit_prefill(ev: EvidenceSet, cls: str, base: ClassParams) -> ClassParams:
             ratios[fam].append(statistics.median(cs) / statistics.median(ref))
     family_ratio = {fam: statistics.median(v) for fam, v in ratios.items() if v}
     family_ratio["kquant"] = 1.0
-    effs: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    # Each machine weighs the same in each family's median: its weight is split over its entries of
-    # that family (not over all its entries, which let a machine with many families count for less).
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    with_compute = [(e, m, c, hw) for e, m, c in rows if (hw := hardware_of(m)).compute]
-    for e, m, _, _ in with_compute:
-        counts[(m.id, quant_family(e.quant))] += 1
-    for e, m, c, hw in with_compute:
+    return family_ratio, len(per_machine)
+
+
+def _efficiency_median(points: list[tuple[str, float]]) -> float:
+    """Machine-weighted median of (machine, efficiency) points: each machine's weight split over its points."""
+    counts: dict[str, int] = defaultdict(int)
+    for mid, _ in points:
+        counts[mid] += 1
+    return weighted_quantile([v for _, v in points], [1.0 / counts[mid] for mid, _ in points], 0.5)
+
+
+def _prefill_efficiencies(rows: list[tuple[Entry, Machine, float]], cls: str,
+                          family_ratio: dict[str, float]) -> dict[str, float]:
+    """prefill_eff[family] = machine-weighted median of C_eff / (C x t / t_C) over the family's entries
+    (each machine weighs the same in each family). A family seen on fewer than MIN_CLASS_MACHINES
+    machines takes the pooled efficiency of every family (each entry carried to K-quant terms by its
+    family ratio) x its own ratio."""
+    points: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for e, m, c in rows:
+        hw = hardware_of(m)
+        if not hw.compute:
+            continue
         t = e.threads or hw.threads
         scale = (t / hw.compute_threads) if cls == "cpu" and t and hw.compute_threads else 1.0
-        fam = quant_family(e.quant)
-        effs[fam][0].append(c / (hw.compute * scale))
-        effs[fam][1].append(1.0 / counts[(m.id, fam)])
-    prefill_eff = {fam: weighted_quantile(v, w, 0.5) for fam, (v, w) in effs.items() if v}
-    n = {**base.n, "prefill_entries": len(rows), "prefill_machines": len(per_machine)}
+        points[quant_family(e.quant)].append((m.id, c / (hw.compute * scale)))
+    eff = {fam: _efficiency_median(p) for fam, p in points.items()}
+    pooled = [(mid, v / family_ratio[fam]) for fam, p in points.items() if fam in family_ratio for mid, v in p]
+    if len({mid for mid, _ in pooled}) >= MIN_CLASS_MACHINES:
+        base = _efficiency_median(pooled)
+        for fam, p in points.items():
+            if len({mid for mid, _ in p}) < MIN_CLASS_MACHINES and fam in family_ratio:
+                eff[fam] = base * family_ratio[fam]
+    return eff
+
+
+def fit_prefill(ev: EvidenceSet, cls: str, base: ClassParams) -> ClassParams:
+    rows = _prefill_rows(ev, cls)
+    family_ratio, machines = _family_ratios(rows, cls)
+    prefill_eff = _prefill_efficiencies(rows, cls, family_ratio)
+    n = {**base.n, "prefill_entries": len(rows), "prefill_machines": machines}
     return ClassParams(cls, base.overhead_s, base.share_peak, base.share_measured, base.thread_rate, base.kappa,
                        prefill_eff, family_ratio, n)
 
