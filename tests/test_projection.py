@@ -103,6 +103,9 @@ def test_band_corrects_the_value_into_its_interval_and_swaps_for_times():
     assert (v, lo, hi) == (pytest.approx(9.0), pytest.approx(7.0), pytest.approx(12.0))
     v, lo, hi = band.correct(0.1, inverse=True)  # a time: 1 / rate
     assert lo <= v <= hi and v == pytest.approx(0.1 / 0.9)
+    # split-conformal levels 0.9 (m + 1) / m reach 1 with 9 machines or fewer: the band is their range
+    assert band.level_words().startswith("the range") and "8 machines" in band.level_words()
+    assert replace(band, machines=10).level_words().startswith("10th-90th percentile")
 
 
 @pytest.mark.fast

@@ -154,8 +154,11 @@ class Entry:
 
     @property
     def model_key(self) -> str:
-        """What makes two entries 'the same model file' (leave-one-model-out within a machine)."""
-        return f"{self.params or self.model}|{self.quant}|{self.size_bytes}"
+        """What makes two entries 'the same model file' (leave-one-model-out within a machine): its type and
+        size where the size is published (the same file under two names is one file), else its name."""
+        if self.size_bytes:
+            return f"{self.quant}|{self.size_bytes}"
+        return f"{self.params or self.model}|{self.quant}|"
 
 
 def _num(raw: str | None, what: str, where: str, *, positive: bool = True) -> float | None:

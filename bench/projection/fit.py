@@ -5,15 +5,17 @@ Each machine weighs the same in every fit (a machine published 100 times must no
 machines published once), and every fit minimizes the sum of |ln(measured / projected)| (a median,
 not a mean: a few odd published results do not drag it).
 
-    tau, share_peak, share_measured   per class: for each tau on a grid, each share is the
-        machine-weighted median of the shares the entries imply (stream_rate / bandwidth figure);
-        the tau with the smallest total |ln error| wins
+    tau                               per class, from within-machine groups of files of different
+        sizes (fit_overhead): 0 unless a fixed cost beats none by 10%
+    share_peak, share_measured        per class: the grid values (with kappa on CPUs) minimizing the
+        machine-weighted sum of |ln error| over entries whose machine has that figure
     thread_rate (CPU)                 the median over machines with a published thread sweep of the
         machine's highest bytes/s per thread (its thread-bound end)
     prefill_eff[family]               machine-weighted median of prefill x F / (C x t / t_C)
     family_ratio[family]              median over machines of C_eff(family) / C_eff(kquant)
     bands                             10th/50th/90th percentiles of ln(measured / projected) of
-        leave-one-machine-out projections: each machine projected with parameters fitted without it
+        leave-one-machine-out projections (each machine projected with parameters fitted without it),
+        at split-conformal levels: with 9 machines or fewer, the range of their errors
     attn_bytes_per_flop (gamma)       per group (CPUs; GPUs of every class together): the grid value
         minimizing the sum over published depth series of the mean |ln(measured / projected)| of
         decode(depth) / decode(shallowest) (fit_attn_cost); the suite's own sweep is never fitted

@@ -64,7 +64,7 @@ class ClassParams:
     thread_rate: float | None = None            # bytes/s one CPU thread's decode kernels stream
     kappa: float | None = None                  # CPU: bytes/s streamed per FLOP/s of the machine's compute
     prefill_eff: dict[str, float] = field(default_factory=dict)   # family -> C_eff / compute figure
-    family_ratio: dict[str, float] = field(default_factory=dict)  # family -> prefill rate vs "legacy"
+    family_ratio: dict[str, float] = field(default_factory=dict)  # family -> prefill rate vs "kquant"
     n: dict[str, int] = field(default_factory=dict)               # entries and machines each came from
     attn_bytes_per_flop: float = 0.0            # gamma: decode's attention FLOPs at depth, in bytes' time (B/FLOP)
 
@@ -86,6 +86,13 @@ class Band:
     n: int
     machines: int
     scope: str  # e.g. "cpu/peak", or "all/peak (pooled: cpu/peak has 3 entries)"
+
+    def level_words(self) -> str:
+        """What q10/q90 are: split-conformal levels 0.9 (m + 1) / m reach the extremes with 9 machines or
+        fewer, where the interval is the range of the out-of-sample errors, not a percentile band."""
+        if 0.9 * (self.machines + 1) / self.machines >= 1.0:
+            return f"the range (lowest to highest, {self.machines} machines)"
+        return "10th-90th percentile (split-conformal)"
 
     def correct(self, raw: float, inverse: bool = False) -> tuple[float, float, float]:
         """(value, low, high) of a rate (``inverse``: of a time, 1 / rate) from the raw projection."""
@@ -344,7 +351,7 @@ def banded(metric: str, raw: Estimate, unit: str, band: Band | None, inverse: bo
                    "would have no interval")
     value, low, high = band.correct(raw.value, inverse)
     return Projection(metric, value, low, high, unit, raw.basis, raw.how,
-                      f"{band.scope}: 10th-90th percentile of ln(measured/projected), n={band.n} entries on "
+                      f"{band.scope}: {band.level_words()} of ln(measured/projected), n={band.n} entries on "
                       f"{band.machines} machines (leave-one-machine-out)",
                       {**raw.inputs, "raw_value": raw.value})
 
