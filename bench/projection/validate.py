@@ -182,11 +182,12 @@ class DepthValidation:
 
 
 def _applied(rows: list[DepthRow], gammas: dict[str, float | None]) -> dict[str, float]:
-    """A group's gamma enters the model only if, on its published series with the series' machine left
-    out of the fit, it beats the bandwidth-only rule (median |err| of the decode ratio); else 0."""
+    """A group's gamma enters the model only if, on its published training-split series with the series'
+    machine left out of the fit, it beats the bandwidth-only rule (median |err| of the decode ratio); else
+    0. A test-split series never decides it."""
     out = {}
     for group, g in gammas.items():
-        rs = [r for r in rows if r.metric == "decode" and r.series.origin == "published"
+        rs = [r for r in rows if r.metric == "decode" and r.series.origin == "published" and not r.series.test
               and depth_group(r.series.device_class) == group and r.bandwidth_only is not None]
         if not g or not rs:
             out[group] = 0.0
