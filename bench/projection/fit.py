@@ -110,15 +110,6 @@ def _decode_entries(ev: EvidenceSet, cls: str) -> list[tuple[Entry, Machine]]:
             and ev.machines[e.machine].device_class == cls]
 
 
-def _full_threads(e: Entry, m: Machine, siblings: list[Entry]) -> bool:
-    """A CPU entry run at the machine's full thread count (or an unstated one): bandwidth evidence.
-    Entries of a thread sweep below the machine's most threads are thread-bound evidence instead."""
-    if m.device_class != "cpu" or not e.threads:
-        return True
-    most = max((s.threads or 0) for s in siblings)
-    return e.threads >= most
-
-
 # ---- decode parameters -----------------------------------------------------------------------------
 
 TAU_GRID_S = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3)
