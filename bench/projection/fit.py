@@ -46,6 +46,7 @@ from bench.projection.model import (
     Estimate,
     Hardware,
     Why,
+    conformal_level,
     decode_from_rate,
     project_decode,
     project_prefill,
@@ -457,10 +458,7 @@ def bands_from(scored: list[Scored]) -> dict[str, dict[str, Any]]:
         ws = [1.0 / per_machine[s.machine.id] for s in ss]
         if len(errs) < 2:
             continue
-        # Split-conformal levels: with m machines, the ceil(0.9 (m + 1))-th of m covers a new machine at
-        # least 90% of the time, so the 10th and 90th percentiles move out by a factor (m + 1) / m.
-        m = len(per_machine)
-        hi = min(1.0, 0.9 * (m + 1) / m)
+        hi = conformal_level(len(per_machine))
         q10, med, q90 = (weighted_quantile(errs, ws, q) for q in (1.0 - hi, 0.5, hi))
         out[f"{metric}|{cls}|{basis}"] = {"median": med, "q10": q10, "q90": q90, "n": len(errs),
                                           "machines": len(per_machine), "scope": f"{cls}/{basis}"}

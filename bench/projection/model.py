@@ -76,6 +76,12 @@ class ClassParams:
         return cls(**d)
 
 
+def conformal_level(machines: int) -> float:
+    """The upper quantile level of a band from m machines: min(1, 0.9 (m + 1) / m). Split-conformal: the
+    ceil(0.9 (m + 1))-th of m out-of-sample errors covers a new machine at least 90% of the time."""
+    return min(1.0, 0.9 * (machines + 1) / machines)
+
+
 @dataclass(frozen=True)
 class Band:
     """Quantiles of ln(measured / projected) of out-of-sample projections of one class and basis."""
@@ -88,9 +94,9 @@ class Band:
     scope: str  # e.g. "cpu/peak", or "all/peak (pooled: cpu/peak has 3 entries)"
 
     def level_words(self) -> str:
-        """What q10/q90 are: split-conformal levels 0.9 (m + 1) / m reach the extremes with 9 machines or
-        fewer, where the interval is the range of the out-of-sample errors, not a percentile band."""
-        if 0.9 * (self.machines + 1) / self.machines >= 1.0:
+        """What q10/q90 are: the split-conformal level reaches the extremes with 9 machines or fewer,
+        where the interval is the range of the out-of-sample errors, not a percentile band."""
+        if conformal_level(self.machines) >= 1.0:
             return f"the range (lowest to highest, {self.machines} machines)"
         return "10th-90th percentile (split-conformal)"
 

@@ -392,11 +392,11 @@ def depth_lines(d: DepthValidation, entries: bool = False) -> list[str]:
 def entry_table(v: Validation) -> list[str]:
     head = f"{'split':5} {'entry':46} {'machine':22} {'metric':7} {'measured':>9} {'projected':>9} {'err%':>6} basis"
     out = [head, "-" * len(head)]
-    for split, scored in (("train", v.train), ("TEST", v.test)):
+    for split, scored, bands in (("train", v.train, BandsWithout(v.train)), ("TEST", v.test, v.bands)):
         for s in scored:
             if s.mode != "as rows get it":
                 continue
-            iv = _interval(s, v.bands)
+            iv = _interval(s, bands)
             value = iv[0] if iv else (s.estimate.value if isinstance(s.estimate, Estimate) else None)
             err = f"{_err_pct(s.measured, value):+6.0f}" if value and s.measured else "     -"
             basis = s.estimate.basis if isinstance(s.estimate, Estimate) else f"- {s.estimate.reason[:50]}"
